@@ -1,0 +1,313 @@
+//! One connection's life, written once for every engine: read a head, parse it, walk the
+//! response steps, send, log, count; keep-alive, pipelining, timeouts and graceful shutdown.
+//!
+//! The engine supplies a [`Transport`] (how bytes move and how files are stat'ed and opened);
+//! everything else a user can observe is decided here and in the I/O-free modules it calls, so
+//! the io_uring and epoll engines behave identically by construction.
+
+use std::ffi::CStr;
+use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+use tokio::time::timeout_at;
+
+use crate::Shared;
+use crate::files::Meta;
+use crate::http::{self, Head, Method, Request, Status};
+use crate::log::Record;
+use crate::respond::{self, Plan, Rules, Step};
+
+/// What an engine provides to serve one connection. All futures run on the worker's own
+/// single-threaded runtime, which is why they need not be `Send`.
+#[allow(async_fn_in_trait)]
+pub trait Transport {
+    type File;
+    /// Reads more bytes into the spare capacity of `buf` (never past `buf.capacity()`), returning
+    /// the count (0 at end of stream) and the buffer.
+    async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
+    /// Metadata of `rel` (relative to the root), following symlinks.
+    async fn stat(&mut self, rel: &CStr) -> io::Result<Meta>;
+    /// Opens the regular file `rel` beneath the root; the kernel refuses to leave the root.
+    async fn open(&mut self, rel: &CStr) -> io::Result<Self::File>;
+    /// Writes the head and body of `plan`. A write that makes no progress for `stall` fails.
+    async fn send(&mut self, plan: Plan<Self::File>, stall: Duration) -> io::Result<()>;
+    /// Stops sending (half-close) while still reading.
+    fn close_write(&mut self);
+    /// Shuts the socket down, so that any operation still in flight completes and the
+    /// descriptor is released once the transport is dropped.
+    fn abort(&mut self);
+}
+
+/// Shutdown phases, broadcast inside one worker.
+pub const RUNNING: u8 = 0;
+/// Finish the response in progress, take no new request, close idle connections.
+pub const DRAINING: u8 = 1;
+/// Give up on whatever is still in progress.
+pub const ABORTING: u8 = 2;
+
+/// What a connection task needs from its worker.
+pub struct Ctx {
+    pub shared: Arc<Shared>,
+    pub worker: usize,
+    pub phase: watch::Receiver<u8>,
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
+    let limits = &ctx.shared.config.limits;
+    let max = limits.max_request_bytes;
+    let keep_alive_for = Duration::from_secs(limits.keep_alive_timeout_secs);
+    let header_for = Duration::from_secs(limits.header_timeout_secs);
+    let mut phase = ctx.phase.clone();
+
+    let mut buf = Vec::with_capacity(max);
+    // Body bytes of the previous request still to be read and thrown away.
+    let mut skip: u64 = 0;
+    // When the first byte of the current head arrived: the header timeout runs from there.
+    let mut head_started: Option<Instant> = None;
+    let mut idle_since = Instant::now();
+
+    loop {
+        if skip > 0 && !buf.is_empty() {
+            let n = skip.min(buf.len() as u64) as usize;
+            buf.drain(..n);
+            skip -= n as u64;
+        }
+        if skip == 0 && !buf.is_empty() {
+            head_started.get_or_insert_with(Instant::now);
+            let exchange = match http::parse(&buf) {
+                Ok(None) if buf.len() < max => None,
+                Ok(Some(req)) => Some(Ok(req)),
+                Ok(None) => Some(Err(http::request::oversize_status(&buf))),
+                Err(e) => Some(Err(e.status)),
+            };
+            if let Some(exchange) = exchange {
+                let consumed = exchange.as_ref().ok().map(|r| (r.head_len, r.body_len));
+                let outcome = answer(&mut io, ctx, peer, exchange, &buf, &mut phase).await;
+                head_started = None;
+                idle_since = Instant::now();
+                match (outcome, consumed) {
+                    (Outcome::KeepAlive, Some((head_len, body_len))) => {
+                        buf.drain(..head_len);
+                        skip = body_len;
+                        continue;
+                    }
+                    (Outcome::Failed, _) => {
+                        io.abort();
+                        return;
+                    }
+                    (_, consumed) => {
+                        // Unread input (a refused head, a pipelined request, an unread body)
+                        // needs a lingering close; a clean close can just drop the socket.
+                        let unread = consumed.is_none_or(|(h, b)| buf.len() > h || b > 0);
+                        if unread {
+                            linger(&mut io, buf).await;
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+
+        // More bytes are needed. Idle connections go away as soon as shutdown starts.
+        let idle = buf.is_empty() && skip == 0;
+        if idle && *phase.borrow() != RUNNING {
+            return;
+        }
+        let deadline = match head_started {
+            Some(t) => t + header_for,
+            None if skip > 0 => idle_since + header_for,
+            None => idle_since + keep_alive_for,
+        };
+        let got = {
+            let read = timeout_at(deadline.into(), io.read(buf));
+            tokio::select! {
+                biased;
+                r = read => Some(r),
+                _ = wait_for(&mut phase, if idle { DRAINING } else { ABORTING }) => None,
+            }
+        };
+        match got {
+            Some(Ok((Ok(n), b))) if n > 0 => {
+                buf = b;
+                if skip == 0 && head_started.is_none() {
+                    head_started = Some(Instant::now());
+                }
+            }
+            Some(Ok((Ok(_), _))) => return, // the peer closed
+            Some(Ok((Err(_), _))) => {
+                io.abort();
+                return;
+            }
+            Some(Err(_elapsed)) => {
+                // A head that never completed gets a 408; an idle keep-alive just closes.
+                if head_started.is_some() {
+                    let timed_out = Err(Status::RequestTimeout);
+                    let _ = answer(&mut io, ctx, peer, timed_out, &[], &mut phase).await;
+                }
+                io.abort();
+                return;
+            }
+            None => {
+                io.abort();
+                return;
+            }
+        }
+    }
+}
+
+/// How a connection continues after a response.
+enum Outcome {
+    KeepAlive,
+    Close,
+    /// The response could not be sent completely.
+    Failed,
+}
+
+/// Decides, sends, logs and counts one response. `Err(status)` is a request that was refused
+/// before it parsed; `head` is what arrived of it, for the log.
+async fn answer<T: Transport>(
+    io: &mut T,
+    ctx: &Ctx,
+    peer: IpAddr,
+    exchange: Result<Request, Status>,
+    head: &[u8],
+    phase: &mut watch::Receiver<u8>,
+) -> Outcome {
+    let shared = &*ctx.shared;
+    let limits = &shared.config.limits;
+    let time = SystemTime::now();
+    let started = Instant::now();
+    let (plan, path, method) = match exchange {
+        Ok(req) => {
+            let keep_alive = limits.keep_alive_timeout_secs > 0 && *phase.borrow() == RUNNING;
+            let plan = if req.body_len > limits.max_request_bytes as u64 {
+                respond::error_plan(Status::PayloadTooLarge, &req, false)
+            } else {
+                decide(io, shared, &req, keep_alive).await
+            };
+            let method = match req.method {
+                Method::Get => "GET".to_string(),
+                Method::Head => "HEAD".to_string(),
+                Method::Other(m) => m,
+            };
+            (plan, req.raw_path, method)
+        }
+        Err(status) => {
+            let (method, path) = http::request::line_hint(head);
+            (respond::error_response(status, false, false), path, method)
+        }
+    };
+    let status = plan.status.code();
+    let keep_alive = plan.keep_alive;
+    let wire = plan.wire_len();
+    let stall = Duration::from_secs(limits.send_timeout_secs);
+    let sent = tokio::select! {
+        biased;
+        r = io.send(plan, stall) => r.is_ok(),
+        _ = wait_for(phase, ABORTING) => false,
+    };
+    let stats = &shared.stats.workers[ctx.worker];
+    stats.response(status, if sent { wire } else { 0 });
+    shared.log.send(Record {
+        time,
+        ip: peer,
+        path,
+        status,
+        method,
+        bytes: if sent { wire } else { 0 },
+        duration: started.elapsed(),
+    });
+    match (sent, keep_alive) {
+        (false, _) => Outcome::Failed,
+        (true, true) => Outcome::KeepAlive,
+        (true, false) => Outcome::Close,
+    }
+}
+
+/// Walks the response steps, doing each file-system step with the engine's primitives.
+async fn decide<T: Transport>(
+    io: &mut T,
+    shared: &Shared,
+    req: &Request,
+    keep_alive: bool,
+) -> Plan<T::File> {
+    let config = &shared.config;
+    let status_path = config.server.status_path.as_bytes();
+    if !status_path.is_empty() && req.path == status_path {
+        return status_page(shared, req, keep_alive && req.keep_alive);
+    }
+    let rules = Rules {
+        policy: &shared.policy,
+        index: &config.files.index,
+        keep_alive,
+    };
+    let mut step = respond::begin(&rules, req);
+    loop {
+        step = match step {
+            Step::Stat(lookup) => {
+                let meta = io.stat(&lookup.rel).await;
+                respond::after_stat(&rules, req, lookup, meta)
+            }
+            Step::Open(lookup, meta, content_type) => {
+                let file = io.open(&lookup.rel).await;
+                return respond::after_open(&rules, req, meta, content_type, file);
+            }
+            Step::Send(plan) => return plan,
+        }
+    }
+}
+
+/// The counters as `name: value` lines.
+fn status_page<F>(shared: &Shared, req: &Request, keep_alive: bool) -> Plan<F> {
+    let text = shared.stats.render().into_bytes();
+    let mut head = Head::new(Vec::with_capacity(256), Status::Ok);
+    head.header("Content-Type", b"text/plain; charset=utf-8");
+    head.header("Cache-Control", b"no-store");
+    let head = head.finish(text.len() as u64, keep_alive);
+    let body = if req.method == Method::Head {
+        respond::Body::Empty
+    } else {
+        respond::Body::Bytes(text)
+    };
+    Plan {
+        status: Status::Ok,
+        head,
+        body,
+        keep_alive,
+    }
+}
+
+/// Closing after an error while the client may still be sending: a plain close with unread
+/// bytes makes the kernel send a reset, which can destroy the response before the client reads
+/// it. So stop writing, then read and discard for a short while (nginx's lingering close).
+async fn linger<T: Transport>(io: &mut T, mut buf: Vec<u8>) {
+    const LINGER: Duration = Duration::from_secs(2);
+    const LIMIT: usize = 256 * 1024;
+    io.close_write();
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut seen = 0;
+    while seen < LIMIT {
+        buf.clear();
+        match timeout_at(deadline, io.read(buf)).await {
+            Ok((Ok(n), b)) if n > 0 => {
+                seen += n;
+                buf = b;
+            }
+            _ => break,
+        }
+    }
+    io.abort();
+}
+
+/// Resolves once the worker's phase reaches `at_least`.
+async fn wait_for(phase: &mut watch::Receiver<u8>, at_least: u8) {
+    while *phase.borrow_and_update() < at_least {
+        if phase.changed().await.is_err() {
+            return;
+        }
+    }
+}

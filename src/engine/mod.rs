@@ -1,0 +1,110 @@
+//! Engines move bytes: accepting, reading, stat'ing, opening and sending, each with its own
+//! primitives, while [`crate::conn`] decides everything a client can observe.
+//!
+//! This module owns the choice between them: probing io_uring at start (a small ring plus the
+//! opcodes the uring engine submits) and explaining, in one message, why it is unavailable and how
+//! to enable it.
+
+pub mod epoll;
+pub mod listener;
+pub mod uring;
+pub mod worker;
+
+use std::fmt;
+use std::io;
+
+use crate::config::EngineChoice;
+
+/// The engine a server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Uring,
+    Epoll,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Uring => "uring",
+            Engine::Epoll => "epoll",
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why io_uring cannot be used here, with what to do about it.
+#[derive(Debug)]
+pub struct Unavailable(pub String);
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Resolves the configured choice into the engine to run. `Ok((engine, Some(reason)))` is an
+/// `auto` fallback to epoll; the caller logs the reason once as a warning.
+pub fn choose(choice: EngineChoice) -> Result<(Engine, Option<Unavailable>), Unavailable> {
+    match choice {
+        EngineChoice::Epoll => Ok((Engine::Epoll, None)),
+        EngineChoice::Uring => probe_uring().map(|()| (Engine::Uring, None)),
+        EngineChoice::Auto => match probe_uring() {
+            Ok(()) => Ok((Engine::Uring, None)),
+            Err(why) => Ok((Engine::Epoll, Some(why))),
+        },
+    }
+}
+
+/// The opcodes the uring engine submits.
+const NEEDED: &[(u8, &str)] = &[
+    (io_uring::opcode::Accept::CODE, "ACCEPT"),
+    (io_uring::opcode::Read::CODE, "READ"),
+    (io_uring::opcode::Write::CODE, "WRITE"),
+    (io_uring::opcode::Statx::CODE, "STATX"),
+    (io_uring::opcode::OpenAt2::CODE, "OPENAT2"),
+    (io_uring::opcode::Close::CODE, "CLOSE"),
+];
+
+/// Creates a small ring and checks that every opcode the engine needs is supported.
+pub fn probe_uring() -> Result<(), Unavailable> {
+    let ring = io_uring::IoUring::new(8).map_err(|e| Unavailable(explain(&e)))?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe).map_err(|e| {
+        Unavailable(format!(
+            "io_uring is present but cannot be probed ({e}); Linux 5.10 or newer is needed"
+        ))
+    })?;
+    let missing: Vec<&str> = NEEDED
+        .iter()
+        .filter(|(code, _)| !probe.is_supported(*code))
+        .map(|(_, name)| *name)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Unavailable(format!(
+            "this kernel's io_uring lacks {}; Linux 5.10 or newer is needed",
+            missing.join(", ")
+        )))
+    }
+}
+
+fn explain(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => format!(
+            "io_uring_setup was refused ({e}). Docker's default seccomp profile blocks io_uring \
+             since Docker 25: run the container with `--security-opt seccomp=unconfined` or a \
+             profile that allows io_uring_setup, io_uring_enter and io_uring_register; elsewhere \
+             check `sysctl kernel.io_uring_disabled` (0 enables it for everyone)"
+        ),
+        Some(libc::ENOSYS) => format!(
+            "this kernel has no io_uring ({e}); it needs Linux 5.10 or newer built with CONFIG_IO_URING"
+        ),
+        _ => format!("io_uring_setup failed ({e})"),
+    }
+}

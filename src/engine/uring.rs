@@ -1,0 +1,247 @@
+//! The io_uring engine: tokio-uring runtimes, one per worker thread. Accepts, socket reads and
+//! writes, `statx`, `openat2` (beneath the root, enforced by the kernel), file reads and closes
+//! are all io_uring operations, batched into one `io_uring_enter` each time the thread parks.
+//!
+//! tokio-uring has no `openat2` and no dirfd-relative `statx` taking a raw descriptor, so both are
+//! submitted as custom one-shot operations whose path and result buffers live on the heap until
+//! the completion arrives. Operations cannot be cancelled: code that abandons one shuts the socket
+//! down first (see [`Transport::abort`]).
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use io_uring::{cqueue, opcode, types};
+use tokio::sync::watch;
+use tokio_uring::buf::BoundedBuf;
+use tokio_uring::fs::File;
+use tokio_uring::net::{TcpListener, TcpStream};
+use tokio_uring::{OneshotOutputTransform, UnsubmittedOneshot};
+
+use super::worker::{self, Acceptor};
+use crate::Shared;
+use crate::conn::Transport;
+use crate::files::{self, Meta};
+use crate::respond::{Body, Plan};
+
+/// Largest buffer a response is sent from; larger files go out in chunks of this size, so memory
+/// per connection stays bounded whatever the file size.
+const CHUNK: usize = 128 * 1024;
+
+/// Runs one worker on the calling thread until `stop`; reports start-up success through `ready`.
+pub fn run_worker(
+    shared: Arc<Shared>,
+    index: usize,
+    listener: std::net::TcpListener,
+    stop: watch::Receiver<bool>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let rt = match tokio_uring::Runtime::new(tokio_uring::builder().entries(1024)) {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(format!("worker {index}: cannot start io_uring: {e}")));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let acceptor = UringAcceptor {
+            listener: TcpListener::from_std(listener),
+            root: shared.root_fd.as_raw_fd(),
+        };
+        let _ = ready.send(Ok(()));
+        worker::run(acceptor, shared, index, stop).await;
+    });
+}
+
+struct UringAcceptor {
+    listener: TcpListener,
+    root: RawFd,
+}
+
+impl Acceptor for UringAcceptor {
+    type Conn = UringConn;
+
+    async fn accept(&self) -> io::Result<(UringConn, SocketAddr)> {
+        let (stream, peer) = self.listener.accept().await?;
+        stream.set_nodelay(true)?;
+        Ok((
+            UringConn {
+                stream,
+                root: self.root,
+            },
+            peer,
+        ))
+    }
+
+    fn stop(&self) {
+        // SAFETY: shutdown(2) on a descriptor this listener owns; it only changes socket state.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
+    }
+}
+
+pub struct UringConn {
+    stream: TcpStream,
+    root: RawFd,
+}
+
+impl UringConn {
+    async fn write_all(&self, buf: Vec<u8>, stall: Duration) -> (io::Result<()>, Option<Vec<u8>>) {
+        match tokio::time::timeout(stall, self.stream.write_all(buf)).await {
+            Ok((r, buf)) => (r, Some(buf)),
+            Err(_) => (Err(io::ErrorKind::TimedOut.into()), None),
+        }
+    }
+}
+
+impl Transport for UringConn {
+    type File = File;
+
+    async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        let len = buf.len();
+        let (r, slice) = self.stream.read(buf.slice(len..)).await;
+        (r, slice.into_inner())
+    }
+
+    async fn stat(&mut self, rel: &CStr) -> io::Result<Meta> {
+        let mut data = Box::new(StatxData {
+            path: rel.to_owned(),
+            // SAFETY: statx is a plain C struct for which all-zero bytes are a valid value.
+            buf: unsafe { std::mem::zeroed() },
+        });
+        let sqe = opcode::Statx::new(
+            types::Fd(self.root),
+            data.path.as_ptr(),
+            (&mut data.buf as *mut libc::statx).cast::<types::statx>(),
+        )
+        .mask(files::STATX_MASK)
+        .build();
+        UnsubmittedOneshot::new(data, StatxDone, sqe).submit().await
+    }
+
+    async fn open(&mut self, rel: &CStr) -> io::Result<File> {
+        let data = Box::new(OpenData {
+            path: rel.to_owned(),
+            how: types::OpenHow::new()
+                .flags(files::OPEN_FLAGS)
+                .resolve(files::RESOLVE),
+        });
+        let sqe = opcode::OpenAt2::new(types::Fd(self.root), data.path.as_ptr(), &data.how).build();
+        UnsubmittedOneshot::new(data, OpenDone, sqe).submit().await
+    }
+
+    async fn send(&mut self, plan: Plan<File>, stall: Duration) -> io::Result<()> {
+        let mut buf = plan.head;
+        let (file, mut pos, end) = match plan.body {
+            Body::Empty => return self.write_all(buf, stall).await.0,
+            Body::Static(b) => {
+                buf.extend_from_slice(b);
+                return self.write_all(buf, stall).await.0;
+            }
+            Body::Bytes(b) => {
+                buf.extend_from_slice(&b);
+                return self.write_all(buf, stall).await.0;
+            }
+            Body::File { file, offset, len } => (file, offset, offset + len),
+        };
+        // The head goes out together with the first chunk of the file.
+        let first = (end - pos).min(CHUNK as u64) as usize;
+        buf.reserve_exact(first);
+        let result = loop {
+            let room = buf.capacity() - buf.len();
+            let want = (end - pos).min(room as u64) as usize;
+            let filled = buf.len() + want;
+            while buf.len() < filled {
+                let start = buf.len();
+                let (r, slice) = file.read_at(buf.slice(start..filled), pos).await;
+                buf = slice.into_inner();
+                match r {
+                    Ok(0) => break,
+                    Ok(n) => pos += n as u64,
+                    Err(e) => return Err(e),
+                }
+            }
+            if buf.len() < filled {
+                // The file shrank under us: the promised Content-Length cannot be met.
+                break Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while sending",
+                ));
+            }
+            match self.write_all(buf, stall).await {
+                (Err(e), _) => break Err(e),
+                (Ok(()), _) if pos >= end => break Ok(()),
+                (Ok(()), Some(b)) => {
+                    buf = b;
+                    buf.clear();
+                    if buf.capacity() < CHUNK.min((end - pos) as usize) {
+                        buf = Vec::with_capacity(CHUNK);
+                    }
+                }
+                (Ok(()), None) => unreachable!("write_all returns its buffer on success"),
+            }
+        };
+        // Close through the ring instead of a close(2) on drop.
+        tokio_uring::spawn(async move {
+            let _ = file.close().await;
+        });
+        result
+    }
+
+    fn close_write(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    fn abort(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+struct StatxData {
+    path: CString,
+    buf: libc::statx,
+}
+
+struct StatxDone;
+
+impl OneshotOutputTransform for StatxDone {
+    type Output = io::Result<Meta>;
+    type StoredData = Box<StatxData>;
+
+    fn transform_oneshot_output(
+        self,
+        data: Box<StatxData>,
+        cqe: cqueue::Entry,
+    ) -> io::Result<Meta> {
+        match cqe.result() {
+            r if r < 0 => Err(io::Error::from_raw_os_error(-r)),
+            _ => Ok(Meta::from_statx(&data.buf)),
+        }
+    }
+}
+
+struct OpenData {
+    path: CString,
+    how: types::OpenHow,
+}
+
+struct OpenDone;
+
+impl OneshotOutputTransform for OpenDone {
+    type Output = io::Result<File>;
+    type StoredData = Box<OpenData>;
+
+    fn transform_oneshot_output(
+        self,
+        _data: Box<OpenData>,
+        cqe: cqueue::Entry,
+    ) -> io::Result<File> {
+        match cqe.result() {
+            r if r < 0 => Err(io::Error::from_raw_os_error(-r)),
+            // SAFETY: a successful OPENAT2 completion carries a new descriptor that nothing else owns.
+            fd => Ok(unsafe { File::from_raw_fd(fd) }),
+        }
+    }
+}

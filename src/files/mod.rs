@@ -1,0 +1,221 @@
+//! Files: turning a decoded request path into a safe path relative to the root, the extension
+//! policy with its Content-Type table, and the file metadata the responder decides on.
+//!
+//! The string checks here are the first line of defence (no `..` above the root, no dotfiles, no
+//! NUL); the engines open files with `openat2(RESOLVE_BENEATH)` on a root directory descriptor, so
+//! the kernel enforces the root as well, symlinks included. No I/O happens in this module.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+
+/// Why a path cannot be served, before any file system access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// `..` would climb above the root.
+    Escapes,
+    /// A segment starts with `.`: dotfiles and dot-directories are never served.
+    Hidden,
+}
+
+/// A request path made safe: relative to the root, normalised, NUL-free.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Relative path for `openat2`/`statx` against the root descriptor (`.` for the root itself).
+    pub rel: CString,
+    /// The request path ended in `/` (a directory is wanted).
+    pub trailing_slash: bool,
+}
+
+/// Normalises a decoded request path (`/a/./b/../c`) into a relative path under the root.
+pub fn resolve(path: &[u8]) -> Result<Target, PathError> {
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for seg in path.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop().ok_or(PathError::Escapes)?;
+            }
+            s if s[0] == b'.' => return Err(PathError::Hidden),
+            s => segments.push(s),
+        }
+    }
+    let mut rel = segments.join(&b'/');
+    if rel.is_empty() {
+        rel.push(b'.');
+    }
+    // The parser already refused control bytes, NUL included; stay safe if called otherwise.
+    let rel = CString::new(rel).map_err(|_| PathError::Escapes)?;
+    Ok(Target {
+        rel,
+        trailing_slash: path.ends_with(b"/"),
+    })
+}
+
+/// Appends a file name to a relative directory path (`.` + `index.html` is `index.html`).
+pub fn join(dir: &CString, name: &str) -> CString {
+    let mut v = if dir.as_bytes() == b"." {
+        Vec::new()
+    } else {
+        let mut v = dir.as_bytes().to_vec();
+        v.push(b'/');
+        v
+    };
+    v.extend_from_slice(name.as_bytes());
+    CString::new(v).unwrap_or_else(|_| dir.clone())
+}
+
+/// Which files may be served, and the Content-Type of each allowed extension.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    types: HashMap<String, String>,
+}
+
+impl Policy {
+    /// Builds the table once at start; extensions are matched case-insensitively.
+    pub fn new<S: AsRef<str>>(allowed: &[S]) -> Policy {
+        let types = allowed
+            .iter()
+            .map(|ext| {
+                let ext = ext.as_ref().to_ascii_lowercase();
+                let mime = mime_guess::from_ext(&ext).first_or_octet_stream();
+                let textual = mime.type_() == mime_guess::mime::TEXT
+                    || matches!(mime.subtype().as_str(), "javascript" | "json" | "xml")
+                    || mime.suffix().is_some_and(|s| s == "xml" || s == "json");
+                let ct = if textual && mime.get_param("charset").is_none() {
+                    format!("{}; charset=utf-8", mime.essence_str())
+                } else {
+                    mime.to_string()
+                };
+                (ext, ct)
+            })
+            .collect();
+        Policy { types }
+    }
+
+    /// The Content-Type for a file name, or `None` when its extension is not allowed (403).
+    pub fn content_type(&self, rel: &[u8]) -> Option<&str> {
+        let name = rel.rsplit(|&b| b == b'/').next()?;
+        let dot = name.iter().rposition(|&b| b == b'.')?;
+        let ext = std::str::from_utf8(&name[dot + 1..]).ok()?;
+        if ext.is_empty() || ext.len() > 16 {
+            return None;
+        }
+        let mut lower = [0u8; 16];
+        let lower = &mut lower[..ext.len()];
+        lower.copy_from_slice(ext.as_bytes());
+        lower.make_ascii_lowercase();
+        self.types
+            .get(std::str::from_utf8(lower).ok()?)
+            .map(String::as_str)
+    }
+}
+
+/// What kind of file a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    /// FIFOs, sockets, devices: never opened.
+    Other,
+}
+
+/// The metadata the responder needs, filled from `statx` by either engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: Kind,
+    pub size: u64,
+    /// Modification time, whole seconds since the epoch.
+    pub mtime: i64,
+}
+
+impl Meta {
+    pub fn from_statx(st: &libc::statx) -> Meta {
+        let kind = match u32::from(st.stx_mode) & libc::S_IFMT {
+            libc::S_IFREG => Kind::File,
+            libc::S_IFDIR => Kind::Dir,
+            _ => Kind::Other,
+        };
+        Meta {
+            kind,
+            size: st.stx_size,
+            mtime: st.stx_mtime.tv_sec,
+        }
+    }
+}
+
+/// Fields requested from statx: type, size and modification time are all we use.
+pub const STATX_MASK: u32 = libc::STATX_TYPE | libc::STATX_SIZE | libc::STATX_MTIME;
+
+/// Flags for `openat2`: read-only, no controlling tty, close-on-exec.
+pub const OPEN_FLAGS: u64 = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+/// Resolution rules for `openat2`: never leave the root, no /proc magic links.
+pub const RESOLVE: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(p: &str) -> Result<String, PathError> {
+        resolve(p.as_bytes()).map(|t| t.rel.into_string().unwrap())
+    }
+
+    #[test]
+    fn normalises_paths() {
+        assert_eq!(rel("/"), Ok(".".into()));
+        assert_eq!(rel("/index.html"), Ok("index.html".into()));
+        assert_eq!(rel("/a//b/./c.css"), Ok("a/b/c.css".into()));
+        assert_eq!(rel("/a/../b.css"), Ok("b.css".into()));
+        assert_eq!(rel("/a/b/../../c"), Ok("c".into()));
+        assert!(resolve(b"/sub/").unwrap().trailing_slash);
+        assert!(!resolve(b"/sub").unwrap().trailing_slash);
+    }
+
+    #[test]
+    fn refuses_escapes_and_dotfiles() {
+        assert_eq!(rel("/.."), Err(PathError::Escapes));
+        assert_eq!(rel("/../etc/passwd"), Err(PathError::Escapes));
+        assert_eq!(rel("/a/../../etc/passwd"), Err(PathError::Escapes));
+        assert_eq!(rel("/.git/config"), Err(PathError::Hidden));
+        assert_eq!(rel("/a/.env"), Err(PathError::Hidden));
+        assert_eq!(rel("/a/...."), Err(PathError::Hidden));
+    }
+
+    #[test]
+    fn joins_index() {
+        assert_eq!(
+            join(&CString::new(".").unwrap(), "index.html").as_bytes(),
+            b"index.html"
+        );
+        assert_eq!(
+            join(&CString::new("sub").unwrap(), "index.html").as_bytes(),
+            b"sub/index.html"
+        );
+    }
+
+    #[test]
+    fn policy_types() {
+        let p = Policy::new(&["html", "PNG", "js", "json", "svg", "woff2", "txt"]);
+        assert_eq!(
+            p.content_type(b"index.html"),
+            Some("text/html; charset=utf-8")
+        );
+        assert_eq!(p.content_type(b"a/b/IMG.Png"), Some("image/png"));
+        assert_eq!(
+            p.content_type(b"app.js"),
+            Some("text/javascript; charset=utf-8")
+        );
+        assert_eq!(
+            p.content_type(b"d.json"),
+            Some("application/json; charset=utf-8")
+        );
+        assert_eq!(
+            p.content_type(b"i.svg"),
+            Some("image/svg+xml; charset=utf-8")
+        );
+        assert_eq!(p.content_type(b"f.woff2"), Some("font/woff2"));
+        assert_eq!(p.content_type(b"photo.jpg"), None);
+        assert_eq!(p.content_type(b"Makefile"), None);
+        assert_eq!(p.content_type(b"dir.html/file"), None);
+        assert_eq!(p.content_type(b"trailing."), None);
+    }
+}

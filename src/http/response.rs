@@ -1,0 +1,130 @@
+//! Status codes, their small HTML error bodies, and response-head rendering.
+//!
+//! A [`Head`] writes the status line and the headers every response carries (`Server`, `Date`,
+//! then whatever the caller adds, then `Content-Length` and `Connection`) into a reusable buffer.
+
+use super::date;
+
+pub const SERVER: &str = concat!("uring-httpd/", env!("CARGO_PKG_VERSION"));
+
+macro_rules! statuses {
+    ($($name:ident = $code:literal $reason:literal;)*) => {
+        /// The statuses this server answers with.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Status { $($name),* }
+
+        impl Status {
+            pub fn code(self) -> u16 {
+                match self { $(Status::$name => $code),* }
+            }
+            pub fn reason(self) -> &'static str {
+                match self { $(Status::$name => $reason),* }
+            }
+            fn line(self) -> &'static str {
+                match self { $(Status::$name => concat!("HTTP/1.1 ", $code, " ", $reason, "\r\n")),* }
+            }
+            /// The short HTML page sent with an error status.
+            pub fn error_page(self) -> &'static [u8] {
+                match self {
+                    $(Status::$name => concat!(
+                        "<!DOCTYPE html>\n<html><head><title>", $code, " ", $reason,
+                        "</title></head>\n<body><h1>", $code, " ", $reason,
+                        "</h1><hr><p>uring-httpd</p></body></html>\n"
+                    ).as_bytes()),*
+                }
+            }
+        }
+    };
+}
+
+statuses! {
+    Ok = 200 "OK";
+    PartialContent = 206 "Partial Content";
+    MovedPermanently = 301 "Moved Permanently";
+    NotModified = 304 "Not Modified";
+    BadRequest = 400 "Bad Request";
+    Forbidden = 403 "Forbidden";
+    NotFound = 404 "Not Found";
+    MethodNotAllowed = 405 "Method Not Allowed";
+    RequestTimeout = 408 "Request Timeout";
+    PayloadTooLarge = 413 "Content Too Large";
+    UriTooLong = 414 "URI Too Long";
+    RangeNotSatisfiable = 416 "Range Not Satisfiable";
+    HeaderFieldsTooLarge = 431 "Request Header Fields Too Large";
+    InternalServerError = 500 "Internal Server Error";
+    HttpVersionNotSupported = 505 "HTTP Version Not Supported";
+}
+
+/// A response head being rendered into a buffer.
+pub struct Head {
+    buf: Vec<u8>,
+}
+
+impl Head {
+    /// Starts a head in `buf` (cleared first, so a connection can reuse one allocation).
+    pub fn new(mut buf: Vec<u8>, status: Status) -> Head {
+        buf.clear();
+        buf.extend_from_slice(status.line().as_bytes());
+        buf.extend_from_slice(b"Server: ");
+        buf.extend_from_slice(SERVER.as_bytes());
+        buf.extend_from_slice(b"\r\nDate: ");
+        date::with_now(|d| buf.extend_from_slice(d.as_bytes()));
+        buf.extend_from_slice(b"\r\n");
+        Head { buf }
+    }
+
+    pub fn header(&mut self, name: &str, value: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.extend_from_slice(b": ");
+        self.buf.extend_from_slice(value);
+        self.buf.extend_from_slice(b"\r\n");
+        self
+    }
+
+    pub fn header_u64(&mut self, name: &str, value: u64) -> &mut Self {
+        self.header(name, itoa::Buffer::new().format(value).as_bytes())
+    }
+
+    /// Adds `Content-Length` and `Connection`, ends the head and returns the bytes.
+    pub fn finish(mut self, content_length: u64, keep_alive: bool) -> Vec<u8> {
+        self.header_u64("Content-Length", content_length);
+        self.buf.extend_from_slice(if keep_alive {
+            b"Connection: keep-alive\r\n\r\n"
+        } else {
+            b"Connection: close\r\n\r\n"
+        });
+        self.buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_has_the_headers_every_response_carries() {
+        let mut h = Head::new(Vec::new(), Status::NotFound);
+        h.header("Content-Type", b"text/html; charset=utf-8");
+        let text = String::from_utf8(h.finish(12, true)).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 404 Not Found\r\nServer: uring-httpd/"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nDate: "), "{text}");
+        assert!(
+            text.contains("\r\nContent-Type: text/html; charset=utf-8\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("Content-Length: 12\r\nConnection: keep-alive\r\n\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn error_pages_name_the_status() {
+        let page = std::str::from_utf8(Status::Forbidden.error_page()).unwrap();
+        assert!(page.contains("<title>403 Forbidden</title>"), "{page}");
+        assert_eq!(Status::HeaderFieldsTooLarge.code(), 431);
+    }
+}

@@ -1,0 +1,243 @@
+//! The access log: records built by the workers, and the one writer thread that formats and
+//! writes them.
+//!
+//! Workers never touch the log file. They send a [`Record`] over an unbounded channel (so a slow
+//! disk can never drop a line or stall a worker) and the writer thread formats, buffers and
+//! writes. The writer drains the channel in batches and flushes after each batch; when the
+//! channel closes (every worker has finished) it writes what is left, flushes, and returns, so
+//! no line is lost at shutdown.
+//!
+//! Line format: `<RFC 3339 UTC time> <client ip> <path> <status> <method> <bytes> <duration>`,
+//! e.g. `2026-11-23T20:10:23.123Z 127.0.0.1 /index.html 200 GET 2027 85us`.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use crate::config::AccessTarget;
+
+/// One served (or refused) request.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub time: SystemTime,
+    pub ip: IpAddr,
+    /// The target path as sent, `-` when the request line did not parse.
+    pub path: String,
+    pub status: u16,
+    /// The method as sent, `-` when unknown.
+    pub method: String,
+    pub bytes: u64,
+    pub duration: Duration,
+}
+
+/// The workers' end of the log: cheap to clone, a no-op when logging is off.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    tx: Option<Sender<Record>>,
+}
+
+impl AccessLog {
+    pub fn off() -> AccessLog {
+        AccessLog { tx: None }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    pub fn send(&self, record: Record) {
+        if let Some(tx) = &self.tx {
+            // Only fails when the writer is gone, which happens after every worker has stopped.
+            let _ = tx.send(record);
+        }
+    }
+}
+
+/// The writer thread; [`Writer::finish`] waits until every line is written and flushed.
+pub struct Writer {
+    handle: Option<JoinHandle<io::Result<u64>>>,
+}
+
+impl Writer {
+    /// Waits for the writer to drain the channel; call after dropping every [`AccessLog`].
+    /// Returns the number of lines written.
+    pub fn finish(mut self) -> io::Result<u64> {
+        match self.handle.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("log writer panicked"))),
+            None => Ok(0),
+        }
+    }
+}
+
+/// Opens the destination (creating or appending to a file) and starts the writer thread.
+pub fn start(target: &AccessTarget) -> io::Result<(AccessLog, Writer)> {
+    let out: Box<dyn Write + Send> = match target {
+        AccessTarget::Off => {
+            return Ok((AccessLog::off(), Writer { handle: None }));
+        }
+        AccessTarget::Stdout => Box::new(io::stdout()),
+        AccessTarget::File(path) => Box::new(open_append(path)?),
+    };
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name("access-log".into())
+        .spawn(move || write_loop(rx, BufWriter::with_capacity(64 * 1024, out)))?;
+    Ok((
+        AccessLog { tx: Some(tx) },
+        Writer {
+            handle: Some(handle),
+        },
+    ))
+}
+
+fn open_append(path: &Path) -> io::Result<std::fs::File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("access log {}: {e}", path.display())))
+}
+
+/// Drains in batches. While records keep coming it polls every few milliseconds, so senders
+/// never have to wake it (no futex call on the request path); once idle it blocks.
+fn write_loop(rx: Receiver<Record>, mut out: BufWriter<Box<dyn Write + Send>>) -> io::Result<u64> {
+    const POLL: Duration = Duration::from_millis(5);
+    const IDLE_POLLS: u32 = 200;
+    let mut line = String::with_capacity(256);
+    let mut written = 0u64;
+    let mut idle = 0u32;
+    loop {
+        let mut batch = 0;
+        loop {
+            match rx.try_recv() {
+                Ok(r) => {
+                    format_into(&mut line, &r);
+                    out.write_all(line.as_bytes())?;
+                    batch += 1;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    out.flush()?;
+                    return Ok(written + batch);
+                }
+            }
+        }
+        written += batch;
+        if batch > 0 {
+            out.flush()?;
+            idle = 0;
+            std::thread::sleep(POLL);
+        } else if idle < IDLE_POLLS {
+            idle += 1;
+            std::thread::sleep(POLL);
+        } else {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(r) => {
+                    format_into(&mut line, &r);
+                    out.write_all(line.as_bytes())?;
+                    written += 1;
+                    out.flush()?;
+                    idle = 0;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    out.flush()?;
+                    return Ok(written);
+                }
+            }
+        }
+    }
+}
+
+/// Renders one line (with its newline) into `line`.
+pub fn format_into(line: &mut String, r: &Record) {
+    use std::fmt::Write as _;
+    line.clear();
+    let _ = write!(
+        line,
+        "{} {} ",
+        humantime::format_rfc3339_millis(r.time),
+        r.ip
+    );
+    push_escaped(line, &r.path);
+    line.push(' ');
+    let _ = write!(line, "{} ", r.status);
+    push_escaped(line, &r.method);
+    let _ = writeln!(line, " {} {}us", r.bytes, r.duration.as_micros());
+}
+
+/// Keeps the log one record per line and space-separated: anything outside printable ASCII, and
+/// the space and backslash themselves, is written as `\xNN`.
+fn push_escaped(line: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    for b in s.bytes() {
+        if b.is_ascii_graphic() && b != b'\\' {
+            line.push(b as char);
+        } else {
+            let _ = write!(line, "\\x{b:02x}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_format() {
+        let r = Record {
+            time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
+            ip: "127.0.0.1".parse().unwrap(),
+            path: "/a b\\".into(),
+            status: 200,
+            method: "GET".into(),
+            bytes: 2027,
+            duration: Duration::from_micros(85),
+        };
+        let mut line = String::new();
+        format_into(&mut line, &r);
+        assert_eq!(
+            line,
+            "2026-11-18T09:46:40.123Z 127.0.0.1 /a\\x20b\\x5c 200 GET 2027 85us\n"
+        );
+    }
+
+    #[test]
+    fn every_line_reaches_the_file_at_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let (log, writer) = start(&AccessTarget::File(path.clone())).unwrap();
+        let senders: Vec<_> = (0..4)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..5000 {
+                        log.send(Record {
+                            time: SystemTime::now(),
+                            ip: "::1".parse().unwrap(),
+                            path: format!("/{t}/{i}"),
+                            status: 200,
+                            method: "GET".into(),
+                            bytes: 1,
+                            duration: Duration::ZERO,
+                        });
+                    }
+                })
+            })
+            .collect();
+        for s in senders {
+            s.join().unwrap();
+        }
+        drop(log);
+        assert_eq!(writer.finish().unwrap(), 20_000);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 20_000);
+        assert!(text.contains(" ::1 /3/4999 200 GET 1 0us\n"));
+    }
+}

@@ -1,0 +1,120 @@
+//! The `uring-httpd` command: parse the command line, load the config, start the server, wait for
+//! SIGINT or SIGTERM, shut down gracefully. Exit codes: 0 after a clean shutdown, 2 for a
+//! configuration error, 1 when the server cannot start.
+
+use std::io::IsTerminal;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
+use uring_httpd::config::{self, EngineChoice, Overrides};
+use uring_httpd::server;
+
+/// A static-file HTTP/1.1 server for Linux on io_uring.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Config file; when the default is absent, built-in defaults are used.
+    #[arg(short, long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides server.host).
+    #[arg(long)]
+    host: Option<IpAddr>,
+    /// Port to listen on; 0 picks a free one (overrides server.port).
+    #[arg(short, long)]
+    port: Option<u16>,
+    /// Directory to serve, relative to the current directory (overrides files.root).
+    #[arg(short, long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Worker threads, 0 for one per CPU (overrides server.workers).
+    #[arg(short, long)]
+    workers: Option<usize>,
+    /// I/O engine (overrides server.engine).
+    #[arg(short, long, value_enum)]
+    engine: Option<EngineChoice>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        host: cli.host,
+        port: cli.port,
+        root: cli.root,
+        workers: cli.workers,
+        engine: cli.engine,
+    };
+    let explicit = cli.config.is_some();
+    let path = cli.config.unwrap_or_else(|| PathBuf::from("uring.toml"));
+    let loaded = match config::load(&path, explicit, &overrides) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("uring-httpd: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&loaded.config.log.level);
+
+    // Block the stop signals before any thread starts, so every thread inherits the mask and the
+    // signals wait here for sigwait instead of killing the process mid-response.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    if let Err(e) = signals.thread_block() {
+        eprintln!("uring-httpd: cannot block signals: {e}");
+        return ExitCode::FAILURE;
+    }
+
+    let (root, workers, source) = (loaded.root.clone(), loaded.workers, loaded.source.clone());
+    let running = match server::start(loaded) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("uring-httpd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        "uring-httpd {} listening on http://{}/ (engine {}, {} workers, root {}, config {})",
+        env!("CARGO_PKG_VERSION"),
+        running.addr,
+        running.engine,
+        workers,
+        root.display(),
+        source
+    );
+
+    let signal = signals.wait();
+    tracing::info!(
+        "{}: finishing in-flight responses",
+        signal.map_or("signal".to_string(), |s| s.as_str().to_string())
+    );
+    match running.shutdown() {
+        Ok((s, lines)) => {
+            tracing::info!(
+                "stopped: {} connections, {} requests, {} bytes sent, {} log lines",
+                s.accepted,
+                s.total_requests(),
+                s.bytes_sent,
+                lines
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("uring-httpd: access log: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}

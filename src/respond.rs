@@ -1,0 +1,477 @@
+//! Deciding the response: a parsed request plus file metadata in, a [`Plan`] out.
+//!
+//! The decision is a small state machine so that it stays free of I/O: [`begin`] says which path
+//! to stat, [`after_stat`] says what to open (or redirects, or refuses), [`after_open`] renders
+//! the head for the opened file. The engine performs each file-system step with its own
+//! primitives and feeds the result back. Conditional requests (ETag, Last-Modified) and single
+//! byte ranges are small functions over the plan, so adding a feature touches this file only.
+
+use std::ffi::CString;
+use std::io;
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::files::{self, Kind, Meta, PathError, Policy};
+use crate::http::{Head, Method, Request, Status};
+
+/// Where a response's body comes from.
+#[derive(Debug)]
+pub enum Body<F> {
+    Empty,
+    Static(&'static [u8]),
+    Bytes(Vec<u8>),
+    /// `len` bytes of an opened file from `offset`.
+    File {
+        file: F,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// Everything an engine needs to answer: the rendered head and the body source.
+#[derive(Debug)]
+pub struct Plan<F> {
+    pub status: Status,
+    pub head: Vec<u8>,
+    pub body: Body<F>,
+    /// Keep the connection open after this response.
+    pub keep_alive: bool,
+}
+
+impl<F> Plan<F> {
+    /// Bytes this plan puts on the wire.
+    pub fn wire_len(&self) -> u64 {
+        self.head.len() as u64
+            + match &self.body {
+                Body::Empty => 0,
+                Body::Static(b) => b.len() as u64,
+                Body::Bytes(b) => b.len() as u64,
+                Body::File { len, .. } => *len,
+            }
+    }
+}
+
+/// The next thing the engine must do for this request.
+#[derive(Debug)]
+pub enum Step<'a, F> {
+    /// statx this path (relative to the root) and call [`after_stat`].
+    Stat(Lookup),
+    /// Open this regular file (openat2 beneath the root) and call [`after_open`].
+    Open(Lookup, Meta, &'a str),
+    /// Send this.
+    Send(Plan<F>),
+}
+
+/// A path being looked up, and whether it is already the directory index.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub rel: CString,
+    pub is_index: bool,
+}
+
+/// Read-only settings the decisions depend on.
+pub struct Rules<'a> {
+    pub policy: &'a Policy,
+    pub index: &'a str,
+    /// False when keep-alive is disabled in the config.
+    pub keep_alive: bool,
+}
+
+/// Starts answering `req`.
+pub fn begin<'a, F>(rules: &Rules<'a>, req: &Request) -> Step<'a, F> {
+    let keep_alive = rules.keep_alive && req.keep_alive;
+    if let Method::Other(_) = req.method {
+        let mut plan = error_plan(Status::MethodNotAllowed, req, keep_alive);
+        // Allow goes before the final headers: re-render with it.
+        let mut head = Head::new(std::mem::take(&mut plan.head), Status::MethodNotAllowed);
+        head.header("Allow", b"GET, HEAD");
+        head.header("Content-Type", b"text/html; charset=utf-8");
+        let page = Status::MethodNotAllowed.error_page();
+        plan.head = head.finish(page.len() as u64, keep_alive);
+        return Step::Send(plan);
+    }
+    match files::resolve(&req.path) {
+        Ok(t) => Step::Stat(Lookup {
+            rel: t.rel,
+            is_index: false,
+        }),
+        Err(PathError::Escapes) => Step::Send(error_plan(Status::BadRequest, req, false)),
+        Err(PathError::Hidden) => Step::Send(error_plan(Status::NotFound, req, keep_alive)),
+    }
+}
+
+/// Continues after the engine stat'ed `lookup.rel`.
+pub fn after_stat<'a, F>(
+    rules: &Rules<'a>,
+    req: &Request,
+    lookup: Lookup,
+    stat: io::Result<Meta>,
+) -> Step<'a, F> {
+    let keep_alive = rules.keep_alive && req.keep_alive;
+    let meta = match stat {
+        Ok(m) => m,
+        Err(e) => return Step::Send(error_plan(io_status(&e), req, keep_alive)),
+    };
+    match meta.kind {
+        Kind::Dir if lookup.is_index => Step::Send(error_plan(Status::NotFound, req, keep_alive)),
+        Kind::Dir if !req.path.ends_with(b"/") => {
+            let mut location = req.raw_path.clone().into_bytes();
+            location.push(b'/');
+            let page = Status::MovedPermanently.error_page();
+            let mut head = Head::new(Vec::new(), Status::MovedPermanently);
+            head.header("Location", &location);
+            head.header("Content-Type", b"text/html; charset=utf-8");
+            Step::Send(Plan {
+                status: Status::MovedPermanently,
+                head: head.finish(page.len() as u64, keep_alive),
+                body: body_unless_head(req, Body::Static(page)),
+                keep_alive,
+            })
+        }
+        Kind::Dir => Step::Stat(Lookup {
+            rel: files::join(&lookup.rel, rules.index),
+            is_index: true,
+        }),
+        Kind::Other => Step::Send(error_plan(Status::Forbidden, req, keep_alive)),
+        Kind::File => match rules.policy.content_type(lookup.rel.as_bytes()) {
+            Some(ct) => Step::Open(lookup, meta, ct),
+            None => Step::Send(error_plan(Status::Forbidden, req, keep_alive)),
+        },
+    }
+}
+
+/// Finishes after the engine opened the file; `file` is dropped (closed) for HEAD and 304.
+pub fn after_open<F>(
+    rules: &Rules,
+    req: &Request,
+    meta: Meta,
+    content_type: &str,
+    file: io::Result<F>,
+) -> Plan<F> {
+    let keep_alive = rules.keep_alive && req.keep_alive;
+    let file = match file {
+        Ok(f) => f,
+        Err(e) => return error_plan(io_status(&e), req, keep_alive),
+    };
+    let etag = etag(&meta);
+    let last_modified =
+        httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(meta.mtime.max(0) as u64));
+    let not_modified = match (&req.if_none_match, &req.if_modified_since) {
+        (Some(inm), _) => inm.split(',').any(|t| {
+            let t = t.trim();
+            t == "*" || t.trim_start_matches("W/") == etag
+        }),
+        (None, Some(ims)) => httpdate::parse_http_date(ims)
+            .is_ok_and(|since| UNIX_EPOCH + Duration::from_secs(meta.mtime.max(0) as u64) <= since),
+        (None, None) => false,
+    };
+    if not_modified {
+        let mut head = Head::new(Vec::new(), Status::NotModified);
+        head.header("ETag", etag.as_bytes());
+        head.header("Last-Modified", last_modified.as_bytes());
+        // A 304 carries no body and no Content-Length of its own; finish() writes 0.
+        return Plan {
+            status: Status::NotModified,
+            head: head.finish(0, keep_alive),
+            body: Body::Empty,
+            keep_alive,
+        };
+    }
+
+    let (status, offset, len) = match req.range.as_deref().map(|r| parse_range(r, meta.size)) {
+        Some(RangeSpec::Satisfiable(start, end)) => {
+            (Status::PartialContent, start, end - start + 1)
+        }
+        Some(RangeSpec::Unsatisfiable) => {
+            let mut plan = error_plan(Status::RangeNotSatisfiable, req, keep_alive);
+            let page = Status::RangeNotSatisfiable.error_page();
+            let mut head = Head::new(std::mem::take(&mut plan.head), Status::RangeNotSatisfiable);
+            head.header("Content-Range", format!("bytes */{}", meta.size).as_bytes());
+            head.header("Content-Type", b"text/html; charset=utf-8");
+            plan.head = head.finish(page.len() as u64, keep_alive);
+            return plan;
+        }
+        Some(RangeSpec::Ignored) | None => (Status::Ok, 0, meta.size),
+    };
+    let mut head = Head::new(Vec::with_capacity(256), status);
+    head.header("Content-Type", content_type.as_bytes());
+    head.header("Last-Modified", last_modified.as_bytes());
+    head.header("ETag", etag.as_bytes());
+    head.header("Accept-Ranges", b"bytes");
+    if status == Status::PartialContent {
+        let cr = format!("bytes {}-{}/{}", offset, offset + len - 1, meta.size);
+        head.header("Content-Range", cr.as_bytes());
+    }
+    let body = if req.method == Method::Head || len == 0 {
+        Body::Empty
+    } else {
+        Body::File { file, offset, len }
+    };
+    Plan {
+        status,
+        head: head.finish(len, keep_alive),
+        body,
+        keep_alive,
+    }
+}
+
+/// An error page for `status`; HEAD gets the head only.
+pub fn error_plan<F>(status: Status, req: &Request, keep_alive: bool) -> Plan<F> {
+    error_response(status, req.method == Method::Head, keep_alive)
+}
+
+/// An error page for a request that may not have parsed (so no method is known).
+pub fn error_response<F>(status: Status, head_only: bool, keep_alive: bool) -> Plan<F> {
+    let page = status.error_page();
+    let mut head = Head::new(Vec::with_capacity(256), status);
+    head.header("Content-Type", b"text/html; charset=utf-8");
+    Plan {
+        status,
+        head: head.finish(page.len() as u64, keep_alive),
+        body: if head_only {
+            Body::Empty
+        } else {
+            Body::Static(page)
+        },
+        keep_alive,
+    }
+}
+
+fn body_unless_head<F>(req: &Request, body: Body<F>) -> Body<F> {
+    if req.method == Method::Head {
+        Body::Empty
+    } else {
+        body
+    }
+}
+
+/// Maps a file-system error to the status the client sees.
+pub fn io_status(e: &io::Error) -> Status {
+    match e.raw_os_error() {
+        Some(libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG) => Status::NotFound,
+        // EXDEV: openat2 refused to leave the root (a symlink pointing outside); ELOOP: a loop.
+        Some(libc::EACCES | libc::EPERM | libc::EXDEV | libc::ELOOP) => Status::Forbidden,
+        _ => Status::InternalServerError,
+    }
+}
+
+/// nginx-style strong validator: mtime and size in hex.
+pub fn etag(meta: &Meta) -> String {
+    format!("\"{:x}-{:x}\"", meta.mtime, meta.size)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeSpec {
+    /// Inclusive byte positions.
+    Satisfiable(u64, u64),
+    Unsatisfiable,
+    /// Not a single byte range we serve partially (multiple ranges, other units, garbage):
+    /// the whole file is sent, as RFC 9110 allows.
+    Ignored,
+}
+
+fn parse_range(value: &str, size: u64) -> RangeSpec {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeSpec::Ignored;
+    };
+    if spec.contains(',') {
+        return RangeSpec::Ignored;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeSpec::Ignored;
+    };
+    let num = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())).then(|| s.parse().ok())?
+    };
+    match (a.trim(), b.trim()) {
+        ("", suffix) => match num(suffix) {
+            Some(0) => RangeSpec::Unsatisfiable,
+            Some(n) if size == 0 => {
+                let _ = n;
+                RangeSpec::Unsatisfiable
+            }
+            Some(n) => RangeSpec::Satisfiable(size.saturating_sub(n), size - 1),
+            None => RangeSpec::Ignored,
+        },
+        (first, last) => {
+            let Some(first) = num(first) else {
+                return RangeSpec::Ignored;
+            };
+            let last = if last.is_empty() {
+                Some(u64::MAX)
+            } else {
+                num(last)
+            };
+            match last {
+                None => RangeSpec::Ignored,
+                Some(last) if last < first => RangeSpec::Ignored,
+                Some(_) if first >= size => RangeSpec::Unsatisfiable,
+                Some(last) => RangeSpec::Satisfiable(first, last.min(size - 1)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::parse;
+
+    fn req(raw: &str) -> Request {
+        parse(raw.as_bytes()).unwrap().unwrap()
+    }
+
+    fn rules(policy: &Policy) -> Rules<'_> {
+        Rules {
+            policy,
+            index: "index.html",
+            keep_alive: true,
+        }
+    }
+
+    const FILE: Meta = Meta {
+        kind: Kind::File,
+        size: 1000,
+        mtime: 1_700_000_000,
+    };
+
+    fn text(plan: &Plan<()>) -> String {
+        String::from_utf8(plan.head.clone()).unwrap()
+    }
+
+    #[test]
+    fn walks_a_directory_to_its_index() {
+        let p = Policy::new(&["html"]);
+        let r = req("GET /sub/ HTTP/1.1\r\nHost: h\r\n\r\n");
+        let Step::<'_, ()>::Stat(l) = begin(&rules(&p), &r) else {
+            panic!()
+        };
+        assert_eq!(l.rel.as_bytes(), b"sub");
+        let dir = Meta {
+            kind: Kind::Dir,
+            ..FILE
+        };
+        let Step::<'_, ()>::Stat(l) = after_stat(&rules(&p), &r, l, Ok(dir)) else {
+            panic!()
+        };
+        assert_eq!(l.rel.as_bytes(), b"sub/index.html");
+        let Step::<'_, ()>::Open(_, _, ct) = after_stat(&rules(&p), &r, l, Ok(FILE)) else {
+            panic!()
+        };
+        assert_eq!(ct, "text/html; charset=utf-8");
+    }
+
+    #[test]
+    fn directory_without_slash_redirects() {
+        let p = Policy::new(&["html"]);
+        let r = req("GET /sub?q=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+        let l = Lookup {
+            rel: CString::new("sub").unwrap(),
+            is_index: false,
+        };
+        let dir = Meta {
+            kind: Kind::Dir,
+            ..FILE
+        };
+        let Step::<'_, ()>::Send(plan) = after_stat(&rules(&p), &r, l, Ok(dir)) else {
+            panic!()
+        };
+        assert_eq!(plan.status, Status::MovedPermanently);
+        assert!(text(&plan).contains("\r\nLocation: /sub/\r\n"));
+    }
+
+    #[test]
+    fn refused_extension_is_403_and_missing_is_404() {
+        let p = Policy::new(&["html"]);
+        let r = req("GET /a.jpg HTTP/1.1\r\nHost: h\r\n\r\n");
+        let l = Lookup {
+            rel: CString::new("a.jpg").unwrap(),
+            is_index: false,
+        };
+        let Step::<'_, ()>::Send(plan) = after_stat(&rules(&p), &r, l.clone(), Ok(FILE)) else {
+            panic!()
+        };
+        assert_eq!(plan.status, Status::Forbidden);
+        assert!(plan.keep_alive);
+        let gone = io::Error::from_raw_os_error(libc::ENOENT);
+        let Step::<'_, ()>::Send(plan) = after_stat(&rules(&p), &r, l, Err(gone)) else {
+            panic!()
+        };
+        assert_eq!(plan.status, Status::NotFound);
+    }
+
+    #[test]
+    fn head_has_length_but_no_body() {
+        let p = Policy::new(&["html"]);
+        let r = req("HEAD /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
+        let plan = after_open(&rules(&p), &r, FILE, "text/html", Ok(()));
+        assert!(text(&plan).contains("Content-Length: 1000\r\n"));
+        assert!(matches!(plan.body, Body::Empty));
+    }
+
+    #[test]
+    fn conditional_get_gives_304() {
+        let p = Policy::new(&["html"]);
+        let tag = etag(&FILE);
+        let r = req(&format!(
+            "GET /a.html HTTP/1.1\r\nHost: h\r\nIf-None-Match: {tag}\r\n\r\n"
+        ));
+        assert_eq!(
+            after_open(&rules(&p), &r, FILE, "text/html", Ok(())).status,
+            Status::NotModified
+        );
+        let later = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let r = req(&format!(
+            "GET /a.html HTTP/1.1\r\nHost: h\r\nIf-Modified-Since: {later}\r\n\r\n"
+        ));
+        assert_eq!(
+            after_open(&rules(&p), &r, FILE, "text/html", Ok(())).status,
+            Status::NotModified
+        );
+        let r = req("GET /a.html HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"other\"\r\n\r\n");
+        assert_eq!(
+            after_open(&rules(&p), &r, FILE, "text/html", Ok(())).status,
+            Status::Ok
+        );
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(
+            parse_range("bytes=0-99", 1000),
+            RangeSpec::Satisfiable(0, 99)
+        );
+        assert_eq!(
+            parse_range("bytes=900-", 1000),
+            RangeSpec::Satisfiable(900, 999)
+        );
+        assert_eq!(
+            parse_range("bytes=-100", 1000),
+            RangeSpec::Satisfiable(900, 999)
+        );
+        assert_eq!(
+            parse_range("bytes=-5000", 1000),
+            RangeSpec::Satisfiable(0, 999)
+        );
+        assert_eq!(
+            parse_range("bytes=990-5000", 1000),
+            RangeSpec::Satisfiable(990, 999)
+        );
+        assert_eq!(parse_range("bytes=1000-", 1000), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 1000), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), RangeSpec::Ignored);
+        assert_eq!(parse_range("items=0-1", 1000), RangeSpec::Ignored);
+        assert_eq!(parse_range("bytes=5-1", 1000), RangeSpec::Ignored);
+        assert_eq!(parse_range("bytes=x-1", 1000), RangeSpec::Ignored);
+    }
+
+    #[test]
+    fn method_not_allowed_lists_allow() {
+        let p = Policy::new(&["html"]);
+        let r = req("POST /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
+        let Step::<'_, ()>::Send(plan) = begin(&rules(&p), &r) else {
+            panic!()
+        };
+        assert_eq!(plan.status, Status::MethodNotAllowed);
+        assert!(text(&plan).contains("\r\nAllow: GET, HEAD\r\n"));
+    }
+}
