@@ -204,7 +204,7 @@ mod tests {
         format_into(&mut line, &r);
         assert_eq!(
             line,
-            "2026-11-18T09:46:40.123Z 127.0.0.1 /a\\x20b\\x5c 200 GET 2027 85us\n"
+            "2026-11-18T11:06:40.123Z 127.0.0.1 /a\\x20b\\x5c 200 GET 2027 85us\n"
         );
     }
 

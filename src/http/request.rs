@@ -216,11 +216,10 @@ pub fn line_hint(buf: &[u8]) -> (String, String) {
 /// an unsupported version (505) rather than garbage (400).
 fn looks_like_http_version(buf: &[u8]) -> bool {
     let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
-    let version = line
-        .trim_ascii_end()
-        .rsplit(|&b| b == b' ')
-        .next()
-        .unwrap_or_default();
+    let tokens: Vec<&[u8]> = line.trim_ascii_end().split(|&b| b == b' ').collect();
+    let [_, _, version] = tokens[..] else {
+        return false;
+    };
     matches!(version, [b'H', b'T', b'T', b'P', b'/', a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit())
         || matches!(version, [b'H', b'T', b'T', b'P', b'/', a] if a.is_ascii_digit())
 }
@@ -292,7 +291,7 @@ mod tests {
         assert_eq!(r.path, b"/a b.html");
         assert_eq!(r.raw_path, "/a%20b.html");
         assert!(r.keep_alive);
-        assert_eq!(r.head_len, 40);
+        assert_eq!(r.head_len, 41);
     }
 
     #[test]
@@ -339,6 +338,7 @@ mod tests {
                 Status::HttpVersionNotSupported,
             ),
             ("GET / FOO\r\nHost: h\r\n\r\n", Status::BadRequest),
+            ("GET /a b HTTP/1.1\r\nHost: h\r\n\r\n", Status::BadRequest),
             ("GE(T / HTTP/1.1\r\nHost: h\r\n\r\n", Status::BadRequest),
             (
                 "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",

@@ -1,0 +1,447 @@
+//! The one helper every integration test uses: a real `uring-httpd` process on an ephemeral port
+//! on 127.0.0.1, serving a fixture site in a temporary directory, plus a tiny HTTP client over
+//! plain sockets that returns statuses, headers and exact body bytes.
+//!
+//! Every socket has read and write timeouts so a broken server fails a test instead of hanging it;
+//! none of them is an assertion about speed.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_uring-httpd");
+/// Upper bound for any single socket operation in a test.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Generates one `#[test]` per engine for each listed function `fn name(engine: Engine)`.
+#[macro_export]
+macro_rules! engine_tests {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $( #[test] fn $name() { super::$name($crate::common::Engine::Uring) } )*
+        }
+        mod epoll {
+            $( #[test] fn $name() { super::$name($crate::common::Engine::Epoll) } )*
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Uring,
+    Epoll,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Uring => "uring",
+            Engine::Epoll => "epoll",
+        }
+    }
+}
+
+/// Bytes with every value 0..=255 several times over, in a PNG wrapper name: a binary file.
+pub fn binary_bytes(len: usize) -> Vec<u8> {
+    let mut v: Vec<u8> = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut x: u32 = 0x1234_5678;
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        v.push((x >> 24) as u8);
+    }
+    v.truncate(len);
+    v
+}
+
+/// Writes the fixture site: pages, a binary image, refused types, dotfiles, symlinks.
+pub fn write_site(root: &Path, outside: &Path) {
+    let w = |rel: &str, bytes: &[u8]| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    };
+    w(
+        "index.html",
+        b"<!DOCTYPE html><title>home</title><p>home \xe2\x80\x94 page</p>\n",
+    );
+    w("style.css", b"body { color: #333; }\n");
+    w("app.js", b"console.log('hi');\n");
+    w("data.json", b"{\"a\": 1}\n");
+    w("image.png", &binary_bytes(70_000));
+    w("photo.jpg", b"\xff\xd8\xff\xe0 not really a jpeg");
+    w("README", b"no extension\n");
+    w("hello world.txt", b"spaces\n");
+    w("sub/index.html", b"<p>sub index</p>\n");
+    w("sub/page.html", b"<p>sub page</p>\n");
+    w("empty/.keep.txt", b"");
+    w(".hidden.html", b"secret dotfile\n");
+    w(".git/config.txt", b"[core]\n");
+    std::fs::create_dir_all(outside).unwrap();
+    std::fs::write(outside.join("secret.html"), b"OUTSIDE THE ROOT\n").unwrap();
+    std::os::unix::fs::symlink("index.html", root.join("inside-link.html")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.html"), root.join("outside-link.html"))
+        .unwrap();
+    std::os::unix::fs::symlink("../outside/secret.html", root.join("relative-escape.html"))
+        .unwrap();
+    std::os::unix::fs::symlink(outside, root.join("outside-dir")).unwrap();
+}
+
+/// How to start a server.
+pub struct Opts {
+    pub engine: Engine,
+    /// TOML appended to the generated config (keys in their own sections).
+    pub extra: String,
+    pub workers: usize,
+    /// Extra command-line arguments.
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Opts {
+    pub fn new(engine: Engine) -> Opts {
+        Opts {
+            engine,
+            extra: String::new(),
+            workers: 2,
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn extra(mut self, toml: &str) -> Opts {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
+        self
+    }
+
+    pub fn start(self) -> Server {
+        Server::start_with(self)
+    }
+}
+
+/// A running server and its temporary directory (config, root, access log).
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub log_path: PathBuf,
+    stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<Vec<u8>>>,
+}
+
+/// The config every test starts from; `[limits]` and `[log]` keys come from `Opts::extra`.
+fn base_config(o: &Opts) -> String {
+    let mut sections: Vec<(String, Vec<String>)> = vec![
+        (
+            "server".into(),
+            vec![
+                "host = \"127.0.0.1\"".into(),
+                "port = 0".into(),
+                format!("workers = {}", o.workers),
+                format!("engine = \"{}\"", o.engine.name()),
+            ],
+        ),
+        ("files".into(), vec!["root = \"root\"".into()]),
+        ("limits".into(), vec![]),
+        ("log".into(), vec![]),
+    ];
+    // Merge extra lines into their sections so a test can override any key.
+    let mut current = String::new();
+    for line in o.extra.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            current = t.trim_matches(|c| c == '[' || c == ']').to_string();
+        } else if !t.is_empty() {
+            let key = t.split('=').next().unwrap().trim().to_string();
+            let sec = match sections.iter_mut().find(|(s, _)| *s == current) {
+                Some(s) => s,
+                None => {
+                    sections.push((current.clone(), vec![]));
+                    sections.last_mut().unwrap()
+                }
+            };
+            sec.1.retain(|l| l.split('=').next().unwrap().trim() != key);
+            sec.1.push(t.to_string());
+        }
+    }
+    if !sections
+        .iter()
+        .any(|(s, lines)| s == "log" && lines.iter().any(|l| l.starts_with("access")))
+    {
+        sections
+            .iter_mut()
+            .find(|(s, _)| s == "log")
+            .unwrap()
+            .1
+            .push("access = \"access.log\"".into());
+    }
+    let mut text = String::new();
+    for (s, lines) in sections {
+        text.push_str(&format!("[{s}]\n"));
+        for l in lines {
+            text.push_str(&l);
+            text.push('\n');
+        }
+    }
+    text
+}
+
+impl Server {
+    pub fn start(engine: Engine) -> Server {
+        Opts::new(engine).start()
+    }
+
+    fn start_with(o: Opts) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        write_site(&root, &dir.path().join("outside"));
+        let cfg = dir.path().join("uring.toml");
+        std::fs::write(&cfg, base_config(&o)).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(&cfg).args(&o.args);
+        for (k, v) in &o.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start uring-httpd");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let err = child.stderr.take().unwrap();
+            let buf = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    if let Some(i) = line.find("listening on http://") {
+                        let rest = &line[i + "listening on http://".len()..];
+                        let addr = rest.split('/').next().unwrap().to_string();
+                        let _ = tx.send(addr);
+                    }
+                    let mut b = buf.lock().unwrap();
+                    b.push_str(&line);
+                    b.push('\n');
+                }
+            });
+            let mut out = child.stdout.take().unwrap();
+            let buf = stdout.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = out.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    buf.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(IO_TIMEOUT) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server did not start; stderr:\n{}", stderr.lock().unwrap());
+            }
+        };
+        Server {
+            child: Some(child),
+            addr,
+            log_path: dir.path().join("access.log"),
+            root,
+            dir,
+            stderr,
+            stdout,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        s
+    }
+
+    /// One GET on a fresh connection.
+    pub fn get(&self, path: &str) -> Response {
+        self.request(&format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"))
+    }
+
+    /// Sends raw bytes on a fresh connection and reads one response.
+    pub fn request(&self, raw: &str) -> Response {
+        let mut s = self.connect();
+        s.write_all(raw.as_bytes()).unwrap();
+        let head_only = raw.starts_with("HEAD ");
+        read_response(&mut BufReader::new(s), head_only).expect("a response")
+    }
+
+    /// Sends raw bytes and returns everything the server sends until it closes the connection.
+    pub fn exchange_until_close(&self, raw: &[u8]) -> Vec<u8> {
+        let mut s = self.connect();
+        s.write_all(raw).unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)
+            .expect("server closes the connection");
+        out
+    }
+
+    /// Access-log lines, waiting until at least `n` are there (the writer flushes in batches).
+    pub fn log_lines(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(String::from).collect();
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+
+    /// Sends SIGTERM and waits for the exit status (killing the process if it hangs).
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait()
+    }
+
+    pub fn wait(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                // Let the reader threads take the last output.
+                std::thread::sleep(Duration::from_millis(50));
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not exit; stderr:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A value from /proc/PID/status, in kB (e.g. "VmHWM").
+    pub fn proc_status_kb(&self, key: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = text.lines().find(|l| l.starts_with(key)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if c.try_wait().ok().flatten().is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one response; `None` when the connection closed before a status line.
+pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> Option<Response> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.trim_end().splitn(3, ' ');
+    let version = parts.next()?;
+    assert_eq!(version, "HTTP/1.1", "status line {line:?}");
+    let status: u16 = parts.next()?.parse().ok()?;
+    let reason = parts.next().unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).ok()?;
+        assert!(h.ends_with("\r\n"), "header line without CRLF: {h:?}");
+        let h = h.trim_end_matches("\r\n");
+        if h.is_empty() {
+            break;
+        }
+        let (n, v) = h.split_once(": ").expect("header with ': '");
+        headers.push((n.to_string(), v.to_string()));
+    }
+    let mut resp = Response {
+        status,
+        reason,
+        headers,
+        body: Vec::new(),
+    };
+    if !head_only && status != 304 {
+        let len: usize = resp
+            .header("Content-Length")
+            .expect("Content-Length")
+            .parse()
+            .unwrap();
+        resp.body = vec![0; len];
+        r.read_exact(&mut resp.body).ok()?;
+    }
+    Some(resp)
+}
+
+/// Asserts that the peer closed the connection (EOF, or a reset after it closed).
+pub fn assert_closed(s: &mut impl Read) {
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => {}
+        Ok(_) => panic!("expected the connection to be closed, got more bytes"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("expected the connection to be closed, got {e}"),
+    }
+}

@@ -1,0 +1,185 @@
+//! Persistent connections: keep-alive rules for HTTP/1.1 and 1.0, `Connection: close`,
+//! pipelining, the idle timeout, and the header timeout against slow clients. Both engines.
+
+mod common;
+
+use std::io::{BufReader, Read, Write};
+use std::time::Duration;
+
+use common::{Engine, Opts, Server, assert_closed, read_response};
+
+engine_tests!(
+    http11_keeps_the_connection_for_many_requests,
+    http10_closes_by_default,
+    http10_keep_alive_is_echoed,
+    connection_close_is_honoured,
+    pipelined_requests_are_answered_in_order,
+    idle_connection_closes_after_keep_alive_timeout,
+    keep_alive_timeout_zero_disables_keep_alive,
+    slow_head_blocks_nobody_and_times_out,
+    connections_do_not_leak_descriptors,
+);
+
+fn http11_keeps_the_connection_for_many_requests(e: Engine) {
+    let s = Server::start(e);
+    let c = s.connect();
+    let mut w = c.try_clone().unwrap();
+    let mut r = BufReader::new(c);
+    for i in 0..50 {
+        let path = if i % 2 == 0 {
+            "/style.css"
+        } else {
+            "/image.png"
+        };
+        w.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        let resp = read_response(&mut r, false).unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("Connection"), Some("keep-alive"));
+    }
+}
+
+fn http10_closes_by_default(e: Engine) {
+    let s = Server::start(e);
+    let out = s.exchange_until_close(b"GET /style.css HTTP/1.0\r\n\r\n");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("\r\nConnection: close\r\n"), "{text}");
+    assert!(text.ends_with("body { color: #333; }\n"), "{text}");
+}
+
+fn http10_keep_alive_is_echoed(e: Engine) {
+    let s = Server::start(e);
+    let c = s.connect();
+    let mut w = c.try_clone().unwrap();
+    let mut r = BufReader::new(c);
+    for _ in 0..3 {
+        w.write_all(b"GET /style.css HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
+        let resp = read_response(&mut r, false).unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("Connection"), Some("keep-alive"));
+    }
+}
+
+fn connection_close_is_honoured(e: Engine) {
+    let s = Server::start(e);
+    let mut c = s.connect();
+    c.write_all(b"GET /style.css HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let resp = read_response(&mut r, false).unwrap();
+    assert_eq!(resp.header("Connection"), Some("close"));
+    assert_closed(&mut r);
+}
+
+fn pipelined_requests_are_answered_in_order(e: Engine) {
+    let s = Server::start(e);
+    let mut c = s.connect();
+    let paths = [
+        "/style.css",
+        "/missing.html",
+        "/app.js",
+        "/sub/",
+        "/photo.jpg",
+        "/image.png",
+    ];
+    let mut batch = String::new();
+    for p in paths {
+        batch.push_str(&format!("GET {p} HTTP/1.1\r\nHost: t\r\n\r\n"));
+    }
+    batch.push_str("GET /data.json HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    c.write_all(batch.as_bytes()).unwrap();
+    let mut r = BufReader::new(c);
+    let want = [200, 404, 200, 200, 403, 200, 200];
+    for (i, status) in want.iter().enumerate() {
+        let resp = read_response(&mut r, false).unwrap();
+        assert_eq!(resp.status, *status, "response {i}");
+    }
+    assert_closed(&mut r);
+}
+
+fn idle_connection_closes_after_keep_alive_timeout(e: Engine) {
+    let s = Opts::new(e)
+        .extra("[limits]\nkeep_alive_timeout_secs = 1")
+        .start();
+    let mut c = s.connect();
+    c.write_all(b"GET /style.css HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    assert_eq!(read_response(&mut r, false).unwrap().status, 200);
+    // The read blocks until the server closes the idle connection (bounded by the socket timeout).
+    let started = std::time::Instant::now();
+    assert_closed(&mut r);
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "closed too early"
+    );
+}
+
+fn keep_alive_timeout_zero_disables_keep_alive(e: Engine) {
+    let s = Opts::new(e)
+        .extra("[limits]\nkeep_alive_timeout_secs = 0")
+        .start();
+    let out = s.exchange_until_close(b"GET /style.css HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(String::from_utf8_lossy(&out).contains("\r\nConnection: close\r\n"));
+}
+
+fn slow_head_blocks_nobody_and_times_out(e: Engine) {
+    let s = Opts::new(e)
+        .extra("[limits]\nheader_timeout_secs = 1")
+        .extra("[server]\nworkers = 1")
+        .start();
+    let mut slow = s.connect();
+    slow.write_all(b"GET /style.css HTTP/1.1\r\nHo").unwrap();
+    // The single worker still serves everyone else meanwhile.
+    for _ in 0..5 {
+        assert_eq!(s.get("/style.css").status, 200);
+    }
+    // Then the slow client is answered 408 and closed.
+    let mut out = Vec::new();
+    slow.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{text}"
+    );
+    let lines = s.log_lines(6);
+    assert!(lines.iter().any(|l| l.contains(" 408 ")), "{lines:?}");
+}
+
+fn connections_do_not_leak_descriptors(e: Engine) {
+    let s = Server::start(e);
+    // Warm up so lazily opened descriptors (log file, runtime internals) exist before counting.
+    assert_eq!(s.get("/").status, 200);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = s.open_fds();
+    for i in 0..200 {
+        match i % 4 {
+            0 => drop(s.get("/image.png")),
+            1 => drop(s.get("/missing")),
+            2 => drop(s.exchange_until_close(b"GARBAGE\r\n\r\n")),
+            _ => {
+                // A client that disappears mid-response.
+                let mut c = s.connect();
+                c.write_all(b"GET /image.png HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .unwrap();
+                let mut b = [0u8; 10];
+                c.read_exact(&mut b).unwrap();
+            }
+        }
+    }
+    // Descriptors of closed connections are released once the server notices; give it a moment.
+    let mut after = s.open_fds();
+    for _ in 0..100 {
+        if after <= before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        after = s.open_fds();
+    }
+    assert!(
+        after <= before,
+        "descriptors before {before}, after {after}"
+    );
+}
