@@ -33,7 +33,7 @@ impl fmt::Display for EngineChoice {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: Server,
@@ -133,17 +133,6 @@ impl Default for Log {
         Log {
             access: "access.log".into(),
             level: "info".into(),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: Server::default(),
-            files: Files::default(),
-            limits: Limits::default(),
-            log: Log::default(),
         }
     }
 }

@@ -205,13 +205,16 @@ async fn answer<T: Transport>(
     let keep_alive = plan.keep_alive;
     let wire = plan.wire_len();
     let stall = Duration::from_secs(limits.send_timeout_secs);
+    let stats = &shared.stats.workers[ctx.worker];
+    stats.response(status);
     let sent = tokio::select! {
         biased;
         r = io.send(plan, stall) => r.is_ok(),
         _ = wait_for(phase, ABORTING) => false,
     };
-    let stats = &shared.stats.workers[ctx.worker];
-    stats.response(status, if sent { wire } else { 0 });
+    if sent {
+        stats.sent(wire);
+    }
     shared.log.send(Record {
         time,
         ip: peer,

@@ -28,10 +28,15 @@ impl WorkerStats {
         self.open.fetch_sub(1, Relaxed);
     }
 
-    /// Counts a response by status class (1xx..5xx) and the bytes it put on the wire.
-    pub fn response(&self, status: u16, bytes: u64) {
+    /// Counts a response by status class (1xx..5xx). Called before the response is sent, so a
+    /// client never sees a response that the counters do not include yet.
+    pub fn response(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[class].fetch_add(1, Relaxed);
+    }
+
+    /// Counts bytes put on the wire.
+    pub fn sent(&self, bytes: u64) {
         self.bytes_sent.fetch_add(bytes, Relaxed);
     }
 }
@@ -107,9 +112,12 @@ mod tests {
         st.workers[0].connection_opened();
         st.workers[1].connection_opened();
         st.workers[1].connection_closed();
-        st.workers[0].response(200, 10);
-        st.workers[1].response(404, 5);
-        st.workers[1].response(503, 1);
+        st.workers[0].response(200);
+        st.workers[0].sent(10);
+        st.workers[1].response(404);
+        st.workers[1].sent(5);
+        st.workers[1].response(503);
+        st.workers[1].sent(1);
         let s = st.snapshot();
         assert_eq!((s.accepted, s.open, s.bytes_sent), (2, 1, 16));
         assert_eq!(s.requests, [0, 1, 0, 1, 1]);

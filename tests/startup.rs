@@ -1,0 +1,320 @@
+//! Start-up: the config file and its errors (file, line, key), command-line overrides, built-in
+//! defaults, ports already taken, and the engine choice, including the fallback to epoll when
+//! io_uring is forbidden by a real seccomp filter.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::{BIN, Engine, Server};
+
+/// Runs the binary to completion; for configurations that must fail before listening.
+fn run_failing(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "expected failure, stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn config_error(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("root")).unwrap();
+    std::fs::write(dir.path().join("uring.toml"), text).unwrap();
+    let out = run_failing(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    stderr(&out)
+}
+
+#[test]
+fn invalid_toml_names_file_and_line() {
+    let err = config_error("[server]\nport = 80\n[files\nroot = \"root\"\n");
+    assert!(err.contains("uring.toml:3"), "{err}");
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let err = config_error("[server]\nport = 8080\n\n[limits]\nmax_request_byte = 10\n");
+    assert!(
+        err.contains("uring.toml:5: key `limits.max_request_byte`"),
+        "{err}"
+    );
+    assert!(err.contains("unknown field"), "{err}");
+}
+
+#[test]
+fn wrong_type_names_file_line_and_key() {
+    let err = config_error("[server]\nworkers = \"many\"\n");
+    assert!(err.contains("uring.toml:2: key `server.workers`"), "{err}");
+    let err = config_error("[server]\nhost = \"not-an-ip\"\n");
+    assert!(err.contains("uring.toml:2: key `server.host`"), "{err}");
+    let err = config_error("[server]\nport = 70000\n");
+    assert!(err.contains("uring.toml:2: key `server.port`"), "{err}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let err = config_error("[limits]\nmax_request_bytes = 10\n");
+    assert!(
+        err.contains("uring.toml:2: key `limits.max_request_bytes`"),
+        "{err}"
+    );
+    let err = config_error("[server]\nengine = \"kqueue\"\n");
+    assert!(err.contains("key `server.engine`"), "{err}");
+}
+
+#[test]
+fn missing_root_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("uring.toml"),
+        "[files]\nroot = \"no-such-site\"\n",
+    )
+    .unwrap();
+    let out = run_failing(dir.path(), &[]);
+    let err = stderr(&out);
+    assert!(err.contains("no-such-site"), "{err}");
+    assert!(err.contains("key `files.root`"), "{err}");
+}
+
+#[test]
+fn explicit_config_that_does_not_exist_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_failing(dir.path(), &["--config", "nope.toml"]);
+    assert!(stderr(&out).contains("nope.toml"), "{}", stderr(&out));
+}
+
+/// Starts the binary with `args` in `dir`, returns the child and the address it listens on.
+fn spawn_listening(dir: &Path, args: &[&str]) -> (std::process::Child, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(i) = line.find("listening on http://") {
+            let addr = line[i + 20..].split('/').next().unwrap().to_string();
+            std::thread::spawn(move || for _ in lines {});
+            return (child, addr, seen);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("did not start: {seen}");
+}
+
+fn stop(mut child: std::process::Child) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
+
+fn fetch(addr: &str, path: &str) -> common::Response {
+    use std::io::Write;
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    common::read_response(&mut BufReader::new(c), false).unwrap()
+}
+
+#[test]
+fn builtin_defaults_apply_without_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("root")).unwrap();
+    std::fs::write(dir.path().join("root/index.html"), "default root\n").unwrap();
+    let (child, addr, seen) = spawn_listening(dir.path(), &["--host", "127.0.0.1", "--port", "0"]);
+    assert!(seen.contains("config built-in defaults"), "{seen}");
+    assert_eq!(fetch(&addr, "/").body, b"default root\n");
+    stop(child);
+    // The default access log is access.log in the working directory.
+    let log = std::fs::read_to_string(dir.path().join("access.log")).unwrap();
+    assert!(log.contains(" / 200 GET "), "{log}");
+}
+
+#[test]
+fn relative_root_is_relative_to_the_config_file_and_cli_overrides_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir_all(conf.join("site")).unwrap();
+    std::fs::write(conf.join("site/index.html"), "site\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("other")).unwrap();
+    std::fs::write(dir.path().join("other/index.html"), "other\n").unwrap();
+    std::fs::write(
+        conf.join("u.toml"),
+        "[server]\nhost = \"127.0.0.1\"\nport = 1\nworkers = 3\n[files]\nroot = \"site\"\n[log]\naccess = \"off\"\n",
+    )
+    .unwrap();
+    // The working directory is `dir`, the config is in `dir/conf`: root resolves to conf/site.
+    let (child, addr, seen) =
+        spawn_listening(dir.path(), &["--config", "conf/u.toml", "--port", "0"]);
+    assert!(seen.contains("3 workers"), "{seen}");
+    assert_eq!(fetch(&addr, "/").body, b"site\n");
+    stop(child);
+    let (child, addr, _) = spawn_listening(
+        dir.path(),
+        &[
+            "--config",
+            "conf/u.toml",
+            "--port",
+            "0",
+            "--root",
+            "other",
+            "--workers",
+            "1",
+            "--engine",
+            "epoll",
+        ],
+    );
+    assert_eq!(fetch(&addr, "/").body, b"other\n");
+    stop(child);
+}
+
+#[test]
+fn port_held_by_another_program_is_a_clear_error() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("root")).unwrap();
+    let out = run_failing(dir.path(), &["--host", "127.0.0.1", "--port", &port]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(err.contains("already in use"), "{err}");
+}
+
+#[test]
+fn second_server_on_the_same_port_is_refused() {
+    let s = Server::start(Engine::Epoll);
+    let port = s.addr.port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("root")).unwrap();
+    let out = run_failing(dir.path(), &["--host", "127.0.0.1", "--port", &port]);
+    assert!(stderr(&out).contains("already in use"), "{}", stderr(&out));
+    assert_eq!(s.get("/style.css").status, 200);
+}
+
+/// A seccomp filter that makes io_uring_setup fail with EPERM, as Docker's default profile does.
+fn deny_io_uring() -> seccompiler::BpfProgram {
+    use seccompiler::{SeccompAction, SeccompFilter};
+    let rules = [(libc::SYS_io_uring_setup, vec![])].into_iter().collect();
+    let arch = std::env::consts::ARCH.try_into().unwrap();
+    SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .unwrap()
+    .try_into()
+    .unwrap()
+}
+
+fn command_without_io_uring(dir: &Path, args: &[&str]) -> Command {
+    let filter = deny_io_uring();
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(dir).stdin(Stdio::null());
+    // SAFETY: the closure runs between fork and exec; apply_filter only makes two system calls
+    // (prctl and seccomp) on a program built before the fork, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || seccompiler::apply_filter(&filter).map_err(std::io::Error::other));
+    }
+    cmd
+}
+
+#[test]
+fn auto_falls_back_to_epoll_when_io_uring_is_forbidden() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("root")).unwrap();
+    std::fs::write(dir.path().join("root/index.html"), "fallback\n").unwrap();
+    let mut child = command_without_io_uring(
+        dir.path(),
+        &["--host", "127.0.0.1", "--port", "0", "--engine", "auto"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut seen = String::new();
+    let mut addr = None;
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(i) = line.find("listening on http://") {
+            addr = Some(line[i + 20..].split('/').next().unwrap().to_string());
+            break;
+        }
+    }
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("did not start: {seen}");
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let warns: Vec<&str> = seen.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warns.len(), 1, "{seen}");
+    assert!(
+        warns[0].contains("epoll") && warns[0].contains("seccomp"),
+        "{seen}"
+    );
+    assert!(seen.contains("(engine epoll,"), "{seen}");
+    assert_eq!(fetch(&addr, "/").body, b"fallback\n");
+    stop(child);
+}
+
+#[test]
+fn uring_demanded_where_forbidden_exits_with_an_explanation() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("root")).unwrap();
+    let out = command_without_io_uring(
+        dir.path(),
+        &["--host", "127.0.0.1", "--port", "0", "--engine", "uring"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("engine = \"uring\" cannot run here"), "{err}");
+    assert!(err.contains("seccomp"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn auto_picks_uring_where_available() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("root")).unwrap();
+    let (child, _, seen) = spawn_listening(
+        dir.path(),
+        &["--host", "127.0.0.1", "--port", "0", "--engine", "auto"],
+    );
+    assert!(seen.contains("(engine uring,"), "{seen}");
+    assert!(!seen.contains("WARN"), "{seen}");
+    stop(child);
+}
