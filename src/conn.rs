@@ -8,13 +8,15 @@
 use std::ffi::CStr;
 use std::io;
 use std::net::IpAddr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
-use tokio::time::timeout_at;
 
 use crate::Shared;
+use crate::deadline::{Deadline, Deadlines};
 use crate::files::Meta;
 use crate::http::{self, Head, Method, Request, Status};
 use crate::log::Record;
@@ -32,8 +34,11 @@ pub trait Transport {
     async fn stat(&mut self, rel: &CStr) -> io::Result<Meta>;
     /// Opens the regular file `rel` beneath the root; the kernel refuses to leave the root.
     async fn open(&mut self, rel: &CStr) -> io::Result<Self::File>;
-    /// Writes the head and body of `plan`. A write that makes no progress for `stall` fails.
-    async fn send(&mut self, plan: Plan<Self::File>, stall: Duration) -> io::Result<()>;
+    /// Writes the head and body of `plan`, calling `deadline.progress()` after each write that
+    /// moved bytes (a stalled write is ended by the worker's deadline sweeper).
+    async fn send(&mut self, plan: Plan<Self::File>, deadline: &Deadline) -> io::Result<()>;
+    /// The socket, for the deadline sweeper to shut down.
+    fn fd(&self) -> RawFd;
     /// Stops sending (half-close) while still reading.
     fn close_write(&mut self);
     /// Shuts the socket down, so that any operation still in flight completes and the
@@ -53,6 +58,7 @@ pub struct Ctx {
     pub shared: Arc<Shared>,
     pub worker: usize,
     pub phase: watch::Receiver<u8>,
+    pub deadlines: Rc<Deadlines>,
 }
 
 /// Serves one accepted connection until it closes.
@@ -62,6 +68,8 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
     let keep_alive_for = Duration::from_secs(limits.keep_alive_timeout_secs);
     let header_for = Duration::from_secs(limits.header_timeout_secs);
     let mut phase = ctx.phase.clone();
+    // Dropped before `io` (locals go before parameters), so the sweeper never sees a closed fd.
+    let timer = ctx.deadlines.register(io.fd());
 
     let mut buf = Vec::with_capacity(max);
     // Body bytes of the previous request still to be read and thrown away.
@@ -86,7 +94,7 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
             };
             if let Some(exchange) = exchange {
                 let consumed = exchange.as_ref().ok().map(|r| (r.head_len, r.body_len));
-                let outcome = answer(&mut io, ctx, peer, exchange, &buf, &mut phase).await;
+                let outcome = answer(&mut io, ctx, peer, exchange, &buf, &mut phase, &timer).await;
                 head_started = None;
                 idle_since = Instant::now();
                 match (outcome, consumed) {
@@ -104,7 +112,7 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
                         // needs a lingering close; a clean close can just drop the socket.
                         let unread = consumed.is_none_or(|(h, b)| buf.len() > h || b > 0);
                         if unread {
-                            linger(&mut io, buf).await;
+                            linger(&mut io, buf, &timer).await;
                         }
                         return;
                     }
@@ -117,41 +125,34 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
         if idle && *phase.borrow() != RUNNING {
             return;
         }
-        let deadline = match head_started {
+        timer.read_by(match head_started {
             Some(t) => t + header_for,
             None if skip > 0 => idle_since + header_for,
             None => idle_since + keep_alive_for,
-        };
-        let got = {
-            let read = timeout_at(deadline.into(), io.read(buf));
-            tokio::select! {
-                biased;
-                r = read => Some(r),
-                _ = wait_for(&mut phase, if idle { DRAINING } else { ABORTING }) => None,
-            }
+        });
+        let got = tokio::select! {
+            biased;
+            r = io.read(buf) => Some(r),
+            _ = wait_for(&mut phase, if idle { DRAINING } else { ABORTING }) => None,
         };
         match got {
-            Some(Ok((Ok(n), b))) if n > 0 => {
+            Some((Ok(n), b)) if n > 0 && !timer.expired() => {
                 buf = b;
                 if skip == 0 && head_started.is_none() {
                     head_started = Some(Instant::now());
                 }
             }
-            Some(Ok((Ok(_), _))) => return, // the peer closed
-            Some(Ok((Err(_), _))) => {
-                io.abort();
-                return;
-            }
-            Some(Err(_elapsed)) => {
+            _ if timer.expired() => {
                 // A head that never completed gets a 408; an idle keep-alive just closes.
                 if head_started.is_some() {
                     let timed_out = Err(Status::RequestTimeout);
-                    let _ = answer(&mut io, ctx, peer, timed_out, &[], &mut phase).await;
+                    let _ = answer(&mut io, ctx, peer, timed_out, &[], &mut phase, &timer).await;
                 }
                 io.abort();
                 return;
             }
-            None => {
+            Some((Ok(_), _)) => return, // the peer closed
+            Some((Err(_), _)) | None => {
                 io.abort();
                 return;
             }
@@ -176,6 +177,7 @@ async fn answer<T: Transport>(
     exchange: Result<Request, Status>,
     head: &[u8],
     phase: &mut watch::Receiver<u8>,
+    timer: &Deadline,
 ) -> Outcome {
     let shared = &*ctx.shared;
     let limits = &shared.config.limits;
@@ -204,12 +206,12 @@ async fn answer<T: Transport>(
     let status = plan.status.code();
     let keep_alive = plan.keep_alive;
     let wire = plan.wire_len();
-    let stall = Duration::from_secs(limits.send_timeout_secs);
     let stats = &shared.stats.workers[ctx.worker];
     stats.response(status);
+    timer.writing(Duration::from_secs(limits.send_timeout_secs));
     let sent = tokio::select! {
         biased;
-        r = io.send(plan, stall) => r.is_ok(),
+        r = io.send(plan, timer) => r.is_ok() && !timer.expired(),
         _ = wait_for(phase, ABORTING) => false,
     };
     if sent {
@@ -287,16 +289,16 @@ fn status_page<F>(shared: &Shared, req: &Request, keep_alive: bool) -> Plan<F> {
 /// Closing after an error while the client may still be sending: a plain close with unread
 /// bytes makes the kernel send a reset, which can destroy the response before the client reads
 /// it. So stop writing, then read and discard for a short while (nginx's lingering close).
-async fn linger<T: Transport>(io: &mut T, mut buf: Vec<u8>) {
+async fn linger<T: Transport>(io: &mut T, mut buf: Vec<u8>, timer: &Deadline) {
     const LINGER: Duration = Duration::from_secs(2);
     const LIMIT: usize = 256 * 1024;
     io.close_write();
-    let deadline = tokio::time::Instant::now() + LINGER;
+    timer.read_within(LINGER);
     let mut seen = 0;
-    while seen < LIMIT {
+    while seen < LIMIT && !timer.expired() {
         buf.clear();
-        match timeout_at(deadline, io.read(buf)).await {
-            Ok((Ok(n), b)) if n > 0 => {
+        match io.read(buf).await {
+            (Ok(n), b) if n > 0 => {
                 seen += n;
                 buf = b;
             }

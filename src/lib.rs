@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod deadline;
 pub mod engine;
 pub mod files;
 pub mod http;

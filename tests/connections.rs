@@ -17,6 +17,7 @@ engine_tests!(
     idle_connection_closes_after_keep_alive_timeout,
     keep_alive_timeout_zero_disables_keep_alive,
     slow_head_blocks_nobody_and_times_out,
+    client_that_stops_reading_is_cut_off,
     connections_do_not_leak_descriptors,
 );
 
@@ -182,4 +183,29 @@ fn connections_do_not_leak_descriptors(e: Engine) {
         after <= before,
         "descriptors before {before}, after {after}"
     );
+}
+
+fn client_that_stops_reading_is_cut_off(e: Engine) {
+    let s = Opts::new(e)
+        .extra("[limits]\nsend_timeout_secs = 1")
+        .start();
+    std::fs::write(s.root.join("big.png"), common::binary_bytes(20 << 20)).unwrap();
+    let mut c = s.connect();
+    socket2::SockRef::from(&c)
+        .set_recv_buffer_size(16 * 1024)
+        .unwrap();
+    c.write_all(b"GET /big.png HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    // Never read: the server's write stalls, and after send_timeout_secs it gives up. The log line
+    // is written when the response ends, with 0 bytes counted for an unfinished response.
+    let lines = s.log_lines(1);
+    assert_eq!(
+        lines.len(),
+        1,
+        "no log line: the stalled response never ended"
+    );
+    assert!(lines[0].contains(" /big.png 200 GET 0 "), "{lines:?}");
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    assert!(got.len() < 20 << 20, "the whole file arrived");
 }

@@ -13,7 +13,6 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,6 +21,7 @@ use tokio::sync::watch;
 use super::worker::{self, Acceptor};
 use crate::Shared;
 use crate::conn::Transport;
+use crate::deadline::Deadline;
 use crate::files::{self, Meta};
 use crate::respond::{Body, Plan};
 
@@ -97,21 +97,20 @@ pub struct EpollConn {
 }
 
 impl EpollConn {
-    async fn write_all(&mut self, buf: &[u8], stall: Duration) -> io::Result<()> {
+    async fn write_all(&mut self, buf: &[u8], deadline: &Deadline) -> io::Result<()> {
         let mut done = 0;
         while done < buf.len() {
-            match tokio::time::timeout(stall, self.stream.write(&buf[done..])).await {
-                Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(Ok(n)) => done += n,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+            match self.stream.write(&buf[done..]).await? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => done += n,
             }
+            deadline.progress();
         }
         Ok(())
     }
 
     /// Sends `buf` with MSG_MORE: the kernel holds it briefly to coalesce with what follows.
-    async fn send_more(&mut self, buf: &[u8], stall: Duration) -> io::Result<()> {
+    async fn send_more(&mut self, buf: &[u8], deadline: &Deadline) -> io::Result<()> {
         let fd = self.stream.as_raw_fd();
         let mut done = 0;
         while done < buf.len() {
@@ -126,19 +125,15 @@ impl EpollConn {
                 }
             });
             match sent {
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable(stall).await?,
+                Ok(n) => {
+                    done += n;
+                    deadline.progress();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stream.writable().await?,
                 Err(e) => return Err(e),
             }
         }
         Ok(())
-    }
-
-    async fn writable(&self, stall: Duration) -> io::Result<()> {
-        match tokio::time::timeout(stall, self.stream.writable()).await {
-            Ok(r) => r,
-            Err(_) => Err(io::ErrorKind::TimedOut.into()),
-        }
     }
 
     async fn sendfile(
@@ -146,7 +141,7 @@ impl EpollConn {
         file: &std::fs::File,
         mut offset: u64,
         end: u64,
-        stall: Duration,
+        deadline: &Deadline,
     ) -> io::Result<()> {
         let (sock, fd) = (self.stream.as_raw_fd(), file.as_raw_fd());
         while offset < end {
@@ -168,8 +163,11 @@ impl EpollConn {
                         "file shrank while sending",
                     ));
                 }
-                Ok(n) => offset += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable(stall).await?,
+                Ok(n) => {
+                    offset += n;
+                    deadline.progress();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stream.writable().await?,
                 Err(e) => return Err(e),
             }
         }
@@ -230,29 +228,33 @@ impl Transport for EpollConn {
         }))
     }
 
-    async fn send(&mut self, plan: Plan<std::fs::File>, stall: Duration) -> io::Result<()> {
+    async fn send(&mut self, plan: Plan<std::fs::File>, deadline: &Deadline) -> io::Result<()> {
         let mut buf = plan.head;
         match plan.body {
-            Body::Empty => self.write_all(&buf, stall).await,
+            Body::Empty => self.write_all(&buf, deadline).await,
             Body::Static(b) => {
                 buf.extend_from_slice(b);
-                self.write_all(&buf, stall).await
+                self.write_all(&buf, deadline).await
             }
             Body::Bytes(b) => {
                 buf.extend_from_slice(&b);
-                self.write_all(&buf, stall).await
+                self.write_all(&buf, deadline).await
             }
             Body::File { file, offset, len } if len <= INLINE => {
                 let head = buf.len();
                 buf.resize(head + len as usize, 0);
                 read_exact_at(&file, &mut buf[head..], offset)?;
-                self.write_all(&buf, stall).await
+                self.write_all(&buf, deadline).await
             }
             Body::File { file, offset, len } => {
-                self.send_more(&buf, stall).await?;
-                self.sendfile(&file, offset, offset + len, stall).await
+                self.send_more(&buf, deadline).await?;
+                self.sendfile(&file, offset, offset + len, deadline).await
             }
         }
+    }
+
+    fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
     }
 
     fn close_write(&mut self) {

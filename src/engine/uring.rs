@@ -12,7 +12,6 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::Arc;
-use std::time::Duration;
 
 use io_uring::{cqueue, opcode, types};
 use tokio::sync::watch;
@@ -24,6 +23,7 @@ use tokio_uring::{OneshotOutputTransform, UnsubmittedOneshot};
 use super::worker::{self, Acceptor};
 use crate::Shared;
 use crate::conn::Transport;
+use crate::deadline::Deadline;
 use crate::files::{self, Meta};
 use crate::respond::{Body, Plan};
 
@@ -88,11 +88,10 @@ pub struct UringConn {
 }
 
 impl UringConn {
-    async fn write_all(&self, buf: Vec<u8>, stall: Duration) -> (io::Result<()>, Option<Vec<u8>>) {
-        match tokio::time::timeout(stall, self.stream.write_all(buf)).await {
-            Ok((r, buf)) => (r, Some(buf)),
-            Err(_) => (Err(io::ErrorKind::TimedOut.into()), None),
-        }
+    async fn write_all(&self, buf: Vec<u8>, deadline: &Deadline) -> (io::Result<()>, Vec<u8>) {
+        let (r, buf) = self.stream.write_all(buf).await;
+        deadline.progress();
+        (r, buf)
     }
 }
 
@@ -132,17 +131,17 @@ impl Transport for UringConn {
         UnsubmittedOneshot::new(data, OpenDone, sqe).submit().await
     }
 
-    async fn send(&mut self, plan: Plan<File>, stall: Duration) -> io::Result<()> {
+    async fn send(&mut self, plan: Plan<File>, deadline: &Deadline) -> io::Result<()> {
         let mut buf = plan.head;
         let (file, mut pos, end) = match plan.body {
-            Body::Empty => return self.write_all(buf, stall).await.0,
+            Body::Empty => return self.write_all(buf, deadline).await.0,
             Body::Static(b) => {
                 buf.extend_from_slice(b);
-                return self.write_all(buf, stall).await.0;
+                return self.write_all(buf, deadline).await.0;
             }
             Body::Bytes(b) => {
                 buf.extend_from_slice(&b);
-                return self.write_all(buf, stall).await.0;
+                return self.write_all(buf, deadline).await.0;
             }
             Body::File { file, offset, len } => (file, offset, offset + len),
         };
@@ -170,17 +169,16 @@ impl Transport for UringConn {
                     "file shrank while sending",
                 ));
             }
-            match self.write_all(buf, stall).await {
+            match self.write_all(buf, deadline).await {
                 (Err(e), _) => break Err(e),
                 (Ok(()), _) if pos >= end => break Ok(()),
-                (Ok(()), Some(b)) => {
+                (Ok(()), b) => {
                     buf = b;
                     buf.clear();
                     if buf.capacity() < CHUNK.min((end - pos) as usize) {
                         buf = Vec::with_capacity(CHUNK);
                     }
                 }
-                (Ok(()), None) => unreachable!("write_all returns its buffer on success"),
             }
         };
         // Close through the ring instead of a close(2) on drop.
@@ -188,6 +186,10 @@ impl Transport for UringConn {
             let _ = file.close().await;
         });
         result
+    }
+
+    fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
     }
 
     fn close_write(&mut self) {

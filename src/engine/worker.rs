@@ -7,6 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::Shared;
 use crate::conn::{self, ABORTING, Ctx, DRAINING, RUNNING, Transport};
+use crate::deadline::Deadlines;
 
 /// The engine-specific half of a listener.
 #[allow(async_fn_in_trait)]
@@ -36,10 +38,16 @@ pub async fn run<A: Acceptor>(
     let shutdown_after = Duration::from_secs(limits.shutdown_timeout_secs);
     let slots = Arc::new(Semaphore::new(max));
     let (phase_tx, phase) = watch::channel(RUNNING);
-    let ctx = Arc::new(Ctx {
+    let deadlines = Rc::new(Deadlines::default());
+    let sweeper = tokio::task::spawn_local({
+        let deadlines = deadlines.clone();
+        async move { deadlines.run().await }
+    });
+    let ctx = Rc::new(Ctx {
         shared: shared.clone(),
         worker,
         phase,
+        deadlines,
     });
     let stats = &shared.stats.workers[worker];
 
@@ -84,6 +92,7 @@ pub async fn run<A: Acceptor>(
         let _ = phase_tx.send(ABORTING);
         let _ = tokio::time::timeout(Duration::from_secs(2), slots.acquire_many(all)).await;
     }
+    sweeper.abort();
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
