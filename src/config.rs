@@ -60,6 +60,12 @@ pub struct Files {
     pub root: PathBuf,
     pub index: String,
     pub allowed_extensions: Vec<String>,
+    /// Files up to this size are kept in memory by each worker; 0 disables the cache.
+    pub cache_max_file_bytes: u64,
+    /// Memory each worker may spend on cached files.
+    pub cache_bytes_per_worker: usize,
+    /// How long a cached file is served before it is re-stat'ed (size or mtime changed: reloaded).
+    pub cache_revalidate_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +117,9 @@ impl Default for Files {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+            cache_max_file_bytes: 64 * 1024,
+            cache_bytes_per_worker: 32 << 20,
+            cache_revalidate_secs: 1,
         }
     }
 }

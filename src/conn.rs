@@ -5,6 +5,7 @@
 //! everything else a user can observe is decided here and in the I/O-free modules it calls, so
 //! the io_uring and epoll engines behave identically by construction.
 
+use std::cell::RefCell;
 use std::ffi::CStr;
 use std::io;
 use std::net::IpAddr;
@@ -15,12 +16,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
+use bytes::Bytes;
+
 use crate::Shared;
 use crate::deadline::{Deadline, Deadlines};
 use crate::files::Meta;
+use crate::files::cache::{FileCache, Lookup};
 use crate::http::{self, Head, Method, Request, Status};
 use crate::log::Record;
-use crate::respond::{self, Plan, Rules, Step};
+use crate::respond::{self, FileInfo, Plan, Rules, Source, Step};
 
 /// What an engine provides to serve one connection. All futures run on the worker's own
 /// single-threaded runtime, which is why they need not be `Send`.
@@ -34,6 +38,8 @@ pub trait Transport {
     async fn stat(&mut self, rel: &CStr) -> io::Result<Meta>;
     /// Opens the regular file `rel` beneath the root; the kernel refuses to leave the root.
     async fn open(&mut self, rel: &CStr) -> io::Result<Self::File>;
+    /// Reads exactly `len` bytes of `file` from its start (for the cache), then closes it.
+    async fn read_whole(&mut self, file: Self::File, len: u64) -> io::Result<Vec<u8>>;
     /// Writes the head and body of `plan`, calling `deadline.progress()` after each write that
     /// moved bytes (a stalled write is ended by the worker's deadline sweeper).
     async fn send(&mut self, plan: Plan<Self::File>, deadline: &Deadline) -> io::Result<()>;
@@ -59,6 +65,7 @@ pub struct Ctx {
     pub worker: usize,
     pub phase: watch::Receiver<u8>,
     pub deadlines: Rc<Deadlines>,
+    pub cache: RefCell<FileCache>,
 }
 
 /// Serves one accepted connection until it closes.
@@ -189,7 +196,7 @@ async fn answer<T: Transport>(
             let plan = if req.body_len > limits.max_request_bytes as u64 {
                 respond::error_plan(Status::PayloadTooLarge, &req, false)
             } else {
-                decide(io, shared, &req, keep_alive).await
+                decide(io, ctx, &req, keep_alive).await
             };
             let method = match req.method {
                 Method::Get => "GET".to_string(),
@@ -233,13 +240,15 @@ async fn answer<T: Transport>(
     }
 }
 
-/// Walks the response steps, doing each file-system step with the engine's primitives.
+/// Answers from the file cache when it can; otherwise walks the response steps, doing each
+/// file-system step with the engine's primitives, and keeps small files it served in the cache.
 async fn decide<T: Transport>(
     io: &mut T,
-    shared: &Shared,
+    ctx: &Ctx,
     req: &Request,
     keep_alive: bool,
 ) -> Plan<T::File> {
+    let shared = &*ctx.shared;
     let config = &shared.config;
     let status_path = config.server.status_path.as_bytes();
     if !status_path.is_empty() && req.path == status_path {
@@ -250,6 +259,21 @@ async fn decide<T: Transport>(
         index: &config.files.index,
         keep_alive,
     };
+    let found = ctx.cache.borrow().lookup(&req.path, Instant::now());
+    let hit = match found {
+        Lookup::Fresh(info, body) => Some((info, body)),
+        Lookup::Stale(rel) => {
+            let stat = io.stat(&rel).await.ok();
+            ctx.cache
+                .borrow_mut()
+                .revalidate(&req.path, stat, Instant::now())
+        }
+        Lookup::Miss => None,
+    };
+    if let Some((info, body)) = hit {
+        return respond::after_open(&rules, req, &info, Ok(Source::Memory(body)));
+    }
+
     let mut step = respond::begin(&rules, req);
     loop {
         step = match step {
@@ -258,8 +282,35 @@ async fn decide<T: Transport>(
                 respond::after_stat(&rules, req, lookup, meta)
             }
             Step::Open(lookup, meta, content_type) => {
-                let file = io.open(&lookup.rel).await;
-                return respond::after_open(&rules, req, meta, content_type, file);
+                let info = FileInfo::new(meta, content_type);
+                let source = match io.open(&lookup.rel).await {
+                    Ok(file) if ctx.cache.borrow().wants(meta.size) => {
+                        match io.read_whole(file, meta.size).await {
+                            Ok(bytes) => {
+                                let (info, body) = (Rc::new(info), Bytes::from(bytes));
+                                let path = req.path.clone();
+                                let now = Instant::now();
+                                ctx.cache.borrow_mut().insert(
+                                    path,
+                                    lookup.rel,
+                                    info.clone(),
+                                    body.clone(),
+                                    now,
+                                );
+                                return respond::after_open(
+                                    &rules,
+                                    req,
+                                    &info,
+                                    Ok(Source::Memory(body)),
+                                );
+                            }
+                            // The file changed under us: serve it as it is now, uncached.
+                            Err(_) => io.open(&lookup.rel).await.map(Source::File),
+                        }
+                    }
+                    other => other.map(Source::File),
+                };
+                return respond::after_open(&rules, req, &info, source);
             }
             Step::Send(plan) => return plan,
         }
@@ -276,7 +327,7 @@ fn status_page<F>(shared: &Shared, req: &Request, keep_alive: bool) -> Plan<F> {
     let body = if req.method == Method::Head {
         respond::Body::Empty
     } else {
-        respond::Body::Bytes(text)
+        respond::Body::Bytes(Bytes::from(text))
     };
     Plan {
         status: Status::Ok,

@@ -10,6 +10,8 @@ use std::ffi::CString;
 use std::io;
 use std::time::{Duration, UNIX_EPOCH};
 
+use bytes::Bytes;
+
 use crate::files::{self, Kind, Meta, PathError, Policy};
 use crate::http::{Head, Method, Request, Status};
 
@@ -18,7 +20,7 @@ use crate::http::{Head, Method, Request, Status};
 pub enum Body<F> {
     Empty,
     Static(&'static [u8]),
-    Bytes(Vec<u8>),
+    Bytes(Bytes),
     /// `len` bytes of an opened file from `offset`.
     File {
         file: F,
@@ -139,29 +141,59 @@ pub fn after_stat<'a, F>(
     }
 }
 
-/// Finishes after the engine opened the file; `file` is dropped (closed) for HEAD and 304.
+/// What a response needs to know about a regular file, computed once per file (and kept with it
+/// in the file cache): metadata, type and the rendered validators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    pub meta: Meta,
+    pub content_type: String,
+    pub etag: String,
+    pub last_modified: String,
+}
+
+impl FileInfo {
+    pub fn new(meta: Meta, content_type: &str) -> FileInfo {
+        FileInfo {
+            meta,
+            content_type: content_type.to_string(),
+            etag: etag(&meta),
+            last_modified: httpdate::fmt_http_date(mtime(&meta)),
+        }
+    }
+}
+
+fn mtime(meta: &Meta) -> std::time::SystemTime {
+    UNIX_EPOCH + Duration::from_secs(meta.mtime.max(0) as u64)
+}
+
+/// Where a file's bytes come from.
+#[derive(Debug)]
+pub enum Source<F> {
+    /// An open file, read by the engine.
+    File(F),
+    /// The whole file, from the cache.
+    Memory(Bytes),
+}
+
+/// Finishes once the body source is known; an open file is dropped (closed) for HEAD and 304.
 pub fn after_open<F>(
     rules: &Rules,
     req: &Request,
-    meta: Meta,
-    content_type: &str,
-    file: io::Result<F>,
+    info: &FileInfo,
+    source: io::Result<Source<F>>,
 ) -> Plan<F> {
     let keep_alive = rules.keep_alive && req.keep_alive;
-    let file = match file {
-        Ok(f) => f,
+    let source = match source {
+        Ok(s) => s,
         Err(e) => return error_plan(io_status(&e), req, keep_alive),
     };
-    let etag = etag(&meta);
-    let last_modified =
-        httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(meta.mtime.max(0) as u64));
+    let (meta, etag, last_modified) = (&info.meta, &info.etag, &info.last_modified);
     let not_modified = match (&req.if_none_match, &req.if_modified_since) {
         (Some(inm), _) => inm.split(',').any(|t| {
             let t = t.trim();
             t == "*" || t.trim_start_matches("W/") == etag
         }),
-        (None, Some(ims)) => httpdate::parse_http_date(ims)
-            .is_ok_and(|since| UNIX_EPOCH + Duration::from_secs(meta.mtime.max(0) as u64) <= since),
+        (None, Some(ims)) => httpdate::parse_http_date(ims).is_ok_and(|since| mtime(meta) <= since),
         (None, None) => false,
     };
     if not_modified {
@@ -193,7 +225,7 @@ pub fn after_open<F>(
         Some(RangeSpec::Ignored) | None => (Status::Ok, 0, meta.size),
     };
     let mut head = Head::new(Vec::with_capacity(256), status);
-    head.header("Content-Type", content_type.as_bytes());
+    head.header("Content-Type", info.content_type.as_bytes());
     head.header("Last-Modified", last_modified.as_bytes());
     head.header("ETag", etag.as_bytes());
     head.header("Accept-Ranges", b"bytes");
@@ -201,10 +233,10 @@ pub fn after_open<F>(
         let cr = format!("bytes {}-{}/{}", offset, offset + len - 1, meta.size);
         head.header("Content-Range", cr.as_bytes());
     }
-    let body = if req.method == Method::Head || len == 0 {
-        Body::Empty
-    } else {
-        Body::File { file, offset, len }
+    let body = match source {
+        _ if req.method == Method::Head || len == 0 => Body::Empty,
+        Source::File(file) => Body::File { file, offset, len },
+        Source::Memory(b) => Body::Bytes(b.slice(offset as usize..(offset + len) as usize)),
     };
     Plan {
         status,
@@ -403,20 +435,43 @@ mod tests {
     fn head_has_length_but_no_body() {
         let p = Policy::new(&["html"]);
         let r = req("HEAD /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
-        let plan = after_open(&rules(&p), &r, FILE, "text/html", Ok(()));
+        let plan = after_open(
+            &rules(&p),
+            &r,
+            &FileInfo::new(FILE, "text/html"),
+            Ok(Source::File(())),
+        );
         assert!(text(&plan).contains("Content-Length: 1000\r\n"));
         assert!(matches!(plan.body, Body::Empty));
     }
 
     #[test]
+    fn cached_bytes_are_sliced_for_a_range() {
+        let p = Policy::new(&["html"]);
+        let r = req("GET /a.html HTTP/1.1\r\nHost: h\r\nRange: bytes=2-4\r\n\r\n");
+        let meta = Meta { size: 10, ..FILE };
+        let info = FileInfo::new(meta, "text/html");
+        let body = Source::Memory(Bytes::from_static(b"0123456789"));
+        let plan = after_open::<()>(&rules(&p), &r, &info, Ok(body));
+        assert_eq!(plan.status, Status::PartialContent);
+        assert!(matches!(plan.body, Body::Bytes(ref b) if &b[..] == b"234"));
+    }
+
+    #[test]
     fn conditional_get_gives_304() {
         let p = Policy::new(&["html"]);
-        let tag = etag(&FILE);
+        let tag = FileInfo::new(FILE, "text/html").etag;
         let r = req(&format!(
             "GET /a.html HTTP/1.1\r\nHost: h\r\nIf-None-Match: {tag}\r\n\r\n"
         ));
         assert_eq!(
-            after_open(&rules(&p), &r, FILE, "text/html", Ok(())).status,
+            after_open(
+                &rules(&p),
+                &r,
+                &FileInfo::new(FILE, "text/html"),
+                Ok(Source::File(()))
+            )
+            .status,
             Status::NotModified
         );
         let later = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
@@ -424,12 +479,24 @@ mod tests {
             "GET /a.html HTTP/1.1\r\nHost: h\r\nIf-Modified-Since: {later}\r\n\r\n"
         ));
         assert_eq!(
-            after_open(&rules(&p), &r, FILE, "text/html", Ok(())).status,
+            after_open(
+                &rules(&p),
+                &r,
+                &FileInfo::new(FILE, "text/html"),
+                Ok(Source::File(()))
+            )
+            .status,
             Status::NotModified
         );
         let r = req("GET /a.html HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"other\"\r\n\r\n");
         assert_eq!(
-            after_open(&rules(&p), &r, FILE, "text/html", Ok(())).status,
+            after_open(
+                &rules(&p),
+                &r,
+                &FileInfo::new(FILE, "text/html"),
+                Ok(Source::File(()))
+            )
+            .status,
             Status::Ok
         );
     }

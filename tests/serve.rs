@@ -29,6 +29,8 @@ engine_tests!(
     single_range_answers_206,
     workers_serve_concurrent_connections,
     status_page_reports_engine_and_counters,
+    cached_file_is_revalidated_after_a_change,
+    cache_can_be_disabled,
 );
 
 fn root_serves_index_html(e: Engine) {
@@ -302,4 +304,31 @@ fn status_page_reports_engine_and_counters(e: Engine) {
         "{}",
         s.stderr()
     );
+}
+
+fn cached_file_is_revalidated_after_a_change(e: Engine) {
+    // Revalidate on every request, so the test needs no sleep.
+    let s = Opts::new(e)
+        .extra("[files]\ncache_revalidate_secs = 0")
+        .extra("[server]\nworkers = 1")
+        .start();
+    assert_eq!(s.get("/style.css").body, b"body { color: #333; }\n");
+    assert_eq!(s.get("/style.css").body, b"body { color: #333; }\n");
+    std::fs::write(s.root.join("style.css"), b"p { margin: 0 }\n").unwrap();
+    let r = s.get("/style.css");
+    assert_eq!(r.body, b"p { margin: 0 }\n");
+    assert_eq!(r.header("Content-Length"), Some("16"));
+    std::fs::remove_file(s.root.join("style.css")).unwrap();
+    assert_eq!(s.get("/style.css").status, 404);
+}
+
+fn cache_can_be_disabled(e: Engine) {
+    let s = Opts::new(e)
+        .extra("[files]\ncache_max_file_bytes = 0")
+        .start();
+    for _ in 0..3 {
+        let r = s.get("/image.png");
+        assert_eq!(r.body, binary_bytes(70_000));
+    }
+    assert_eq!(s.get("/style.css").body, b"body { color: #333; }\n");
 }

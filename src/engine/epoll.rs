@@ -228,6 +228,13 @@ impl Transport for EpollConn {
         }))
     }
 
+    async fn read_whole(&mut self, file: std::fs::File, len: u64) -> io::Result<Vec<u8>> {
+        let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        let mut buf = vec![0; len];
+        read_exact_at(&file, &mut buf, 0)?;
+        Ok(buf)
+    }
+
     async fn send(&mut self, plan: Plan<std::fs::File>, deadline: &Deadline) -> io::Result<()> {
         let mut buf = plan.head;
         match plan.body {

@@ -131,6 +131,26 @@ impl Transport for UringConn {
         UnsubmittedOneshot::new(data, OpenDone, sqe).submit().await
     }
 
+    async fn read_whole(&mut self, file: File, len: u64) -> io::Result<Vec<u8>> {
+        let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        let mut buf = Vec::with_capacity(len);
+        let result = loop {
+            let start = buf.len();
+            if start == len {
+                break Ok(());
+            }
+            let (r, slice) = file.read_at(buf.slice(start..len), start as u64).await;
+            buf = slice.into_inner();
+            match r {
+                Ok(0) => break Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank")),
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        close_in_ring(file);
+        result.map(|()| buf)
+    }
+
     async fn send(&mut self, plan: Plan<File>, deadline: &Deadline) -> io::Result<()> {
         let mut buf = plan.head;
         let (file, mut pos, end) = match plan.body {
@@ -181,10 +201,7 @@ impl Transport for UringConn {
                 }
             }
         };
-        // Close through the ring instead of a close(2) on drop.
-        tokio_uring::spawn(async move {
-            let _ = file.close().await;
-        });
+        close_in_ring(file);
         result
     }
 
@@ -199,6 +216,13 @@ impl Transport for UringConn {
     fn abort(&mut self) {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
+}
+
+/// Closes through the ring instead of a close(2) on drop.
+fn close_in_ring(file: File) {
+    tokio_uring::spawn(async move {
+        let _ = file.close().await;
+    });
 }
 
 struct StatxData {

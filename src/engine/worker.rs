@@ -5,6 +5,7 @@
 //! in-flight responses finish (closing idle connections at once), and after
 //! `shutdown_timeout_secs` aborts whatever is left.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -16,6 +17,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::Shared;
 use crate::conn::{self, ABORTING, Ctx, DRAINING, RUNNING, Transport};
 use crate::deadline::Deadlines;
+use crate::files::cache::FileCache;
 
 /// The engine-specific half of a listener.
 #[allow(async_fn_in_trait)]
@@ -34,6 +36,7 @@ pub async fn run<A: Acceptor>(
     mut stop: watch::Receiver<bool>,
 ) {
     let limits = &shared.config.limits;
+    let files = &shared.config.files;
     let max = limits.max_connections_per_worker;
     let shutdown_after = Duration::from_secs(limits.shutdown_timeout_secs);
     let slots = Arc::new(Semaphore::new(max));
@@ -48,6 +51,11 @@ pub async fn run<A: Acceptor>(
         worker,
         phase,
         deadlines,
+        cache: RefCell::new(FileCache::new(
+            files.cache_bytes_per_worker,
+            files.cache_max_file_bytes,
+            Duration::from_secs(files.cache_revalidate_secs),
+        )),
     });
     let stats = &shared.stats.workers[worker];
 

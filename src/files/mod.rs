@@ -5,6 +5,8 @@
 //! NUL); the engines open files with `openat2(RESOLVE_BENEATH)` on a root directory descriptor, so
 //! the kernel enforces the root as well, symlinks included. No I/O happens in this module.
 
+pub mod cache;
+
 use std::collections::HashMap;
 use std::ffi::CString;
 

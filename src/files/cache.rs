@@ -1,0 +1,222 @@
+//! The per-worker cache of small files: their bytes and their [`FileInfo`], keyed by the decoded
+//! request path, so a hit costs no file-system call at all.
+//!
+//! Each worker owns its cache (no lock, no sharing). An entry is trusted for `revalidate` after it
+//! was last checked; after that the next request re-stats the file, and a changed size or mtime
+//! (or a vanished file) drops the entry. This is nginx's `open_file_cache_valid`, applied to
+//! content. Only files that were served as 200 through the full checks (policy, dotfiles,
+//! `openat2` beneath the root) are ever inserted. Memory is bounded per worker.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::files::Meta;
+use crate::respond::FileInfo;
+
+/// A cached file.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Path relative to the root, for revalidation.
+    pub rel: CString,
+    pub info: Rc<FileInfo>,
+    pub body: Bytes,
+    checked: Instant,
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    Miss,
+    /// Checked recently enough: serve it.
+    Fresh(Rc<FileInfo>, Bytes),
+    /// Stat `rel` and call [`FileCache::revalidate`] before serving.
+    Stale(CString),
+}
+
+#[derive(Debug)]
+pub struct FileCache {
+    map: HashMap<Vec<u8>, Entry>,
+    bytes: usize,
+    max_bytes: usize,
+    max_file: u64,
+    revalidate: Duration,
+}
+
+impl FileCache {
+    /// `max_file` 0 disables the cache.
+    pub fn new(max_bytes: usize, max_file: u64, revalidate: Duration) -> FileCache {
+        FileCache {
+            map: HashMap::new(),
+            bytes: 0,
+            max_bytes,
+            max_file: if max_bytes == 0 { 0 } else { max_file },
+            revalidate,
+        }
+    }
+
+    /// Whether a file of this size would be kept.
+    pub fn wants(&self, size: u64) -> bool {
+        size <= self.max_file && size as usize <= self.max_bytes
+    }
+
+    pub fn lookup(&self, path: &[u8], now: Instant) -> Lookup {
+        match self.map.get(path) {
+            None => Lookup::Miss,
+            Some(e) if now.duration_since(e.checked) < self.revalidate => {
+                Lookup::Fresh(e.info.clone(), e.body.clone())
+            }
+            Some(e) => Lookup::Stale(e.rel.clone()),
+        }
+    }
+
+    /// After re-stat'ing a stale entry: keeps it (and returns it) when the file is unchanged,
+    /// drops it otherwise.
+    pub fn revalidate(
+        &mut self,
+        path: &[u8],
+        stat: Option<Meta>,
+        now: Instant,
+    ) -> Option<(Rc<FileInfo>, Bytes)> {
+        let e = self.map.get_mut(path)?;
+        if stat == Some(e.info.meta) {
+            e.checked = now;
+            return Some((e.info.clone(), e.body.clone()));
+        }
+        self.remove(path);
+        None
+    }
+
+    pub fn insert(
+        &mut self,
+        path: Vec<u8>,
+        rel: CString,
+        info: Rc<FileInfo>,
+        body: Bytes,
+        now: Instant,
+    ) {
+        let cost = body.len() + path.len();
+        if !self.wants(body.len() as u64) {
+            return;
+        }
+        self.remove(&path);
+        // Make room by dropping arbitrary entries (HashMap order); a full cache of small files
+        // loses little by forgetting a few at random, and this needs no bookkeeping per hit.
+        while self.bytes + cost > self.max_bytes {
+            let Some(victim) = self.map.keys().next().cloned() else {
+                break;
+            };
+            self.remove(&victim);
+        }
+        self.bytes += cost;
+        self.map.insert(
+            path,
+            Entry {
+                rel,
+                info,
+                body,
+                checked: now,
+            },
+        );
+    }
+
+    pub fn remove(&mut self, path: &[u8]) {
+        if let Some(e) = self.map.remove(path) {
+            self.bytes -= e.body.len() + path.len();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::Kind;
+
+    fn info(size: u64, mtime: i64) -> Rc<FileInfo> {
+        Rc::new(FileInfo::new(
+            Meta {
+                kind: Kind::File,
+                size,
+                mtime,
+            },
+            "text/html",
+        ))
+    }
+
+    #[test]
+    fn fresh_then_stale_then_revalidated_or_dropped() {
+        let t0 = Instant::now();
+        let mut c = FileCache::new(1 << 20, 1024, Duration::from_secs(1));
+        let rel = CString::new("a.html").unwrap();
+        c.insert(
+            b"/a.html".to_vec(),
+            rel.clone(),
+            info(3, 7),
+            Bytes::from_static(b"abc"),
+            t0,
+        );
+        assert!(matches!(c.lookup(b"/a.html", t0), Lookup::Fresh(_, b) if &b[..] == b"abc"));
+        let later = t0 + Duration::from_secs(2);
+        assert!(matches!(c.lookup(b"/a.html", later), Lookup::Stale(r) if r == rel));
+        let same = Some(Meta {
+            kind: Kind::File,
+            size: 3,
+            mtime: 7,
+        });
+        assert!(c.revalidate(b"/a.html", same, later).is_some());
+        assert!(matches!(c.lookup(b"/a.html", later), Lookup::Fresh(..)));
+        let changed = Some(Meta {
+            kind: Kind::File,
+            size: 3,
+            mtime: 8,
+        });
+        let much_later = later + Duration::from_secs(2);
+        assert!(c.revalidate(b"/a.html", changed, much_later).is_none());
+        assert!(matches!(c.lookup(b"/a.html", much_later), Lookup::Miss));
+        assert_eq!(c.bytes, 0);
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let now = Instant::now();
+        let mut c = FileCache::new(100, 40, Duration::from_secs(1));
+        for i in 0..50u8 {
+            let body = Bytes::from(vec![i; 30]);
+            c.insert(
+                vec![b'/', i],
+                CString::new("x").unwrap(),
+                info(30, 1),
+                body,
+                now,
+            );
+            assert!(c.bytes <= 100, "{}", c.bytes);
+        }
+        assert!(c.len() <= 3);
+        // Too big for an entry: not kept.
+        c.insert(
+            b"/big".to_vec(),
+            CString::new("x").unwrap(),
+            info(41, 1),
+            Bytes::from(vec![0; 41]),
+            now,
+        );
+        assert!(matches!(c.lookup(b"/big", now), Lookup::Miss));
+    }
+
+    #[test]
+    fn zero_bytes_disables() {
+        let c = FileCache::new(0, 1024, Duration::from_secs(1));
+        assert!(!c.wants(1));
+    }
+}
