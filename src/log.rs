@@ -106,31 +106,25 @@ fn open_append(path: &Path) -> io::Result<std::fs::File> {
 
 /// Drains in batches. While records keep coming it polls every few milliseconds, so senders
 /// never have to wake it (no futex call on the request path); once idle it blocks.
-fn write_loop(rx: Receiver<Record>, mut out: BufWriter<Box<dyn Write + Send>>) -> io::Result<u64> {
+fn write_loop(rx: Receiver<Record>, out: BufWriter<Box<dyn Write + Send>>) -> io::Result<u64> {
     const POLL: Duration = Duration::from_millis(5);
     const IDLE_POLLS: u32 = 200;
-    let mut line = String::with_capacity(256);
-    let mut written = 0u64;
+    let mut sink = Sink::new(out);
     let mut idle = 0u32;
     loop {
         let mut batch = 0;
         loop {
             match rx.try_recv() {
                 Ok(r) => {
-                    format_into(&mut line, &r);
-                    out.write_all(line.as_bytes())?;
+                    sink.write(&r);
                     batch += 1;
                 }
                 Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    out.flush()?;
-                    return Ok(written + batch);
-                }
+                Err(TryRecvError::Disconnected) => return sink.finish(),
             }
         }
-        written += batch;
         if batch > 0 {
-            out.flush()?;
+            sink.flush();
             idle = 0;
             std::thread::sleep(POLL);
         } else if idle < IDLE_POLLS {
@@ -139,19 +133,89 @@ fn write_loop(rx: Receiver<Record>, mut out: BufWriter<Box<dyn Write + Send>>) -
         } else {
             match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(r) => {
-                    format_into(&mut line, &r);
-                    out.write_all(line.as_bytes())?;
-                    written += 1;
-                    out.flush()?;
+                    sink.write(&r);
+                    sink.flush();
                     idle = 0;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    out.flush()?;
-                    return Ok(written);
-                }
+                Err(RecvTimeoutError::Disconnected) => return sink.finish(),
             }
         }
+    }
+}
+
+/// The log destination, and an honest count of what reached it.
+struct Sink {
+    /// `None` only for the instant a failed buffer is being replaced.
+    out: Option<BufWriter<Box<dyn Write + Send>>>,
+    line: String,
+    /// Lines in the buffer, not yet flushed.
+    pending: u64,
+    written: u64,
+    failed: u64,
+    last_error: Option<io::ErrorKind>,
+}
+
+impl Sink {
+    fn new(out: BufWriter<Box<dyn Write + Send>>) -> Sink {
+        Sink {
+            out: Some(out),
+            line: String::with_capacity(256),
+            pending: 0,
+            written: 0,
+            failed: 0,
+            last_error: None,
+        }
+    }
+
+    fn write(&mut self, r: &Record) {
+        format_into(&mut self.line, r);
+        let Some(out) = self.out.as_mut() else { return };
+        match out.write_all(self.line.as_bytes()) {
+            Ok(()) => self.pending += 1,
+            Err(e) => {
+                self.pending += 1;
+                self.fail(e);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let Some(out) = self.out.as_mut() else { return };
+        match out.flush() {
+            Ok(()) => {
+                self.written += self.pending;
+                self.pending = 0;
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// A full disk must not stop the server, but it must not be silent either: say so once per
+    /// kind of error, drop what is buffered (so it is not counted twice), and keep trying with
+    /// the next batch.
+    fn fail(&mut self, e: io::Error) {
+        self.failed += self.pending;
+        self.pending = 0;
+        if let Some(out) = self.out.take() {
+            let (inner, _unwritten) = out.into_parts();
+            self.out = Some(BufWriter::with_capacity(64 * 1024, inner));
+        }
+        if self.last_error != Some(e.kind()) {
+            tracing::error!("access log write failed: {e}; lines are being lost");
+            self.last_error = Some(e.kind());
+        }
+    }
+
+    fn finish(mut self) -> io::Result<u64> {
+        self.flush();
+        if self.failed > 0 {
+            return Err(io::Error::other(format!(
+                "{} access log lines could not be written",
+                self.failed
+            )));
+        }
+        Ok(self.written)
     }
 }
 

@@ -318,3 +318,62 @@ fn auto_picks_uring_where_available() {
     assert!(!seen.contains("WARN"), "{seen}");
     stop(child);
 }
+
+#[test]
+fn listens_on_ipv6_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("root")).unwrap();
+    std::fs::write(dir.path().join("root/index.html"), "six\n").unwrap();
+    let (child, addr, _) = spawn_listening(dir.path(), &["--host", "::1", "--port", "0"]);
+    assert!(addr.starts_with("[::1]:"), "{addr}");
+    assert_eq!(fetch(&addr, "/").body, b"six\n");
+    stop(child);
+    let log = std::fs::read_to_string(dir.path().join("access.log")).unwrap();
+    assert!(log.contains(" ::1 / 200 GET "), "{log}");
+}
+
+#[test]
+fn a_log_that_cannot_be_written_is_reported_not_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("root")).unwrap();
+    std::fs::write(dir.path().join("root/index.html"), "full\n").unwrap();
+    std::fs::write(
+        dir.path().join("uring.toml"),
+        "[server]\nhost = \"127.0.0.1\"\nport = 0\n[log]\naccess = \"/dev/full\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.find("listening on http://")
+                .map(|i| l[i + 20..].split('/').next().unwrap().to_string())
+        })
+        .expect("listening line");
+    // Serving goes on while the log cannot be written.
+    assert_eq!(fetch(&addr, "/").body, b"full\n");
+    assert_eq!(fetch(&addr, "/").body, b"full\n");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let rest = rest.join("\n");
+    assert!(rest.contains("access log write failed"), "{rest}");
+    assert!(
+        rest.contains("2 access log lines could not be written"),
+        "{rest}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "lost log lines must not look like a clean exit"
+    );
+}

@@ -338,6 +338,8 @@ impl Server {
             if let Some(st) = child.try_wait().unwrap() {
                 // Let the reader threads take the last output.
                 std::thread::sleep(Duration::from_millis(50));
+                let err = self.stderr();
+                assert!(!err.contains("panicked"), "the server panicked:\n{err}");
                 return st;
             }
             if Instant::now() > deadline {
