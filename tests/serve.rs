@@ -257,6 +257,10 @@ fn single_range_answers_206(e: Engine) {
     assert_eq!(r.status, 206);
     assert_eq!(r.header("Content-Range"), Some("bytes 100-199/70000"));
     assert_eq!(r.body, binary_bytes(70_000)[100..200]);
+    // A range long enough to be spliced from an offset.
+    let r = s.request("GET /image.png HTTP/1.1\r\nHost: t\r\nRange: bytes=1000-69999\r\n\r\n");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, binary_bytes(70_000)[1000..]);
     let r = s.request("GET /image.png HTTP/1.1\r\nHost: t\r\nRange: bytes=70000-\r\n\r\n");
     assert_eq!(r.status, 416);
     assert_eq!(r.header("Content-Range"), Some("bytes */70000"));

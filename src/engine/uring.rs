@@ -6,11 +6,17 @@
 //! submitted as custom one-shot operations whose path and result buffers live on the heap until
 //! the completion arrives. Operations cannot be cancelled: code that abandons one shuts the socket
 //! down first (see [`Transport::abort`]).
+//!
+//! Bodies larger than the cache's files go out with `IORING_OP_SPLICE`, file → pipe → socket, so
+//! their bytes never pass through user space (the io_uring counterpart of `sendfile`). Each such
+//! operation holds `Rc` handles to the socket, the file and the pipe, so none of those descriptors
+//! can be closed (and its number reused) while the kernel may still act on it.
 
 use std::ffi::{CStr, CString};
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, types};
@@ -69,8 +75,9 @@ impl Acceptor for UringAcceptor {
         stream.set_nodelay(true)?;
         Ok((
             UringConn {
-                stream,
+                stream: Rc::new(stream),
                 root: self.root,
+                pipe: None,
             },
             peer,
         ))
@@ -83,11 +90,122 @@ impl Acceptor for UringAcceptor {
 }
 
 pub struct UringConn {
-    stream: TcpStream,
+    stream: Rc<TcpStream>,
     root: RawFd,
+    /// Created on the first spliced response, kept for the next ones while it is clean.
+    pipe: Option<Rc<Pipe>>,
+}
+
+/// A pipe for splicing: file → `w`, `r` → socket.
+struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+}
+
+/// Bodies from this size up are spliced; smaller ones are read into the head's buffer and sent
+/// with one write, which costs fewer operations than two splices.
+const SPLICE_MIN: u64 = 64 * 1024;
+/// Pipe capacity asked for (the default limit for unprivileged users is 1 MiB).
+const PIPE_SIZE: usize = 1 << 20;
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into `fds`, which we then own.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just created and are owned by nobody else.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // A larger pipe means fewer operations per file; the default 64 KiB still works.
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE as libc::c_int) };
+        Ok(Pipe { r, w })
+    }
+
+    fn capacity(&self) -> usize {
+        // SAFETY: fcntl on a descriptor we own.
+        let n = unsafe { libc::fcntl(self.w.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        if n > 0 { n as usize } else { 64 * 1024 }
+    }
 }
 
 impl UringConn {
+    /// One IORING_OP_SPLICE; `keep` holds whatever must stay open until it completes.
+    async fn splice(
+        &self,
+        keep: Keep,
+        fd_in: RawFd,
+        off_in: i64,
+        fd_out: RawFd,
+        len: usize,
+    ) -> io::Result<usize> {
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        let sqe = opcode::Splice::new(types::Fd(fd_in), off_in, types::Fd(fd_out), -1, len)
+            .flags(libc::SPLICE_F_MOVE)
+            .build();
+        UnsubmittedOneshot::new(Box::new(keep), SpliceDone, sqe)
+            .submit()
+            .await
+    }
+
+    /// Sends the head, then `pos..end` of `file` by splicing it through the connection's pipe.
+    async fn send_spliced(
+        &mut self,
+        head: Vec<u8>,
+        file: File,
+        mut pos: u64,
+        end: u64,
+        deadline: &Deadline,
+    ) -> io::Result<()> {
+        if let (Err(e), _) = self.write_all(head, deadline).await {
+            return Err(e);
+        }
+        let pipe = match &self.pipe {
+            Some(p) => p.clone(),
+            None => Rc::new(Pipe::new()?),
+        };
+        let file = Rc::new(file);
+        let chunk = pipe.capacity();
+        let sock = self.stream.as_raw_fd();
+        let result: io::Result<()> = async {
+            while pos < end {
+                let want = (end - pos).min(chunk as u64) as usize;
+                let keep = Keep(Some(file.clone()), pipe.clone(), self.stream.clone());
+                let filled = self
+                    .splice(keep, file.as_raw_fd(), pos as i64, pipe.w.as_raw_fd(), want)
+                    .await?;
+                if filled == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank while sending",
+                    ));
+                }
+                pos += filled as u64;
+                let mut left = filled;
+                while left > 0 {
+                    let keep = Keep(None, pipe.clone(), self.stream.clone());
+                    match self
+                        .splice(keep, pipe.r.as_raw_fd(), -1, sock, left)
+                        .await?
+                    {
+                        0 => return Err(io::ErrorKind::WriteZero.into()),
+                        n => left -= n,
+                    }
+                    deadline.progress();
+                }
+            }
+            Ok(())
+        }
+        .await;
+        // A pipe left holding bytes would corrupt the next response: only a clean one is kept.
+        self.pipe = result.is_ok().then_some(pipe);
+        if let Ok(file) = Rc::try_unwrap(file) {
+            close_in_ring(file);
+        }
+        result
+    }
+
     async fn write_all(&self, buf: Vec<u8>, deadline: &Deadline) -> (io::Result<()>, Vec<u8>) {
         let (r, buf) = self.stream.write_all(buf).await;
         deadline.progress();
@@ -163,6 +281,11 @@ impl Transport for UringConn {
                 buf.extend_from_slice(&b);
                 return self.write_all(buf, deadline).await.0;
             }
+            Body::File { file, offset, len } if len >= SPLICE_MIN => {
+                return self
+                    .send_spliced(buf, file, offset, offset + len, deadline)
+                    .await;
+            }
             Body::File { file, offset, len } => (file, offset, offset + len),
         };
         // The head goes out together with the first chunk of the file.
@@ -223,6 +346,25 @@ fn close_in_ring(file: File) {
     tokio_uring::spawn(async move {
         let _ = file.close().await;
     });
+}
+
+/// What a splice keeps open until its completion: the file (when it reads one), the pipe and the
+/// socket. The fields are never read: holding them is the point.
+#[allow(dead_code)]
+struct Keep(Option<Rc<File>>, Rc<Pipe>, Rc<TcpStream>);
+
+struct SpliceDone;
+
+impl OneshotOutputTransform for SpliceDone {
+    type Output = io::Result<usize>;
+    type StoredData = Box<Keep>;
+
+    fn transform_oneshot_output(self, _keep: Box<Keep>, cqe: cqueue::Entry) -> io::Result<usize> {
+        match cqe.result() {
+            r if r < 0 => Err(io::Error::from_raw_os_error(-r)),
+            n => Ok(n as usize),
+        }
+    }
 }
 
 struct StatxData {
