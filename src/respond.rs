@@ -116,8 +116,9 @@ pub fn after_stat<'a, F>(
     match meta.kind {
         Kind::Dir if lookup.is_index => Step::Send(error_plan(Status::NotFound, req, keep_alive)),
         Kind::Dir if !req.path.ends_with(b"/") => {
-            let mut location = req.raw_path.clone().into_bytes();
-            location.push(b'/');
+            // Built from the normalised path, never from the raw target: `//evil.example/..`
+            // must not become a `Location` that browsers read as another host.
+            let location = directory_location(&lookup.rel);
             let page = Status::MovedPermanently.error_page();
             let mut head = Head::new(Vec::new(), Status::MovedPermanently);
             head.header("Location", &location);
@@ -200,16 +201,20 @@ pub fn after_open<F>(
         let mut head = Head::new(Vec::new(), Status::NotModified);
         head.header("ETag", etag.as_bytes());
         head.header("Last-Modified", last_modified.as_bytes());
-        // A 304 carries no body and no Content-Length of its own; finish() writes 0.
         return Plan {
             status: Status::NotModified,
-            head: head.finish(0, keep_alive),
+            head: head.finish_without_length(keep_alive),
             body: Body::Empty,
             keep_alive,
         };
     }
 
-    let (status, offset, len) = match req.range.as_deref().map(|r| parse_range(r, meta.size)) {
+    // If-Range: a range is only valid against the version the client already has.
+    let range = match &req.if_range {
+        Some(v) if v.trim() != etag && v.trim() != last_modified => None,
+        _ => req.range.as_deref(),
+    };
+    let (status, offset, len) = match range.map(|r| parse_range(r, meta.size)) {
         Some(RangeSpec::Satisfiable(start, end)) => {
             (Status::PartialContent, start, end - start + 1)
         }
@@ -274,6 +279,22 @@ fn body_unless_head<F>(req: &Request, body: Body<F>) -> Body<F> {
     } else {
         body
     }
+}
+
+/// `/` + the relative directory path + `/`, percent-encoded where a URL path needs it.
+fn directory_location(rel: &CString) -> Vec<u8> {
+    let mut out = vec![b'/'];
+    if rel.as_bytes() != b"." {
+        for &b in rel.as_bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {
+                out.push(b);
+            } else {
+                out.extend_from_slice(format!("%{b:02X}").as_bytes());
+            }
+        }
+        out.push(b'/');
+    }
+    out
 }
 
 /// Maps a file-system error to the status the client sees.
@@ -387,6 +408,33 @@ mod tests {
             panic!()
         };
         assert_eq!(ct, "text/html; charset=utf-8");
+    }
+
+    #[test]
+    fn redirect_location_is_the_normalised_path() {
+        let p = Policy::new(&["html"]);
+        let dir = Meta {
+            kind: Kind::Dir,
+            ..FILE
+        };
+        for (target, rel, want) in [
+            ("//evil.example/..", ".", "/"),
+            ("/a%20b", "a b", "/a%20b/"),
+            ("//x//y", "x/y", "/x/y/"),
+        ] {
+            let r = req(&format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n"));
+            let l = Lookup {
+                rel: CString::new(rel).unwrap(),
+                is_index: false,
+            };
+            let Step::<'_, ()>::Send(plan) = after_stat(&rules(&p), &r, l, Ok(dir)) else {
+                panic!()
+            };
+            assert!(
+                text(&plan).contains(&format!("\r\nLocation: {want}\r\n")),
+                "{target}"
+            );
+        }
     }
 
     #[test]

@@ -165,6 +165,18 @@ fn sigterm_finishes_in_flight_response(e: Engine) {
     let mut first = [0u8; 4096];
     c.read_exact(&mut first).unwrap();
     s.signal(libc::SIGTERM);
+    // While the download drains, new connections are refused rather than left unanswered.
+    let mut refused = false;
+    for _ in 0..100 {
+        match std::net::TcpStream::connect(s.addr) {
+            Err(_) => {
+                refused = true;
+                break;
+            }
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+    assert!(refused, "still completing handshakes while draining");
     let mut rest = Vec::new();
     c.read_to_end(&mut rest).unwrap();
     let mut all = first.to_vec();

@@ -66,6 +66,10 @@ fn directory_without_slash_redirects(e: Engine) {
     let r = s.get("/sub");
     assert_eq!(r.status, 301);
     assert_eq!(r.header("Location"), Some("/sub/"));
+    // The Location comes from the normalised path, never from a raw `//host` target.
+    let r = s.get("//evil.example/..");
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("Location"), Some("/"));
     assert_eq!(r.header("Content-Type"), Some("text/html; charset=utf-8"));
 }
 
@@ -94,6 +98,11 @@ fn percent_encoding_is_decoded(e: Engine) {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"spaces\n");
     assert_eq!(s.get("/%73tyle.css").body, b"body { color: #333; }\n");
+    assert_eq!(s.get("/caf%C3%A9.html").body, b"utf-8 name\n");
+    // Raw UTF-8 in the target, with a multi-byte character across byte 7.
+    assert_eq!(s.get("/caf\u{e9}.html").body, b"utf-8 name\n");
+    assert_eq!(s.get("/abcde\u{e9}").status, 404);
+    assert_eq!(s.get("/abcdef\u{e9}").status, 404);
 }
 
 fn absolute_form_target_is_accepted(e: Engine) {
@@ -249,6 +258,12 @@ fn conditional_get_answers_304(e: Engine) {
         "GET /style.css HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: {lm}\r\n\r\n"
     ));
     assert_eq!(r.status, 304);
+    assert_eq!(
+        r.header("Content-Length"),
+        None,
+        "a 304 must not claim a length"
+    );
+    assert_eq!(r.header("ETag"), Some(etag));
 }
 
 fn single_range_answers_206(e: Engine) {
@@ -261,6 +276,17 @@ fn single_range_answers_206(e: Engine) {
     let r = s.request("GET /image.png HTTP/1.1\r\nHost: t\r\nRange: bytes=1000-69999\r\n\r\n");
     assert_eq!(r.status, 206);
     assert_eq!(r.body, binary_bytes(70_000)[1000..]);
+    // If-Range with another version's validator: the whole file, not a piece of this one.
+    let r = s.request(
+        "GET /image.png HTTP/1.1\r\nHost: t\r\nRange: bytes=0-3\r\nIf-Range: \"old\"\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 70_000);
+    let etag = r.header("ETag").unwrap().to_string();
+    let r = s.request(&format!(
+        "GET /image.png HTTP/1.1\r\nHost: t\r\nRange: bytes=0-3\r\nIf-Range: {etag}\r\n\r\n"
+    ));
+    assert_eq!(r.status, 206);
     let r = s.request("GET /image.png HTTP/1.1\r\nHost: t\r\nRange: bytes=70000-\r\n\r\n");
     assert_eq!(r.status, 416);
     assert_eq!(r.header("Content-Range"), Some("bytes */70000"));

@@ -87,7 +87,10 @@ impl Acceptor for EpollAcceptor {
     }
 
     fn stop(&self) {
-        // Dropping tokio's accept future cancels it; nothing is left in flight.
+        // Stop the kernel from completing handshakes for us while the worker drains: new
+        // connections are refused at once instead of waiting for a listener that never accepts.
+        // SAFETY: shutdown(2) on a descriptor this listener owns; it only changes socket state.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
     }
 }
 

@@ -73,9 +73,9 @@ pub async fn run<A: Acceptor>(
                 stats.connection_opened();
                 let ctx = ctx.clone();
                 tokio::task::spawn_local(async move {
+                    // Counted closed even if serving panics and the task unwinds.
+                    let _open = OpenConnection(&ctx, permit);
                     conn::serve(conn, peer.ip().to_canonical(), &ctx).await;
-                    ctx.shared.stats.workers[ctx.worker].connection_closed();
-                    drop(permit);
                 });
             }
             Err(e) => {
@@ -101,6 +101,15 @@ pub async fn run<A: Acceptor>(
         let _ = tokio::time::timeout(Duration::from_secs(2), slots.acquire_many(all)).await;
     }
     sweeper.abort();
+}
+
+/// Held by a connection task: on drop the connection counts as closed and its slot frees up.
+struct OpenConnection<'a>(&'a Ctx, tokio::sync::OwnedSemaphorePermit);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.shared.stats.workers[self.0.worker].connection_closed();
+    }
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {

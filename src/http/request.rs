@@ -42,6 +42,7 @@ pub struct Request {
     pub if_none_match: Option<String>,
     pub if_modified_since: Option<String>,
     pub range: Option<String>,
+    pub if_range: Option<String>,
 }
 
 /// Why a head was refused; the connection always closes after one.
@@ -110,6 +111,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request>, ParseError> {
     let mut if_none_match = None;
     let mut if_modified_since = None;
     let mut range = None;
+    let mut if_range = None;
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
@@ -137,6 +139,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request>, ParseError> {
             if_modified_since = Some(String::from_utf8_lossy(h.value).into_owned());
         } else if name.eq_ignore_ascii_case("range") {
             range = Some(String::from_utf8_lossy(h.value).into_owned());
+        } else if name.eq_ignore_ascii_case("if-range") {
+            if_range = Some(String::from_utf8_lossy(h.value).into_owned());
         }
     }
     if version == Version::Http11 && hosts == 0 {
@@ -181,6 +185,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request>, ParseError> {
         if_none_match,
         if_modified_since,
         range,
+        if_range,
     }))
 }
 
@@ -237,7 +242,9 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
 fn decode_target(target: &str) -> Result<(String, Vec<u8>), ParseError> {
     let mut t = target;
     for scheme in ["http://", "https://"] {
-        if t.len() >= scheme.len() && t[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        // Compared as bytes: the target may hold UTF-8, and a str slice could split a character.
+        let prefix = t.as_bytes().get(..scheme.len());
+        if prefix.is_some_and(|p| p.eq_ignore_ascii_case(scheme.as_bytes())) {
             let rest = &t[scheme.len()..];
             t = rest.find('/').map_or("/", |i| &rest[i..]);
             break;
@@ -309,6 +316,15 @@ mod tests {
             ok("GET HTTP://example.com HTTP/1.1\r\nHost: h\r\n\r\n").path,
             b"/"
         );
+    }
+
+    #[test]
+    fn non_ascii_targets_do_not_panic() {
+        for target in ["/abcdeé", "/abcdefé", "/é", "/ééééé.html"] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let r = parse(raw.as_bytes()).unwrap().unwrap();
+            assert_eq!(r.path, target.as_bytes());
+        }
     }
 
     #[test]

@@ -88,6 +88,12 @@ impl Head {
     /// Adds `Content-Length` and `Connection`, ends the head and returns the bytes.
     pub fn finish(mut self, content_length: u64, keep_alive: bool) -> Vec<u8> {
         self.header_u64("Content-Length", content_length);
+        self.finish_without_length(keep_alive)
+    }
+
+    /// Ends a head that must not carry `Content-Length` (a 304: RFC 9110 8.6 allows it only when
+    /// it equals the 200's, and caches may take it for the representation's length).
+    pub fn finish_without_length(mut self, keep_alive: bool) -> Vec<u8> {
         self.buf.extend_from_slice(if keep_alive {
             b"Connection: keep-alive\r\n\r\n"
         } else {

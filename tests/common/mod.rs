@@ -77,6 +77,7 @@ pub fn write_site(root: &Path, outside: &Path) {
     w("photo.jpg", b"\xff\xd8\xff\xe0 not really a jpeg");
     w("README", b"no extension\n");
     w("hello world.txt", b"spaces\n");
+    w("caf\u{e9}.html", b"utf-8 name\n");
     w("sub/index.html", b"<p>sub index</p>\n");
     w("sub/page.html", b"<p>sub page</p>\n");
     w("empty/.keep.txt", b"");
@@ -224,14 +225,18 @@ impl Server {
             let buf = stderr.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    {
+                        let mut b = buf.lock().unwrap();
+                        b.push_str(&line);
+                        b.push('\n');
+                    }
+                    // Announced after it is recorded, so a test that sees the address also sees
+                    // the line.
                     if let Some(i) = line.find("listening on http://") {
                         let rest = &line[i + "listening on http://".len()..];
                         let addr = rest.split('/').next().unwrap().to_string();
                         let _ = tx.send(addr);
                     }
-                    let mut b = buf.lock().unwrap();
-                    b.push_str(&line);
-                    b.push('\n');
                 }
             });
             let mut out = child.stdout.take().unwrap();
@@ -370,6 +375,12 @@ impl Drop for Server {
             if c.try_wait().ok().flatten().is_none() {
                 let _ = c.kill();
                 let _ = c.wait();
+            }
+            // Every test also checks that nothing it sent made the server panic.
+            std::thread::sleep(Duration::from_millis(20));
+            let err = self.stderr();
+            if !std::thread::panicking() {
+                assert!(!err.contains("panicked"), "the server panicked:\n{err}");
             }
         }
     }
