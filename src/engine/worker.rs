@@ -74,7 +74,10 @@ pub async fn run<A: Acceptor>(
                 let ctx = ctx.clone();
                 tokio::task::spawn_local(async move {
                     // Counted closed even if serving panics and the task unwinds.
-                    let _open = OpenConnection(&ctx, permit);
+                    let _open = OpenConnection {
+                        ctx: &ctx,
+                        _slot: permit,
+                    };
                     conn::serve(conn, peer.ip().to_canonical(), &ctx).await;
                 });
             }
@@ -103,12 +106,16 @@ pub async fn run<A: Acceptor>(
     sweeper.abort();
 }
 
-/// Held by a connection task: on drop the connection counts as closed and its slot frees up.
-struct OpenConnection<'a>(&'a Ctx, tokio::sync::OwnedSemaphorePermit);
+/// Held by a connection task: on drop the connection counts as closed and its slot (the permit)
+/// frees up.
+struct OpenConnection<'a> {
+    ctx: &'a Ctx,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
 
 impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
-        self.0.shared.stats.workers[self.0.worker].connection_closed();
+        self.ctx.shared.stats.workers[self.ctx.worker].connection_closed();
     }
 }
 
