@@ -20,8 +20,8 @@ use bytes::Bytes;
 
 use crate::Shared;
 use crate::deadline::{Deadline, Deadlines};
-use crate::files::Meta;
-use crate::files::cache::{FileCache, Lookup};
+use crate::files::cache::{self, FileCache, Lookup};
+use crate::files::{self, Meta};
 use crate::http::{self, Head, Method, Request, Status};
 use crate::log::Record;
 use crate::respond::{self, FileInfo, Plan, Rules, Source, Step};
@@ -34,10 +34,12 @@ pub trait Transport {
     /// Reads more bytes into the spare capacity of `buf` (never past `buf.capacity()`), returning
     /// the count (0 at end of stream) and the buffer.
     async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
-    /// Metadata of `rel` (relative to the root), following symlinks.
+    /// Metadata of `rel` (relative to the root), following symlinks: for revalidating a cached
+    /// file, whose version it must match exactly.
     async fn stat(&mut self, rel: &CStr) -> io::Result<Meta>;
-    /// Opens the regular file `rel` beneath the root; the kernel refuses to leave the root.
-    async fn open(&mut self, rel: &CStr) -> io::Result<Self::File>;
+    /// Opens `rel` with [`crate::files::OPEN_FLAGS`] beneath the root (the kernel refuses any
+    /// resolution that leaves it, symlinks included) and stats the descriptor.
+    async fn open(&mut self, rel: &CStr) -> io::Result<(Self::File, Meta)>;
     /// Reads exactly `len` bytes of `file` from its start (for the cache), then closes it.
     async fn read_whole(&mut self, file: Self::File, len: u64) -> io::Result<Vec<u8>>;
     /// Writes the head and body of `plan`, calling `deadline.progress()` after each write that
@@ -259,58 +261,55 @@ async fn decide<T: Transport>(
         index: &config.files.index,
         keep_alive,
     };
-    let found = ctx.cache.borrow().lookup(&req.path, Instant::now());
-    let hit = match found {
-        Lookup::Fresh(info, body) => Some((info, body)),
-        Lookup::Stale(rel) => {
-            let stat = io.stat(&rel).await.ok();
-            ctx.cache
-                .borrow_mut()
-                .revalidate(&req.path, stat, Instant::now())
+    let target = files::resolve(&req.path);
+    let key = target.as_ref().ok().map(cache::key);
+    if let Some(key) = &key {
+        let found = ctx.cache.borrow().lookup(key, Instant::now());
+        let hit = match found {
+            Lookup::Fresh(info, body) => Some((info, body)),
+            Lookup::Stale(rel) => {
+                let stat = io.stat(&rel).await.ok();
+                ctx.cache.borrow_mut().revalidate(key, stat, Instant::now())
+            }
+            Lookup::Miss => None,
+        };
+        if let Some((info, body)) = hit {
+            return respond::file_plan(&rules, req, &info, Ok(Source::Memory(body)));
         }
-        Lookup::Miss => None,
-    };
-    if let Some((info, body)) = hit {
-        return respond::after_open(&rules, req, &info, Ok(Source::Memory(body)));
     }
 
-    let mut step = respond::begin(&rules, req);
+    let mut step = respond::begin(&rules, req, target);
     loop {
         step = match step {
-            Step::Stat(lookup) => {
-                let meta = io.stat(&lookup.rel).await;
-                respond::after_stat(&rules, req, lookup, meta)
+            Step::Open(lookup) => {
+                let opened = io.open(&lookup.rel).await;
+                respond::after_open(&rules, req, lookup, opened)
             }
-            Step::Open(lookup, meta, content_type) => {
+            Step::Serve(lookup, file, meta, content_type) => {
                 let info = FileInfo::new(meta, content_type);
-                let source = match io.open(&lookup.rel).await {
-                    Ok(file) if ctx.cache.borrow().wants(meta.size) => {
-                        match io.read_whole(file, meta.size).await {
-                            Ok(bytes) => {
-                                let (info, body) = (Rc::new(info), Bytes::from(bytes));
-                                let path = req.path.clone();
-                                let now = Instant::now();
-                                ctx.cache.borrow_mut().insert(
-                                    path,
-                                    lookup.rel,
-                                    info.clone(),
-                                    body.clone(),
-                                    now,
-                                );
-                                return respond::after_open(
-                                    &rules,
-                                    req,
-                                    &info,
-                                    Ok(Source::Memory(body)),
-                                );
-                            }
-                            // The file changed under us: serve it as it is now, uncached.
-                            Err(_) => io.open(&lookup.rel).await.map(Source::File),
-                        }
-                    }
-                    other => other.map(Source::File),
+                let Some(key) = key.filter(|_| ctx.cache.borrow().wants(meta.size)) else {
+                    return respond::file_plan(&rules, req, &info, Ok(Source::File(file)));
                 };
-                return respond::after_open(&rules, req, &info, source);
+                return match io.read_whole(file, meta.size).await {
+                    Ok(bytes) => {
+                        let (info, body) = (Rc::new(info), Bytes::from(bytes));
+                        let now = Instant::now();
+                        let entry = (lookup.rel, info.clone(), body.clone());
+                        ctx.cache
+                            .borrow_mut()
+                            .insert(key, entry.0, entry.1, entry.2, now);
+                        respond::file_plan(&rules, req, &info, Ok(Source::Memory(body)))
+                    }
+                    // The file changed while it was read: serve it as it is now, uncached.
+                    Err(_) => match io.open(&lookup.rel).await {
+                        Ok((file, meta)) if meta.kind == files::Kind::File => {
+                            let info = FileInfo::new(meta, content_type);
+                            respond::file_plan(&rules, req, &info, Ok(Source::File(file)))
+                        }
+                        Ok(_) => respond::error_plan(Status::NotFound, req, keep_alive),
+                        Err(e) => respond::file_plan(&rules, req, &info, Err(e)),
+                    },
+                };
             }
             Step::Send(plan) => return plan,
         }

@@ -12,7 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::files::{self, Kind, Meta, PathError, Policy};
+use crate::files::{self, Kind, Meta, PathError, Policy, Target};
 use crate::http::{Head, Method, Request, Status};
 
 /// Where a response's body comes from.
@@ -55,10 +55,13 @@ impl<F> Plan<F> {
 /// The next thing the engine must do for this request.
 #[derive(Debug)]
 pub enum Step<'a, F> {
-    /// statx this path (relative to the root) and call [`after_stat`].
-    Stat(Lookup),
-    /// Open this regular file (openat2 beneath the root) and call [`after_open`].
-    Open(Lookup, Meta, &'a str),
+    /// Open `rel` beneath the root (read-only, nonblocking, `openat2(RESOLVE_BENEATH)`), stat the
+    /// descriptor, and call [`after_open`]. Opening first means the kernel confines every lookup
+    /// to the root, so nothing outside it is even stat'ed through a symlink.
+    Open(Lookup),
+    /// A regular file that may be served, still open, with its type: build the body source and
+    /// call [`file_plan`].
+    Serve(Lookup, F, Meta, &'a str),
     /// Send this.
     Send(Plan<F>),
 }
@@ -78,8 +81,12 @@ pub struct Rules<'a> {
     pub keep_alive: bool,
 }
 
-/// Starts answering `req`.
-pub fn begin<'a, F>(rules: &Rules<'a>, req: &Request) -> Step<'a, F> {
+/// Starts answering `req`, whose path the caller has resolved with [`files::resolve`].
+pub fn begin<'a, F>(
+    rules: &Rules<'a>,
+    req: &Request,
+    target: Result<Target, PathError>,
+) -> Step<'a, F> {
     let keep_alive = rules.keep_alive && req.keep_alive;
     if let Method::Other(_) = req.method {
         let mut plan = error_plan(Status::MethodNotAllowed, req, keep_alive);
@@ -91,8 +98,8 @@ pub fn begin<'a, F>(rules: &Rules<'a>, req: &Request) -> Step<'a, F> {
         plan.head = head.finish(page.len() as u64, keep_alive);
         return Step::Send(plan);
     }
-    match files::resolve(&req.path) {
-        Ok(t) => Step::Stat(Lookup {
+    match target {
+        Ok(t) => Step::Open(Lookup {
             rel: t.rel,
             is_index: false,
         }),
@@ -101,21 +108,23 @@ pub fn begin<'a, F>(rules: &Rules<'a>, req: &Request) -> Step<'a, F> {
     }
 }
 
-/// Continues after the engine stat'ed `lookup.rel`.
-pub fn after_stat<'a, F>(
+/// Continues after the engine opened `lookup.rel` and stat'ed it. Anything not served is
+/// dropped (closed) here.
+pub fn after_open<'a, F>(
     rules: &Rules<'a>,
     req: &Request,
     lookup: Lookup,
-    stat: io::Result<Meta>,
+    opened: io::Result<(F, Meta)>,
 ) -> Step<'a, F> {
     let keep_alive = rules.keep_alive && req.keep_alive;
-    let meta = match stat {
-        Ok(m) => m,
+    let (file, meta) = match opened {
+        Ok(o) => o,
         Err(e) => return Step::Send(error_plan(io_status(&e), req, keep_alive)),
     };
+    let slash = req.path.ends_with(b"/");
     match meta.kind {
         Kind::Dir if lookup.is_index => Step::Send(error_plan(Status::NotFound, req, keep_alive)),
-        Kind::Dir if !req.path.ends_with(b"/") => {
+        Kind::Dir if !slash => {
             // Built from the normalised path, never from the raw target: `//evil.example/..`
             // must not become a `Location` that browsers read as another host.
             let location = directory_location(&lookup.rel);
@@ -130,13 +139,17 @@ pub fn after_stat<'a, F>(
                 keep_alive,
             })
         }
-        Kind::Dir => Step::Stat(Lookup {
+        Kind::Dir => Step::Open(Lookup {
             rel: files::join(&lookup.rel, rules.index),
             is_index: true,
         }),
         Kind::Other => Step::Send(error_plan(Status::Forbidden, req, keep_alive)),
+        // `/file.html/` names a directory that is a file: not found, as open(2) would say.
+        Kind::File if slash && !lookup.is_index => {
+            Step::Send(error_plan(Status::NotFound, req, keep_alive))
+        }
         Kind::File => match rules.policy.content_type(lookup.rel.as_bytes()) {
-            Some(ct) => Step::Open(lookup, meta, ct),
+            Some(ct) => Step::Serve(lookup, file, meta, ct),
             None => Step::Send(error_plan(Status::Forbidden, req, keep_alive)),
         },
     }
@@ -177,7 +190,7 @@ pub enum Source<F> {
 }
 
 /// Finishes once the body source is known; an open file is dropped (closed) for HEAD and 304.
-pub fn after_open<F>(
+pub fn file_plan<F>(
     rules: &Rules,
     req: &Request,
     info: &FileInfo,
@@ -307,9 +320,9 @@ pub fn io_status(e: &io::Error) -> Status {
     }
 }
 
-/// nginx-style strong validator: mtime and size in hex.
+/// Strong validator: mtime (seconds and nanoseconds) and size in hex, nginx-style.
 pub fn etag(meta: &Meta) -> String {
-    format!("\"{:x}-{:x}\"", meta.mtime, meta.size)
+    format!("\"{:x}.{:x}-{:x}\"", meta.mtime, meta.mtime_nsec, meta.size)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -382,6 +395,10 @@ mod tests {
         kind: Kind::File,
         size: 1000,
         mtime: 1_700_000_000,
+        mtime_nsec: 0,
+        ino: 1,
+        ctime: 1_700_000_000,
+        ctime_nsec: 0,
     };
 
     fn text(plan: &Plan<()>) -> String {
@@ -392,7 +409,7 @@ mod tests {
     fn walks_a_directory_to_its_index() {
         let p = Policy::new(&["html"]);
         let r = req("GET /sub/ HTTP/1.1\r\nHost: h\r\n\r\n");
-        let Step::<'_, ()>::Stat(l) = begin(&rules(&p), &r) else {
+        let Step::<'_, ()>::Open(l) = begin(&rules(&p), &r, files::resolve(&r.path)) else {
             panic!()
         };
         assert_eq!(l.rel.as_bytes(), b"sub");
@@ -400,11 +417,12 @@ mod tests {
             kind: Kind::Dir,
             ..FILE
         };
-        let Step::<'_, ()>::Stat(l) = after_stat(&rules(&p), &r, l, Ok(dir)) else {
+        let Step::<'_, ()>::Open(l) = after_open(&rules(&p), &r, l, Ok(((), dir))) else {
             panic!()
         };
         assert_eq!(l.rel.as_bytes(), b"sub/index.html");
-        let Step::<'_, ()>::Open(_, _, ct) = after_stat(&rules(&p), &r, l, Ok(FILE)) else {
+        let Step::<'_, ()>::Serve(_, _, _, ct) = after_open(&rules(&p), &r, l, Ok(((), FILE)))
+        else {
             panic!()
         };
         assert_eq!(ct, "text/html; charset=utf-8");
@@ -427,7 +445,7 @@ mod tests {
                 rel: CString::new(rel).unwrap(),
                 is_index: false,
             };
-            let Step::<'_, ()>::Send(plan) = after_stat(&rules(&p), &r, l, Ok(dir)) else {
+            let Step::<'_, ()>::Send(plan) = after_open(&rules(&p), &r, l, Ok(((), dir))) else {
                 panic!()
             };
             assert!(
@@ -449,7 +467,7 @@ mod tests {
             kind: Kind::Dir,
             ..FILE
         };
-        let Step::<'_, ()>::Send(plan) = after_stat(&rules(&p), &r, l, Ok(dir)) else {
+        let Step::<'_, ()>::Send(plan) = after_open(&rules(&p), &r, l, Ok(((), dir))) else {
             panic!()
         };
         assert_eq!(plan.status, Status::MovedPermanently);
@@ -464,13 +482,14 @@ mod tests {
             rel: CString::new("a.jpg").unwrap(),
             is_index: false,
         };
-        let Step::<'_, ()>::Send(plan) = after_stat(&rules(&p), &r, l.clone(), Ok(FILE)) else {
+        let Step::<'_, ()>::Send(plan) = after_open(&rules(&p), &r, l.clone(), Ok(((), FILE)))
+        else {
             panic!()
         };
         assert_eq!(plan.status, Status::Forbidden);
         assert!(plan.keep_alive);
         let gone = io::Error::from_raw_os_error(libc::ENOENT);
-        let Step::<'_, ()>::Send(plan) = after_stat(&rules(&p), &r, l, Err(gone)) else {
+        let Step::<'_, ()>::Send(plan) = after_open::<()>(&rules(&p), &r, l, Err(gone)) else {
             panic!()
         };
         assert_eq!(plan.status, Status::NotFound);
@@ -480,7 +499,7 @@ mod tests {
     fn head_has_length_but_no_body() {
         let p = Policy::new(&["html"]);
         let r = req("HEAD /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
-        let plan = after_open(
+        let plan = file_plan(
             &rules(&p),
             &r,
             &FileInfo::new(FILE, "text/html"),
@@ -497,7 +516,7 @@ mod tests {
         let meta = Meta { size: 10, ..FILE };
         let info = FileInfo::new(meta, "text/html");
         let body = Source::Memory(Bytes::from_static(b"0123456789"));
-        let plan = after_open::<()>(&rules(&p), &r, &info, Ok(body));
+        let plan = file_plan::<()>(&rules(&p), &r, &info, Ok(body));
         assert_eq!(plan.status, Status::PartialContent);
         assert!(matches!(plan.body, Body::Bytes(ref b) if &b[..] == b"234"));
     }
@@ -510,7 +529,7 @@ mod tests {
             "GET /a.html HTTP/1.1\r\nHost: h\r\nIf-None-Match: {tag}\r\n\r\n"
         ));
         assert_eq!(
-            after_open(
+            file_plan(
                 &rules(&p),
                 &r,
                 &FileInfo::new(FILE, "text/html"),
@@ -524,7 +543,7 @@ mod tests {
             "GET /a.html HTTP/1.1\r\nHost: h\r\nIf-Modified-Since: {later}\r\n\r\n"
         ));
         assert_eq!(
-            after_open(
+            file_plan(
                 &rules(&p),
                 &r,
                 &FileInfo::new(FILE, "text/html"),
@@ -535,7 +554,7 @@ mod tests {
         );
         let r = req("GET /a.html HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"other\"\r\n\r\n");
         assert_eq!(
-            after_open(
+            file_plan(
                 &rules(&p),
                 &r,
                 &FileInfo::new(FILE, "text/html"),
@@ -572,7 +591,7 @@ mod tests {
     fn method_not_allowed_lists_allow() {
         let p = Policy::new(&["html"]);
         let r = req("POST /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
-        let Step::<'_, ()>::Send(plan) = begin(&rules(&p), &r) else {
+        let Step::<'_, ()>::Send(plan) = begin(&rules(&p), &r, files::resolve(&r.path)) else {
             panic!()
         };
         assert_eq!(plan.status, Status::MethodNotAllowed);

@@ -83,6 +83,8 @@ fn directory_with_slash_serves_its_index(e: Engine) {
 fn directory_without_index_is_404(e: Engine) {
     let s = Server::start(e);
     assert_eq!(s.get("/empty/").status, 404);
+    // A file asked for as a directory is not found either.
+    assert_eq!(s.get("/style.css/").status, 404);
 }
 
 fn query_string_is_ignored(e: Engine) {
@@ -204,10 +206,15 @@ fn symlink_inside_root_is_followed(e: Engine) {
 
 fn symlinks_leaving_root_are_refused(e: Engine) {
     let s = Server::start(e);
+    // Through a symlinked directory, what exists outside and what does not look the same:
+    // the kernel refuses the lookup before anything outside the root is even stat'ed.
     for path in [
         "/outside-link.html",
         "/relative-escape.html",
         "/outside-dir/secret.html",
+        "/outside-dir/no-such-file.html",
+        "/outside-dir",
+        "/outside-dir/",
     ] {
         let r = s.get(path);
         assert_eq!(r.status, 403, "{path}");
@@ -344,6 +351,10 @@ fn cached_file_is_revalidated_after_a_change(e: Engine) {
         .start();
     assert_eq!(s.get("/style.css").body, b"body { color: #333; }\n");
     assert_eq!(s.get("/style.css").body, b"body { color: #333; }\n");
+    // Same size, same second: the version still differs (mtime nanoseconds, ctime).
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    std::fs::write(s.root.join("style.css"), b"body { color: #444; }\n").unwrap();
+    assert_eq!(s.get("/style.css").body, b"body { color: #444; }\n");
     std::fs::write(s.root.join("style.css"), b"p { margin: 0 }\n").unwrap();
     let r = s.get("/style.css");
     assert_eq!(r.body, b"p { margin: 0 }\n");

@@ -4,9 +4,9 @@
 //! first file bytes leave in the same segment). Small files are read into the head's buffer and
 //! sent with one write instead: two system calls either way, and one fewer packet.
 //!
-//! The stat and open calls block the thread, as they do in nginx without thread pools; on files in
-//! the page cache they take microseconds. Files are opened `O_NONBLOCK` so that a FIFO swapped in
-//! after the stat cannot stall the worker.
+//! The open and stat calls block the thread, as they do in nginx without thread pools; on files in
+//! the page cache they take microseconds. Files are opened `O_NONBLOCK`, so a FIFO in the root
+//! cannot stall the worker.
 
 use std::ffi::CStr;
 use std::io;
@@ -196,20 +196,13 @@ impl Transport for EpollConn {
     }
 
     async fn stat(&mut self, rel: &CStr) -> io::Result<Meta> {
-        // SAFETY: statx is a plain C struct for which all-zero bytes are a valid value.
-        let mut st: libc::statx = unsafe { std::mem::zeroed() };
-        // SAFETY: `rel` is NUL-terminated and `st` is a valid, writable statx buffer.
-        let r = unsafe { libc::statx(self.root, rel.as_ptr(), 0, files::STATX_MASK, &mut st) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Meta::from_statx(&st))
+        statx(self.root, rel, 0)
     }
 
-    async fn open(&mut self, rel: &CStr) -> io::Result<std::fs::File> {
+    async fn open(&mut self, rel: &CStr) -> io::Result<(std::fs::File, Meta)> {
         // SAFETY: open_how is a plain C struct for which all-zero bytes are a valid value.
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = files::OPEN_FLAGS | libc::O_NONBLOCK as u64;
+        how.flags = files::OPEN_FLAGS;
         how.resolve = files::RESOLVE;
         // SAFETY: openat2 reads `rel` and `how`, both live for the call; a non-negative result is a
         // new descriptor that we own from here on.
@@ -226,9 +219,9 @@ impl Transport for EpollConn {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: see above; the descriptor is fresh and unowned.
-        Ok(std::fs::File::from(unsafe {
-            OwnedFd::from_raw_fd(fd as RawFd)
-        }))
+        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        let meta = statx(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;
+        Ok((file, meta))
     }
 
     async fn read_whole(&mut self, file: std::fs::File, len: u64) -> io::Result<Vec<u8>> {
@@ -274,6 +267,17 @@ impl Transport for EpollConn {
     fn abort(&mut self) {
         let _ = socket2::SockRef::from(&self.stream).shutdown(Shutdown::Both);
     }
+}
+
+/// statx(2) of `path` relative to `dirfd` (an empty path with AT_EMPTY_PATH: `dirfd` itself).
+fn statx(dirfd: RawFd, path: &CStr, flags: i32) -> io::Result<Meta> {
+    // SAFETY: statx is a plain C struct for which all-zero bytes are a valid value.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `st` is a valid, writable statx buffer.
+    if unsafe { libc::statx(dirfd, path.as_ptr(), flags, files::STATX_MASK, &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Meta::from_statx(&st))
 }
 
 fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<()> {

@@ -223,22 +223,10 @@ impl Transport for UringConn {
     }
 
     async fn stat(&mut self, rel: &CStr) -> io::Result<Meta> {
-        let mut data = Box::new(StatxData {
-            path: rel.to_owned(),
-            // SAFETY: statx is a plain C struct for which all-zero bytes are a valid value.
-            buf: unsafe { std::mem::zeroed() },
-        });
-        let sqe = opcode::Statx::new(
-            types::Fd(self.root),
-            data.path.as_ptr(),
-            (&mut data.buf as *mut libc::statx).cast::<types::statx>(),
-        )
-        .mask(files::STATX_MASK)
-        .build();
-        UnsubmittedOneshot::new(data, StatxDone, sqe).submit().await
+        statx(self.root, rel.to_owned(), 0).await
     }
 
-    async fn open(&mut self, rel: &CStr) -> io::Result<File> {
+    async fn open(&mut self, rel: &CStr) -> io::Result<(File, Meta)> {
         let data = Box::new(OpenData {
             path: rel.to_owned(),
             how: types::OpenHow::new()
@@ -246,7 +234,13 @@ impl Transport for UringConn {
                 .resolve(files::RESOLVE),
         });
         let sqe = opcode::OpenAt2::new(types::Fd(self.root), data.path.as_ptr(), &data.how).build();
-        UnsubmittedOneshot::new(data, OpenDone, sqe).submit().await
+        let file = UnsubmittedOneshot::new(data, OpenDone, sqe)
+            .submit()
+            .await?;
+        // The descriptor stays open (owned by `file`) until this statx completes: it is awaited
+        // here, and nothing cancels it.
+        let meta = statx(file.as_raw_fd(), CString::default(), libc::AT_EMPTY_PATH).await?;
+        Ok((file, meta))
     }
 
     async fn read_whole(&mut self, file: File, len: u64) -> io::Result<Vec<u8>> {
@@ -339,6 +333,25 @@ impl Transport for UringConn {
     fn abort(&mut self) {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
+}
+
+/// IORING_OP_STATX of `path` relative to `dirfd` (an empty path with AT_EMPTY_PATH: `dirfd`
+/// itself).
+async fn statx(dirfd: RawFd, path: CString, flags: i32) -> io::Result<Meta> {
+    let mut data = Box::new(StatxData {
+        path,
+        // SAFETY: statx is a plain C struct for which all-zero bytes are a valid value.
+        buf: unsafe { std::mem::zeroed() },
+    });
+    let sqe = opcode::Statx::new(
+        types::Fd(dirfd),
+        data.path.as_ptr(),
+        (&mut data.buf as *mut libc::statx).cast::<types::statx>(),
+    )
+    .flags(flags)
+    .mask(files::STATX_MASK)
+    .build();
+    UnsubmittedOneshot::new(data, StatxDone, sqe).submit().await
 }
 
 /// Closes through the ring instead of a close(2) on drop.

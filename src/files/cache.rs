@@ -1,5 +1,5 @@
-//! The per-worker cache of small files: their bytes and their [`FileInfo`], keyed by the decoded
-//! request path, so a hit costs no file-system call at all.
+//! The per-worker cache of small files: their bytes and their [`FileInfo`], keyed by the
+//! normalised target ([`key`]), so a hit costs no file-system call at all.
 //!
 //! Each worker owns its cache (no lock, no sharing). An entry is trusted for `revalidate` after it
 //! was last checked; after that the next request re-stats the file, and a changed size or mtime
@@ -14,7 +14,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::files::Meta;
+use crate::files::{Meta, Target};
+
+/// The cache key of a resolved target: its relative path, plus `/` when a directory was asked
+/// for. `/a.css`, `//a.css` and `/x/../a.css` share one entry.
+pub fn key(t: &Target) -> Vec<u8> {
+    let mut k = t.rel.as_bytes().to_vec();
+    if t.trailing_slash {
+        k.push(b'/');
+    }
+    k
+}
 use crate::respond::FileInfo;
 
 /// A cached file.
@@ -35,6 +45,14 @@ pub enum Lookup {
     Fresh(Rc<FileInfo>, Bytes),
     /// Stat `rel` and call [`FileCache::revalidate`] before serving.
     Stale(CString),
+}
+
+/// Memory an entry costs besides its body and key: the `FileInfo` strings, the relative path,
+/// the map slot. Counting it keeps many tiny entries within the budget too.
+const ENTRY_OVERHEAD: usize = 512;
+
+fn cost(key: &[u8], body: &Bytes) -> usize {
+    body.len() + key.len() + ENTRY_OVERHEAD
 }
 
 #[derive(Debug)]
@@ -98,8 +116,8 @@ impl FileCache {
         body: Bytes,
         now: Instant,
     ) {
-        let cost = body.len() + path.len();
-        if !self.wants(body.len() as u64) {
+        let cost = cost(&path, &body);
+        if !self.wants(body.len() as u64) || cost > self.max_bytes {
             return;
         }
         self.remove(&path);
@@ -125,7 +143,7 @@ impl FileCache {
 
     pub fn remove(&mut self, path: &[u8]) {
         if let Some(e) = self.map.remove(path) {
-            self.bytes -= e.body.len() + path.len();
+            self.bytes -= cost(path, &e.body);
         }
     }
 
@@ -149,6 +167,7 @@ mod tests {
                 kind: Kind::File,
                 size,
                 mtime,
+                ..Meta::default()
             },
             "text/html",
         ))
@@ -173,6 +192,7 @@ mod tests {
             kind: Kind::File,
             size: 3,
             mtime: 7,
+            ..Meta::default()
         });
         assert!(c.revalidate(b"/a.html", same, later).is_some());
         assert!(matches!(c.lookup(b"/a.html", later), Lookup::Fresh(..)));
@@ -180,6 +200,7 @@ mod tests {
             kind: Kind::File,
             size: 3,
             mtime: 8,
+            ..Meta::default()
         });
         let much_later = later + Duration::from_secs(2);
         assert!(c.revalidate(b"/a.html", changed, much_later).is_none());
@@ -212,6 +233,14 @@ mod tests {
             now,
         );
         assert!(matches!(c.lookup(b"/big", now), Lookup::Miss));
+    }
+
+    #[test]
+    fn equivalent_paths_share_a_key() {
+        let k = |p: &str| key(&crate::files::resolve(p.as_bytes()).unwrap());
+        assert_eq!(k("/a.css"), k("//a.css"));
+        assert_eq!(k("/a.css"), k("/x/../a.css"));
+        assert_ne!(k("/sub"), k("/sub/"));
     }
 
     #[test]

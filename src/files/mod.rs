@@ -113,21 +113,29 @@ impl Policy {
 }
 
 /// What kind of file a path names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Kind {
+    #[default]
     File,
     Dir,
     /// FIFOs, sockets, devices: never opened.
     Other,
 }
 
-/// The metadata the responder needs, filled from `statx` by either engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The metadata the responder needs, filled from `statx` by either engine. Two readings that
+/// compare equal are the same version of the same file: besides size and mtime, the inode and
+/// the change time catch an edit of the same size within the same second, a `cp -p` or a
+/// replaced file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Meta {
     pub kind: Kind,
     pub size: u64,
     /// Modification time, whole seconds since the epoch.
     pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub ino: u64,
+    pub ctime: i64,
+    pub ctime_nsec: u32,
 }
 
 impl Meta {
@@ -141,15 +149,22 @@ impl Meta {
             kind,
             size: st.stx_size,
             mtime: st.stx_mtime.tv_sec,
+            mtime_nsec: st.stx_mtime.tv_nsec,
+            ino: st.stx_ino,
+            ctime: st.stx_ctime.tv_sec,
+            ctime_nsec: st.stx_ctime.tv_nsec,
         }
     }
 }
 
-/// Fields requested from statx: type, size and modification time are all we use.
-pub const STATX_MASK: u32 = libc::STATX_TYPE | libc::STATX_SIZE | libc::STATX_MTIME;
+/// Fields requested from statx.
+pub const STATX_MASK: u32 =
+    libc::STATX_TYPE | libc::STATX_SIZE | libc::STATX_MTIME | libc::STATX_INO | libc::STATX_CTIME;
 
-/// Flags for `openat2`: read-only, no controlling tty, close-on-exec.
-pub const OPEN_FLAGS: u64 = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+/// Flags for `openat2`: read-only, nonblocking (a FIFO cannot block the open; reads of regular
+/// files ignore it, as nginx relies on too), no controlling tty, close-on-exec.
+pub const OPEN_FLAGS: u64 =
+    (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
 /// Resolution rules for `openat2`: never leave the root, no /proc magic links.
 pub const RESOLVE: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
 
