@@ -144,24 +144,29 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
             r = io.read(buf) => Some(r),
             _ = wait_for(&mut phase, if idle { DRAINING } else { ABORTING }) => None,
         };
-        match got {
-            Some((Ok(n), b)) if n > 0 && !timer.expired() => {
-                buf = b;
+        let Some((read, b)) = got else {
+            io.abort();
+            return;
+        };
+        buf = b;
+        match read {
+            Ok(n) if n > 0 && !timer.expired() => {
                 if skip == 0 && head_started.is_none() {
                     head_started = Some(Instant::now());
                 }
             }
             _ if timer.expired() => {
-                // A head that never completed gets a 408; an idle keep-alive just closes.
+                // A head that never completed gets a 408 (logged with what arrived of it); an idle
+                // keep-alive just closes.
                 if head_started.is_some() {
                     let timed_out = Err(Status::RequestTimeout);
-                    let _ = answer(&mut io, ctx, peer, timed_out, &[], &mut phase, &timer).await;
+                    let _ = answer(&mut io, ctx, peer, timed_out, &buf, &mut phase, &timer).await;
                 }
                 io.abort();
                 return;
             }
-            Some((Ok(_), _)) => return, // the peer closed
-            Some((Err(_), _)) | None => {
+            Ok(_) => return, // the peer closed
+            Err(_) => {
                 io.abort();
                 return;
             }

@@ -52,10 +52,12 @@ impl Deadline {
         self.wait.set(Wait::Read);
     }
 
-    /// Writes follow; each one must make progress within `stall`.
+    /// Writes follow; each one must make progress within `stall`. This starts a new phase, so an
+    /// expiry of the read before it (answered with a 408) does not count against the write.
     pub fn writing(&self, stall: Duration) {
         self.stall.set(stall);
         self.wait.set(Wait::Write);
+        self.expired.set(false);
         self.progress();
     }
 

@@ -146,7 +146,14 @@ fn slow_head_blocks_nobody_and_times_out(e: Engine) {
         "{text}"
     );
     let lines = s.log_lines(6);
-    assert!(lines.iter().any(|l| l.contains(" 408 ")), "{lines:?}");
+    let line = lines
+        .iter()
+        .find(|l| l.contains(" 408 "))
+        .expect("a 408 line");
+    // Logged with what arrived of the head, and with the bytes actually sent.
+    assert!(line.contains(" /style.css 408 GET "), "{line}");
+    let bytes: usize = line.split(' ').nth(5).unwrap().parse().unwrap();
+    assert_eq!(bytes, out.len(), "{line}");
 }
 
 fn connections_do_not_leak_descriptors(e: Engine) {
