@@ -98,11 +98,18 @@ fn explicit_config_that_does_not_exist_is_an_error() {
     assert!(stderr(&out).contains("nope.toml"), "{}", stderr(&out));
 }
 
-/// Starts the binary with `args` in `dir`, returns the child and the address it listens on.
-fn spawn_listening(dir: &Path, args: &[&str]) -> (std::process::Child, String, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
+/// A started server: its process, its address, what it printed up to the listening line, and
+/// (filled by a thread until it exits) what it printed after.
+struct Listening {
+    child: std::process::Child,
+    addr: String,
+    seen: String,
+    later: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// Starts `cmd` with stderr captured and waits for its listening line.
+fn listen(mut cmd: Command) -> Listening {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -116,13 +123,42 @@ fn spawn_listening(dir: &Path, args: &[&str]) -> (std::process::Child, String, S
         seen.push('\n');
         if let Some(i) = line.find("listening on http://") {
             let addr = line[i + 20..].split('/').next().unwrap().to_string();
-            std::thread::spawn(move || for _ in lines {});
-            return (child, addr, seen);
+            let later = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let sink = later.clone();
+            std::thread::spawn(move || {
+                for l in lines.map_while(Result::ok) {
+                    let mut s = sink.lock().unwrap();
+                    s.push_str(&l);
+                    s.push('\n');
+                }
+            });
+            return Listening {
+                child,
+                addr,
+                seen,
+                later,
+            };
         }
     }
     let _ = child.kill();
     let _ = child.wait();
     panic!("did not start: {seen}");
+}
+
+/// Starts the binary with `args` in `dir`: the child, its address, what it printed.
+fn spawn_listening(dir: &Path, args: &[&str]) -> (std::process::Child, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(dir);
+    let l = listen(cmd);
+    (l.child, l.addr, l.seen)
+}
+
+/// A directory holding `root/index.html` with `index` in it.
+fn site(index: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("root")).unwrap();
+    std::fs::write(dir.path().join("root/index.html"), index).unwrap();
+    dir
 }
 
 fn stop(mut child: std::process::Child) {
@@ -142,9 +178,7 @@ fn fetch(addr: &str, path: &str) -> common::Response {
 
 #[test]
 fn builtin_defaults_apply_without_a_config_file() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("root")).unwrap();
-    std::fs::write(dir.path().join("root/index.html"), "default root\n").unwrap();
+    let dir = site("default root\n");
     let (child, addr, seen) = spawn_listening(dir.path(), &["--host", "127.0.0.1", "--port", "0"]);
     assert!(seen.contains("config built-in defaults"), "{seen}");
     assert_eq!(fetch(&addr, "/").body, b"default root\n");
@@ -249,35 +283,13 @@ fn command_without_io_uring(dir: &Path, args: &[&str]) -> Command {
 
 #[test]
 fn auto_falls_back_to_epoll_when_io_uring_is_forbidden() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("root")).unwrap();
-    std::fs::write(dir.path().join("root/index.html"), "fallback\n").unwrap();
-    let mut child = command_without_io_uring(
+    let dir = site("fallback\n");
+    let Listening {
+        child, addr, seen, ..
+    } = listen(command_without_io_uring(
         dir.path(),
         &["--host", "127.0.0.1", "--port", "0", "--engine", "auto"],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut seen = String::new();
-    let mut addr = None;
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if let Some(i) = line.find("listening on http://") {
-            addr = Some(line[i + 20..].split('/').next().unwrap().to_string());
-            break;
-        }
-    }
-    let Some(addr) = addr else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("did not start: {seen}");
-    };
-    std::thread::spawn(move || for _ in lines {});
+    ));
     let warns: Vec<&str> = seen.lines().filter(|l| l.contains("WARN")).collect();
     assert_eq!(warns.len(), 1, "{seen}");
     assert!(
@@ -321,9 +333,7 @@ fn auto_picks_uring_where_available() {
 
 #[test]
 fn listens_on_ipv6_loopback() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("root")).unwrap();
-    std::fs::write(dir.path().join("root/index.html"), "six\n").unwrap();
+    let dir = site("six\n");
     let (child, addr, _) = spawn_listening(dir.path(), &["--host", "::1", "--port", "0"]);
     assert!(addr.starts_with("[::1]:"), "{addr}");
     assert_eq!(fetch(&addr, "/").body, b"six\n");
@@ -334,38 +344,28 @@ fn listens_on_ipv6_loopback() {
 
 #[test]
 fn a_log_that_cannot_be_written_is_reported_not_silent() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("root")).unwrap();
-    std::fs::write(dir.path().join("root/index.html"), "full\n").unwrap();
+    let dir = site("full\n");
     std::fs::write(
         dir.path().join("uring.toml"),
         "[server]\nhost = \"127.0.0.1\"\nport = 0\n[log]\naccess = \"/dev/full\"\n",
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.find("listening on http://")
-                .map(|i| l[i + 20..].split('/').next().unwrap().to_string())
-        })
-        .expect("listening line");
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir.path());
+    let Listening {
+        mut child,
+        addr,
+        later,
+        ..
+    } = listen(cmd);
     // Serving goes on while the log cannot be written.
     assert_eq!(fetch(&addr, "/").body, b"full\n");
     assert_eq!(fetch(&addr, "/").body, b"full\n");
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let rest = rest.join("\n");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let rest = later.lock().unwrap().clone();
     assert!(rest.contains("access log write failed"), "{rest}");
     assert!(
         rest.contains("2 access log lines could not be written"),
