@@ -1,0 +1,290 @@
+//! What the lab reads from the kernel about a server: CPU time (utime + stime of the whole
+//! process from `/proc/PID/stat`, which sums all its threads, dead ones included), peak resident
+//! memory (`VmHWM` in `/proc/PID/status`), child processes (nginx workers), syscall counts from a
+//! separate `strace -f -c` pass, and the machine description for the report header.
+//!
+//! The strace pass is kept apart from the throughput runs because tracing every syscall slows a
+//! server by an order of magnitude; only the ratio calls / requests is taken from it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Clock ticks per second, the unit of utime/stime.
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// utime + stime of process `pid` (all its threads), in clock ticks.
+pub fn cpu_ticks(pid: i32) -> Result<u64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    parse_stat_cpu(&stat).ok_or_else(|| format!("/proc/{pid}/stat: unexpected format"))
+}
+
+/// Fields 14 (utime) and 15 (stime) of a `/proc/PID/stat` line. The command name (field 2) may
+/// hold spaces and parentheses, so counting starts after its last `)`.
+pub fn parse_stat_cpu(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): utime is field 14 → index 11.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Peak resident set size (`VmHWM`) of `pid`, in KiB.
+pub fn peak_rss_kib(pid: i32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    parse_status_kib(&status, "VmHWM:").ok_or_else(|| format!("/proc/{pid}/status: no VmHWM"))
+}
+
+fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Direct children of `pid` (for nginx: its workers).
+pub fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// A running `strace -f -c -p PID…`, counting syscalls until [`StracePass::finish`].
+pub struct StracePass {
+    child: Option<Child>,
+    summary: std::path::PathBuf,
+}
+
+impl StracePass {
+    /// Attaches strace to `pids` (and, with `-f`, all their threads) and waits until it reports
+    /// the attachment. strace itself is pinned to `cpu` when given (the load generator's core),
+    /// so the server keeps its core to itself.
+    pub fn attach(pids: &[i32], summary: &Path, cpu: Option<usize>) -> Result<StracePass, String> {
+        let mut cmd = match cpu {
+            Some(c) => {
+                let mut cmd = Command::new("taskset");
+                cmd.args(["-c", &c.to_string(), "strace"]);
+                cmd
+            }
+            None => Command::new("strace"),
+        };
+        // `-U calls,name` keeps the summary to two unambiguous columns; the parser also reads the
+        // default layout.
+        cmd.args(["-f", "-c", "-U", "calls,name", "-o"])
+            .arg(summary)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for p in pids {
+            cmd.arg("-p").arg(p.to_string());
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start strace: {e}"))?;
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut attached = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !attached && line.contains("attached") {
+                    attached = true;
+                    let _ = tx.send(Ok(()));
+                } else if !attached && line.contains("strace:") && !line.contains("attach") {
+                    let _ = tx.send(Err(line));
+                }
+            }
+        });
+        let mut pass = StracePass {
+            child: Some(child),
+            summary: summary.to_path_buf(),
+        };
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(())) => {
+                // strace attaches to the other threads right after the first message.
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(pass)
+            }
+            Ok(Err(line)) => {
+                pass.stop();
+                Err(format!("strace failed: {line}"))
+            }
+            Err(_) => {
+                pass.stop();
+                Err("strace did not attach within 5 s".into())
+            }
+        }
+    }
+
+    /// Detaches (SIGINT, as a user pressing Ctrl-C) and returns the total number of syscalls.
+    pub fn finish(mut self) -> Result<u64, String> {
+        if !self.stop() {
+            return Err("strace had to be killed; no summary".into());
+        }
+        let text = std::fs::read_to_string(&self.summary)
+            .map_err(|e| format!("{}: {e}", self.summary.display()))?;
+        parse_strace_total(&text)
+            .ok_or_else(|| format!("no `total` line in strace's summary:\n{text}"))
+    }
+
+    /// SIGINT, wait up to 10 s, then SIGKILL. True when strace ended on SIGINT (summary written).
+    fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return true,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for StracePass {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The `calls` figure of strace's `total` line. The columns are right-aligned under the header
+/// and the `errors` / `usecs/call` cells may be blank, so the number is the one that ends where
+/// the header's `calls` ends.
+pub fn parse_strace_total(text: &str) -> Option<u64> {
+    let lines: Vec<&str> = text.lines().collect();
+    let header = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("calls") && l.contains("syscall"))?;
+    let end = header.find("calls")? + "calls".len();
+    let total = lines
+        .iter()
+        .rev()
+        .find(|l| l.split_whitespace().last() == Some("total"))?;
+    let mut pos = 0;
+    for tok in total.split_whitespace() {
+        let start = pos + total[pos..].find(tok)?;
+        pos = start + tok.len();
+        if pos == end {
+            return tok.parse().ok();
+        }
+    }
+    None
+}
+
+/// The machine, for the report header.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub date: String,
+    pub time: String,
+    pub kernel: String,
+    pub cpu: String,
+    pub cores: usize,
+}
+
+impl Machine {
+    pub fn describe() -> Machine {
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or("unknown CPU".to_string(), |(_, v)| v.trim().to_string());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Machine {
+            date: now[..10].to_string(),
+            time: now[11..19].to_string(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map_or("unknown".into(), |s| s.trim().to_string()),
+            cpu,
+            cores,
+        }
+    }
+}
+
+const STRACE_DEFAULT: &str = "% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 52.31    0.120000           3     40000           writev
+ 30.00    0.080000           2     40000      1200 read
+  0.00    0.000000           0         1           rseq
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.200000           2     80001      1200 total
+";
+
+const STRACE_COLUMNS: &str = "    calls syscall
+--------- ----------------
+   123456 io_uring_enter
+        5 epoll_wait
+--------- ----------------
+   123461 total
+";
+
+/// Checks the /proc and strace parsers on known inputs.
+pub fn self_test() -> Result<(), String> {
+    fn check(what: &str, ok: bool) -> Result<(), String> {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("measure parser self-test failed: {what}"))
+        }
+    }
+    check(
+        "strace default",
+        parse_strace_total(STRACE_DEFAULT) == Some(80001),
+    )?;
+    check(
+        "strace -U calls,name",
+        parse_strace_total(STRACE_COLUMNS) == Some(123461),
+    )?;
+    check(
+        "strace blank errors",
+        parse_strace_total(&STRACE_DEFAULT.replace("      1200 total", "           total"))
+            == Some(80001),
+    )?;
+    check(
+        "strace garbage",
+        parse_strace_total("nothing here").is_none(),
+    )?;
+    let stat = "25710 (uring-httpd (x)) S 1 25706 5034 0 -1 4194560 595 0 1 0 31 101 0 0 20 0 7 0";
+    check("stat", parse_stat_cpu(stat) == Some(132))?;
+    check("stat short", parse_stat_cpu("1 (a) S 1 2").is_none())?;
+    check(
+        "VmHWM",
+        parse_status_kib("Name:\tx\nVmPeak:\t  9 kB\nVmHWM:\t    4321 kB\n", "VmHWM:")
+            == Some(4321),
+    )?;
+    // The lab's own process must be readable the way servers will be.
+    let me = std::process::id() as i32;
+    check("own /proc/PID/stat", cpu_ticks(me).is_ok())?;
+    check("own VmHWM", peak_rss_kib(me).is_ok_and(|k| k > 0))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parsers() {
+        super::self_test().unwrap();
+    }
+}

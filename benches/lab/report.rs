@@ -1,0 +1,651 @@
+//! Results: the raw samples of every run, their medians across rounds, the nginx best-of
+//! (sendfile on or off), the ratios, and the Markdown report written to `benches/results/` and
+//! printed on stdout.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::measure::Machine;
+use crate::servers::Contender;
+use crate::wrk::WrkResult;
+
+/// A fixture file every server serves.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    /// File name under the root, e.g. `100k.png`.
+    pub name: String,
+    pub bytes: u64,
+    /// Human label, e.g. `100 KiB png`.
+    pub label: String,
+}
+
+/// One measured wrk run.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub round: usize,
+    pub contender: Contender,
+    pub fixture: usize,
+    pub connections: usize,
+    /// The run's figures, or why there are none.
+    pub outcome: Result<Measured, String>,
+}
+
+/// Figures of one successful run.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub wrk: WrkResult,
+    pub cpu_us_per_req: Option<f64>,
+    pub peak_rss_kib: Option<u64>,
+    /// Non-2xx responses counted by uring-httpd's status page during the run (not for nginx).
+    pub server_non_2xx: Option<u64>,
+    /// Warnings and errors the server logged.
+    pub diagnostics: Vec<String>,
+}
+
+/// One strace pass.
+#[derive(Debug, Clone)]
+pub struct SyscallPass {
+    pub contender: Contender,
+    pub fixture: usize,
+    pub connections: usize,
+    pub secs: u64,
+    /// (syscalls, requests completed) or why there is none.
+    pub outcome: Result<(u64, u64), String>,
+}
+
+impl SyscallPass {
+    pub fn per_request(&self) -> Option<f64> {
+        match self.outcome {
+            Ok((calls, reqs)) if reqs > 0 => Some(calls as f64 / reqs as f64),
+            _ => None,
+        }
+    }
+}
+
+/// How the lab was run, for the header.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub machine: Machine,
+    pub rounds: usize,
+    pub duration_s: u64,
+    pub warmup_s: u64,
+    pub strace_s: u64,
+    pub strace_connections: usize,
+    pub concurrencies: Vec<usize>,
+    pub contenders: Vec<Contender>,
+    pub server_cpu: Option<usize>,
+    pub wrk_cpu: Option<usize>,
+    pub workers: usize,
+    pub revision: String,
+    pub nginx_version: Option<String>,
+    pub quick: bool,
+    /// Things the reader must know (skipped servers, missing tools).
+    pub notes: Vec<String>,
+}
+
+/// Everything the lab gathered.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    pub setup: Setup,
+    pub fixtures: Vec<Fixture>,
+    pub samples: Vec<Sample>,
+    pub syscalls: Vec<SyscallPass>,
+}
+
+/// The medians of one (server, fixture, concurrency) across rounds.
+#[derive(Debug, Clone, Default)]
+pub struct Cell {
+    pub req_s: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub cpu_us: Option<f64>,
+    pub rss_mib: Option<f64>,
+    pub syscalls: Option<f64>,
+    /// Socket errors plus non-2xx responses, summed over rounds.
+    pub errors: u64,
+    pub failed_runs: usize,
+    /// Every round's req/s, for the chart.
+    pub all_req_s: Vec<f64>,
+}
+
+/// The median of the finite values; `None` when there are none.
+pub fn median(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Which of the three columns a row belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Column {
+    Uring,
+    Epoll,
+    Nginx,
+}
+
+impl Column {
+    pub fn label(self) -> &'static str {
+        match self {
+            Column::Uring => "uring",
+            Column::Epoll => "epoll",
+            Column::Nginx => "nginx",
+        }
+    }
+}
+
+/// A cell as shown: the medians, and for nginx which sendfile setting won and the other's req/s.
+#[derive(Debug, Clone)]
+pub struct Shown {
+    pub cell: Cell,
+    pub nginx_choice: Option<(Contender, Option<f64>)>,
+}
+
+impl Lab {
+    /// Medians per (contender, fixture, concurrency).
+    pub fn cells(&self) -> BTreeMap<(Contender, usize, usize), Cell> {
+        let mut groups: BTreeMap<(Contender, usize, usize), Vec<&Sample>> = BTreeMap::new();
+        for s in &self.samples {
+            groups
+                .entry((s.contender, s.fixture, s.connections))
+                .or_default()
+                .push(s);
+        }
+        let mut out = BTreeMap::new();
+        for (key, samples) in groups {
+            let ok: Vec<&Measured> = samples
+                .iter()
+                .filter_map(|s| s.outcome.as_ref().ok())
+                .collect();
+            let all_req_s: Vec<f64> = ok.iter().map(|m| m.wrk.req_per_s).collect();
+            let syscalls = self
+                .syscalls
+                .iter()
+                .find(|p| p.contender == key.0 && p.fixture == key.1)
+                .and_then(SyscallPass::per_request);
+            let cell = Cell {
+                req_s: median(all_req_s.iter().copied()).unwrap_or(f64::NAN),
+                p50_ms: median(ok.iter().filter_map(|m| m.wrk.p50_ms)),
+                p99_ms: median(ok.iter().filter_map(|m| m.wrk.p99_ms)),
+                cpu_us: median(ok.iter().filter_map(|m| m.cpu_us_per_req)),
+                rss_mib: median(
+                    ok.iter()
+                        .filter_map(|m| m.peak_rss_kib.map(|k| k as f64 / 1024.0)),
+                ),
+                syscalls,
+                errors: ok
+                    .iter()
+                    .map(|m| m.wrk.errors.total() + m.wrk.non_2xx)
+                    .sum(),
+                failed_runs: samples.len() - ok.len(),
+                all_req_s,
+            };
+            out.insert(key, cell);
+        }
+        out
+    }
+
+    /// The three columns per (fixture, concurrency): uring, epoll, and nginx's better sendfile
+    /// setting (by median req/s).
+    pub fn shown(&self) -> BTreeMap<(usize, usize, Column), Shown> {
+        let cells = self.cells();
+        let mut out = BTreeMap::new();
+        for f in 0..self.fixtures.len() {
+            for &c in &self.setup.concurrencies {
+                for (col, contender) in [
+                    (Column::Uring, Contender::Uring),
+                    (Column::Epoll, Contender::Epoll),
+                ] {
+                    if let Some(cell) = cells.get(&(contender, f, c)) {
+                        out.insert(
+                            (f, c, col),
+                            Shown {
+                                cell: cell.clone(),
+                                nginx_choice: None,
+                            },
+                        );
+                    }
+                }
+                let on = cells.get(&(Contender::NginxSendfileOn, f, c));
+                let off = cells.get(&(Contender::NginxSendfileOff, f, c));
+                let rate = |x: Option<&Cell>| x.map(|c| c.req_s).filter(|r| r.is_finite());
+                let pick = match (rate(on), rate(off)) {
+                    (Some(a), Some(b)) if b > a => {
+                        Some((Contender::NginxSendfileOff, off, Some(a)))
+                    }
+                    (Some(_), b) => Some((Contender::NginxSendfileOn, on, b)),
+                    (None, Some(_)) => Some((Contender::NginxSendfileOff, off, None)),
+                    (None, None) => on
+                        .or(off)
+                        .map(|_| (Contender::NginxSendfileOn, on.or(off), None)),
+                };
+                if let Some((winner, Some(cell), other)) = pick {
+                    out.insert(
+                        (f, c, Column::Nginx),
+                        Shown {
+                            cell: cell.clone(),
+                            nginx_choice: Some((winner, other)),
+                        },
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// The Markdown report.
+    pub fn markdown(&self) -> String {
+        let s = &self.setup;
+        let m = &s.machine;
+        let shown = self.shown();
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "# uring-httpd engine lab, {}{}\n",
+            m.date,
+            if s.quick { " (quick run)" } else { "" }
+        );
+        let _ = writeln!(o, "- **When**: {} {} UTC", m.date, m.time);
+        let _ = writeln!(
+            o,
+            "- **Machine**: kernel {}, CPU {}, {} cores",
+            m.kernel, m.cpu, m.cores
+        );
+        let _ = writeln!(o, "- **Code**: uring-httpd {}", s.revision);
+        let pin = match (s.server_cpu, s.wrk_cpu) {
+            (Some(sc), Some(wc)) => format!(
+                "server pinned to CPU {sc} (`taskset -c {sc}`), wrk to CPU {wc} (`taskset -c {wc} wrk -t1`)"
+            ),
+            _ => "not pinned (fewer than 2 usable cores or no taskset); wrk -t2".into(),
+        };
+        let _ = writeln!(
+            o,
+            "- **Pinning**: {pin}; {} worker for every server; everything on 127.0.0.1",
+            s.workers
+        );
+        let servers: Vec<String> = s.contenders.iter().map(|c| format!("`{c}`")).collect();
+        let _ = writeln!(
+            o,
+            "- **Servers**: {} — uring-httpd `--engine uring` / `--engine epoll` (access log off, \
+             keep-alive 65 s, its defaults otherwise); nginx {} from `benches/nginx/lab.conf` (`worker_processes {}`, \
+             `access_log off`, `open_file_cache max=1000 inactive=60s`, `keepalive_requests 1000000`), \
+             run with `sendfile on` + `tcp_nopush on` and with `sendfile off`; the better median \
+             req/s is kept",
+            servers.join(", "),
+            s.nginx_version.as_deref().unwrap_or("(absent)"),
+            s.workers
+        );
+        let _ = writeln!(
+            o,
+            "- **Load**: wrk `--latency`, {} round(s) × {} s per (server, file, connections), each \
+             after a {} s warm-up with the same load on a freshly started server; connections {}; \
+             the server order rotates every run; every figure is the **median across rounds**",
+            s.rounds,
+            s.duration_s,
+            s.warmup_s,
+            s.concurrencies
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let _ = writeln!(
+            o,
+            "- **Syscalls/req**: a separate {} s pass under `strace -f -c` at {} connections per \
+             server and file (traced runs are much slower, so they are kept out of the throughput \
+             figures; syscalls per request barely depend on concurrency, so the figure is repeated \
+             on every row). io_uring operations are not syscalls: one `io_uring_enter` carries many",
+            s.strace_s, s.strace_connections
+        );
+        for n in &s.notes {
+            let _ = writeln!(o, "- **Note**: {n}");
+        }
+        o.push('\n');
+
+        for (f, fx) in self.fixtures.iter().enumerate() {
+            let _ = writeln!(o, "## {} (`{}`, {} bytes)\n", fx.label, fx.name, fx.bytes);
+            let _ = writeln!(
+                o,
+                "| conns | server | req/s | p50 ms | p99 ms | CPU µs/req | syscalls/req | peak RSS MiB | vs nginx | uring/epoll | errors |"
+            );
+            let _ = writeln!(
+                o,
+                "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            for &c in &s.concurrencies {
+                let nginx_rate = shown.get(&(f, c, Column::Nginx)).map(|x| x.cell.req_s);
+                let epoll_rate = shown.get(&(f, c, Column::Epoll)).map(|x| x.cell.req_s);
+                for col in [Column::Uring, Column::Epoll, Column::Nginx] {
+                    let Some(x) = shown.get(&(f, c, col)) else {
+                        continue;
+                    };
+                    let cell = &x.cell;
+                    let name = match x.nginx_choice {
+                        Some((winner, other)) => {
+                            let setting = if winner == Contender::NginxSendfileOn {
+                                ("on", "off")
+                            } else {
+                                ("off", "on")
+                            };
+                            match other {
+                                Some(r) => format!(
+                                    "nginx (sendfile {}; {}: {})",
+                                    setting.0,
+                                    setting.1,
+                                    rate(r)
+                                ),
+                                None => format!("nginx (sendfile {})", setting.0),
+                            }
+                        }
+                        None => col.label().to_string(),
+                    };
+                    let vs_nginx = match (col, nginx_rate) {
+                        (Column::Nginx, _) | (_, None) => "—".to_string(),
+                        (_, Some(n)) => ratio(cell.req_s, n),
+                    };
+                    let vs_epoll = match (col, epoll_rate) {
+                        (Column::Uring, Some(e)) => ratio(cell.req_s, e),
+                        _ => "—".to_string(),
+                    };
+                    let mut errors = cell.errors.to_string();
+                    if cell.failed_runs > 0 {
+                        let _ = write!(errors, " ({} failed)", cell.failed_runs);
+                    }
+                    let _ = writeln!(
+                        o,
+                        "| {c} | {name} | {} | {} | {} | {} | {} | {} | {vs_nginx} | {vs_epoll} | {errors} |",
+                        rate(cell.req_s),
+                        opt(cell.p50_ms, 3),
+                        opt(cell.p99_ms, 3),
+                        opt(cell.cpu_us, 1),
+                        opt(cell.syscalls, 2),
+                        opt(cell.rss_mib, 1),
+                    );
+                }
+            }
+            o.push('\n');
+        }
+
+        let _ = writeln!(o, "## Ratios (medians)\n");
+        let _ = writeln!(
+            o,
+            "| file | conns | uring/nginx req/s | epoll/nginx req/s | uring/epoll req/s | uring/nginx CPU/req | uring/epoll CPU/req | uring/epoll syscalls/req |"
+        );
+        let _ = writeln!(o, "|:---|---:|---:|---:|---:|---:|---:|---:|");
+        for (f, fx) in self.fixtures.iter().enumerate() {
+            for &c in &s.concurrencies {
+                let get = |col| shown.get(&(f, c, col)).map(|x: &Shown| &x.cell);
+                let (u, e, n) = (get(Column::Uring), get(Column::Epoll), get(Column::Nginx));
+                let r = |a: Option<&Cell>, b: Option<&Cell>, k: fn(&Cell) -> Option<f64>| match (
+                    a.and_then(k),
+                    b.and_then(k),
+                ) {
+                    (Some(a), Some(b)) => ratio(a, b),
+                    _ => "—".into(),
+                };
+                let rps = |c: &Cell| Some(c.req_s).filter(|r| r.is_finite());
+                let _ = writeln!(
+                    o,
+                    "| {} | {c} | {} | {} | {} | {} | {} | {} |",
+                    fx.name,
+                    r(u, n, rps),
+                    r(e, n, rps),
+                    r(u, e, rps),
+                    r(u, n, |c| c.cpu_us),
+                    r(u, e, |c| c.cpu_us),
+                    r(u, e, |c| c.syscalls),
+                );
+            }
+        }
+        o.push('\n');
+
+        if !self.syscalls.is_empty() {
+            let _ = writeln!(o, "## strace passes\n");
+            let _ = writeln!(
+                o,
+                "| server | file | conns | seconds | syscalls | requests | syscalls/req |"
+            );
+            let _ = writeln!(o, "|:---|:---|---:|---:|---:|---:|---:|");
+            for p in &self.syscalls {
+                let (calls, reqs) = match p.outcome {
+                    Ok((c, r)) => (c.to_string(), r.to_string()),
+                    Err(_) => ("failed".into(), "—".into()),
+                };
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {} | {} | {calls} | {reqs} | {} |",
+                    p.contender,
+                    self.fixtures[p.fixture].name,
+                    p.connections,
+                    p.secs,
+                    opt(p.per_request(), 2)
+                );
+            }
+            o.push('\n');
+        }
+
+        let _ = writeln!(o, "## How to read it\n");
+        o.push_str(
+            "- **req/s**: completed responses per second reported by wrk (higher is better); \
+             **p50/p99**: wrk's latency percentiles in milliseconds.\n\
+             - **CPU µs/req**: server CPU time (utime + stime from `/proc/PID/stat`, all threads; \
+             nginx master + worker) during the measured run divided by the requests wrk completed. \
+             The server core's capacity is 1 000 000 µs per second, so 1e6 / (CPU µs/req) is the \
+             rate the server could reach if it got the whole core; when req/s is far below that, \
+             the client (wrk on the other core) or the network path is the limit, not the server.\n\
+             - **syscalls/req**: from the separate strace pass (see above).\n\
+             - **peak RSS**: `VmHWM` of the serving process (nginx: its worker) at the end of the run.\n\
+             - **vs nginx**: this row's req/s divided by nginx's (best of sendfile on/off, the winner \
+             named in its row with the loser's req/s); above 1.00× beats nginx. **uring/epoll**: \
+             the uring engine's req/s divided by the epoll engine's. In the ratio table, CPU ratios \
+             below 1.00× mean the first server spends less CPU per request.\n\
+             - **errors**: wrk socket errors (connect/read/write/timeout) plus non-2xx responses, \
+             summed over rounds; should be 0 (details under Anomalies).\n\
+             - Absolute figures drift between minutes on a shared 2-core machine; compare ratios \
+             measured in the same run. Every run's own figures are in the `.tsv` file of the \
+             same name.\n",
+        );
+
+        // Where a run finished fewer responses than it had connections, most connections never
+        // completed one: req/s then counts a lucky few and ignores the bytes still in flight.
+        let mut starved: Vec<String> = Vec::new();
+        for smp in &self.samples {
+            if let Ok(m) = &smp.outcome {
+                let case = format!("{} c={}", self.fixtures[smp.fixture].name, smp.connections);
+                if m.wrk.requests < smp.connections as u64 && !starved.contains(&case) {
+                    starved.push(case);
+                }
+            }
+        }
+        if !starved.is_empty() {
+            let _ = writeln!(
+                o,
+                "- **Fewer responses than connections** in at least one run of: {}. There a \
+                 response waits behind nearly all the others, so a run completes only a few of \
+                 them (possibly none: 0 req/s): req/s and latency then measure how the server \
+                 shares its bandwidth among connections more than its throughput (wrk's \
+                 Transfer/sec would be the fairer figure). Compare these rows with care.\n",
+                starved.join(", ")
+            );
+        }
+
+        if !o.ends_with("\n\n") {
+            o.push('\n');
+        }
+        let _ = writeln!(o, "## Anomalies\n");
+        let anomalies = self.anomalies();
+        if anomalies.is_empty() {
+            let _ = writeln!(
+                o,
+                "None: no socket errors, no non-2xx responses, no failed runs, no server warnings."
+            );
+        } else {
+            for a in anomalies {
+                let _ = writeln!(o, "- {a}");
+            }
+        }
+        o
+    }
+
+    /// Every run's raw figures, tab-separated, one line per run (the medians' inputs).
+    pub fn raw_tsv(&self) -> String {
+        let mut o = String::from(
+            "round\tserver\tfile\tconnections\treq_per_s\trequests\tmib_per_s\tp50_ms\tp99_ms\t\
+             cpu_us_per_req\tpeak_rss_kib\tsocket_errors\tnon_2xx\tserver_non_2xx\terror\n",
+        );
+        let num = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.4}"));
+        for s in &self.samples {
+            let _ = write!(
+                o,
+                "{}\t{}\t{}\t{}\t",
+                s.round + 1,
+                s.contender,
+                self.fixtures[s.fixture].name,
+                s.connections
+            );
+            let _ = match &s.outcome {
+                Ok(m) => writeln!(
+                    o,
+                    "{:.2}\t{}\t{:.1}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t",
+                    m.wrk.req_per_s,
+                    m.wrk.requests,
+                    m.wrk.bytes_read / m.wrk.elapsed_s.max(1e-9) / (1024.0 * 1024.0),
+                    num(m.wrk.p50_ms),
+                    num(m.wrk.p99_ms),
+                    num(m.cpu_us_per_req),
+                    m.peak_rss_kib.map_or(String::new(), |k| k.to_string()),
+                    m.wrk.errors.total(),
+                    m.wrk.non_2xx,
+                    m.server_non_2xx.map_or(String::new(), |k| k.to_string()),
+                ),
+                Err(e) => writeln!(o, "\t\t\t\t\t\t\t\t\t\t{}", one_line(e)),
+            };
+        }
+        o
+    }
+
+    /// Runs with errors, non-2xx responses, failures or server warnings, one line each.
+    pub fn anomalies(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in &self.samples {
+            let what = format!(
+                "round {} {} {} c={}",
+                s.round + 1,
+                s.contender,
+                self.fixtures[s.fixture].name,
+                s.connections
+            );
+            match &s.outcome {
+                Err(e) => out.push(format!("{what}: run failed: {}", one_line(e))),
+                Ok(m) => {
+                    let e = m.wrk.errors;
+                    if e.total() > 0 || m.wrk.non_2xx > 0 || m.server_non_2xx.unwrap_or(0) > 0 {
+                        out.push(format!(
+                            "{what}: wrk socket errors connect {} read {} write {} timeout {}, \
+                             non-2xx {}{}",
+                            e.connect,
+                            e.read,
+                            e.write,
+                            e.timeout,
+                            m.wrk.non_2xx,
+                            m.server_non_2xx.map_or(String::new(), |n| format!(
+                                "; the server counted {n} non-2xx"
+                            ))
+                        ));
+                    }
+                    if !m.diagnostics.is_empty() {
+                        let shown: Vec<String> =
+                            m.diagnostics.iter().take(5).map(|l| one_line(l)).collect();
+                        out.push(format!(
+                            "{what}: the server logged {} line(s): {}",
+                            m.diagnostics.len(),
+                            shown.join(" / ")
+                        ));
+                    }
+                }
+            }
+        }
+        for p in &self.syscalls {
+            if let Err(e) = &p.outcome {
+                out.push(format!(
+                    "strace pass {} {}: {}",
+                    p.contender,
+                    self.fixtures[p.fixture].name,
+                    one_line(e)
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn one_line(s: &str) -> String {
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.chars().count() > 400 {
+        format!("{}…", s.chars().take(400).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// `12345.6` → `12.3k`; below 1000 with one decimal.
+pub fn rate(r: f64) -> String {
+    if !r.is_finite() {
+        "—".into()
+    } else if r >= 1e6 {
+        format!("{:.2}M", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1}k", r / 1e3)
+    } else {
+        format!("{r:.1}")
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a.is_finite() && b.is_finite() && b > 0.0 {
+        format!("{:.2}×", a / b)
+    } else {
+        "—".into()
+    }
+}
+
+fn opt(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => {
+            // Keep small latencies readable without drowning large ones in digits.
+            let d = if x >= 100.0 {
+                decimals.min(1)
+            } else {
+                decimals
+            };
+            format!("{x:.d$}")
+        }
+        _ => "—".into(),
+    }
+}
+
+/// Checks the median and formatting helpers.
+pub fn self_test() -> Result<(), String> {
+    let ok = median([3.0, 1.0, 2.0]) == Some(2.0)
+        && median([4.0, 1.0, 2.0, 3.0]) == Some(2.5)
+        && median([f64::NAN]).is_none()
+        && median(std::iter::empty()).is_none()
+        && rate(12345.6) == "12.3k"
+        && rate(999.94) == "999.9"
+        && ratio(3.0, 2.0) == "1.50×"
+        && ratio(1.0, 0.0) == "—"
+        && opt(Some(0.1234), 3) == "0.123"
+        && opt(Some(1234.5), 3) == "1234.5";
+    if ok {
+        Ok(())
+    } else {
+        Err("report self-test failed".into())
+    }
+}
