@@ -195,8 +195,9 @@ async fn answer<T: Transport>(
 ) -> Outcome {
     let shared = &*ctx.shared;
     let limits = &shared.config.limits;
-    let time = SystemTime::now();
     let started = Instant::now();
+    // The wall-clock time is only needed for a log line.
+    let time = shared.log.enabled().then(SystemTime::now);
     let (plan, path, method) = match exchange {
         Ok(req) => {
             let keep_alive = limits.keep_alive_timeout_secs > 0 && *phase.borrow() == RUNNING;
@@ -205,16 +206,12 @@ async fn answer<T: Transport>(
             } else {
                 decide(io, ctx, &req, keep_alive).await
             };
-            let method = match req.method {
-                Method::Get => "GET".to_string(),
-                Method::Head => "HEAD".to_string(),
-                Method::Other(m) => m,
-            };
-            (plan, req.raw_path, method)
+            (plan, req.raw_path, req.method)
         }
         Err(status) => {
             let (method, path) = http::request::line_hint(head);
-            (respond::error_response(status, false, false), path, method)
+            let plan = respond::error_response(status, false, false);
+            (plan, path, Method::Other(method))
         }
     };
     let status = plan.status.code();
@@ -231,15 +228,22 @@ async fn answer<T: Transport>(
     if sent {
         stats.sent(wire);
     }
-    shared.log.send(Record {
-        time,
-        ip: peer,
-        path,
-        status,
-        method,
-        bytes: if sent { wire } else { 0 },
-        duration: started.elapsed(),
-    });
+    if let Some(time) = time {
+        let method = match method {
+            Method::Get => "GET".to_string(),
+            Method::Head => "HEAD".to_string(),
+            Method::Other(m) => m,
+        };
+        shared.log.send(Record {
+            time,
+            ip: peer,
+            path,
+            status,
+            method,
+            bytes: if sent { wire } else { 0 },
+            duration: started.elapsed(),
+        });
+    }
     match (sent, keep_alive) {
         (false, _) => Outcome::Failed,
         (true, true) => Outcome::KeepAlive,
@@ -298,11 +302,9 @@ async fn decide<T: Transport>(
                 return match io.read_whole(file, meta.size).await {
                     Ok(bytes) => {
                         let (info, body) = (Rc::new(info), Bytes::from(bytes));
-                        let now = Instant::now();
-                        let entry = (lookup.rel, info.clone(), body.clone());
-                        ctx.cache
-                            .borrow_mut()
-                            .insert(key, entry.0, entry.1, entry.2, now);
+                        let mut cache = ctx.cache.borrow_mut();
+                        cache.insert(key, lookup.rel, info.clone(), body.clone(), Instant::now());
+                        drop(cache);
                         respond::file_plan(&rules, req, &info, Ok(Source::Memory(body)))
                     }
                     // The file changed while it was read: serve it as it is now, uncached.

@@ -20,14 +20,11 @@ pub mod server;
 pub mod stats;
 
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 
 /// Everything the workers share, read-only after start (the counters are atomics).
 #[derive(Debug)]
 pub struct Shared {
     pub config: config::Config,
-    /// The canonical root directory.
-    pub root: PathBuf,
     /// The root opened `O_PATH | O_DIRECTORY`: every stat and open is relative to it.
     pub root_fd: OwnedFd,
     pub policy: files::Policy,

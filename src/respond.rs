@@ -1,9 +1,10 @@
 //! Deciding the response: a parsed request plus file metadata in, a [`Plan`] out.
 //!
 //! The decision is a small state machine so that it stays free of I/O: [`begin`] says which path
-//! to stat, [`after_stat`] says what to open (or redirects, or refuses), [`after_open`] renders
-//! the head for the opened file. The engine performs each file-system step with its own
-//! primitives and feeds the result back. Conditional requests (ETag, Last-Modified) and single
+//! to open, [`after_open`] looks at what was opened (a directory walks to its index or redirects,
+//! a refused type or a special file gets its error page, a servable file goes on), and
+//! [`file_plan`] renders the head for the file's bytes, open or cached. The engine performs each
+//! file-system step with its own primitives and feeds the result back. Conditional requests (ETag, Last-Modified) and single
 //! byte ranges are small functions over the plan, so adding a feature touches this file only.
 
 use std::ffi::CString;
@@ -89,14 +90,13 @@ pub fn begin<'a, F>(
 ) -> Step<'a, F> {
     let keep_alive = rules.keep_alive && req.keep_alive;
     if let Method::Other(_) = req.method {
-        let mut plan = error_plan(Status::MethodNotAllowed, req, keep_alive);
-        // Allow goes before the final headers: re-render with it.
-        let mut head = Head::new(std::mem::take(&mut plan.head), Status::MethodNotAllowed);
-        head.header("Allow", b"GET, HEAD");
-        head.header("Content-Type", b"text/html; charset=utf-8");
-        let page = Status::MethodNotAllowed.error_page();
-        plan.head = head.finish(page.len() as u64, keep_alive);
-        return Step::Send(plan);
+        let allow = [("Allow", &b"GET, HEAD"[..])];
+        return Step::Send(page_plan(
+            Status::MethodNotAllowed,
+            req.method == Method::Head,
+            keep_alive,
+            &allow,
+        ));
     }
     match target {
         Ok(t) => Step::Open(Lookup {
@@ -128,16 +128,14 @@ pub fn after_open<'a, F>(
             // Built from the normalised path, never from the raw target: `//evil.example/..`
             // must not become a `Location` that browsers read as another host.
             let location = directory_location(&lookup.rel);
-            let page = Status::MovedPermanently.error_page();
-            let mut head = Head::new(Vec::new(), Status::MovedPermanently);
-            head.header("Location", &location);
-            head.header("Content-Type", b"text/html; charset=utf-8");
-            Step::Send(Plan {
-                status: Status::MovedPermanently,
-                head: head.finish(page.len() as u64, keep_alive),
-                body: body_unless_head(req, Body::Static(page)),
+            let head_only = req.method == Method::Head;
+            let extra = [("Location", &location[..])];
+            Step::Send(page_plan(
+                Status::MovedPermanently,
+                head_only,
                 keep_alive,
-            })
+                &extra,
+            ))
         }
         Kind::Dir => Step::Open(Lookup {
             rel: files::join(&lookup.rel, rules.index),
@@ -232,13 +230,14 @@ pub fn file_plan<F>(
             (Status::PartialContent, start, end - start + 1)
         }
         Some(RangeSpec::Unsatisfiable) => {
-            let mut plan = error_plan(Status::RangeNotSatisfiable, req, keep_alive);
-            let page = Status::RangeNotSatisfiable.error_page();
-            let mut head = Head::new(std::mem::take(&mut plan.head), Status::RangeNotSatisfiable);
-            head.header("Content-Range", format!("bytes */{}", meta.size).as_bytes());
-            head.header("Content-Type", b"text/html; charset=utf-8");
-            plan.head = head.finish(page.len() as u64, keep_alive);
-            return plan;
+            let range = format!("bytes */{}", meta.size);
+            let extra = [("Content-Range", range.as_bytes())];
+            return page_plan(
+                Status::RangeNotSatisfiable,
+                req.method == Method::Head,
+                keep_alive,
+                &extra,
+            );
         }
         Some(RangeSpec::Ignored) | None => (Status::Ok, 0, meta.size),
     };
@@ -271,8 +270,21 @@ pub fn error_plan<F>(status: Status, req: &Request, keep_alive: bool) -> Plan<F>
 
 /// An error page for a request that may not have parsed (so no method is known).
 pub fn error_response<F>(status: Status, head_only: bool, keep_alive: bool) -> Plan<F> {
+    page_plan(status, head_only, keep_alive, &[])
+}
+
+/// The short HTML page of `status`, with `extra` headers (Allow, Location, Content-Range).
+fn page_plan<F>(
+    status: Status,
+    head_only: bool,
+    keep_alive: bool,
+    extra: &[(&str, &[u8])],
+) -> Plan<F> {
     let page = status.error_page();
     let mut head = Head::new(Vec::with_capacity(256), status);
+    for (name, value) in extra {
+        head.header(name, value);
+    }
     head.header("Content-Type", b"text/html; charset=utf-8");
     Plan {
         status,
@@ -283,14 +295,6 @@ pub fn error_response<F>(status: Status, head_only: bool, keep_alive: bool) -> P
             Body::Static(page)
         },
         keep_alive,
-    }
-}
-
-fn body_unless_head<F>(req: &Request, body: Body<F>) -> Body<F> {
-    if req.method == Method::Head {
-        Body::Empty
-    } else {
-        body
     }
 }
 

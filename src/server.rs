@@ -78,7 +78,6 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
         policy: Policy::new(&loaded.config.files.allowed_extensions),
         stats: Stats::new(engine.name(), loaded.workers),
         log: access,
-        root: loaded.root,
         root_fd,
         config: loaded.config,
     });
@@ -96,7 +95,12 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
             });
         match spawned {
             Ok(h) => workers.push(h),
-            Err(e) => return Err(StartError::Io(format!("cannot start worker {index}: {e}"))),
+            Err(e) => {
+                // Workers already running must not outlive the failed start.
+                let _ = stop.send(true);
+                workers.into_iter().for_each(|w| drop(w.join()));
+                return Err(StartError::Io(format!("cannot start worker {index}: {e}")));
+            }
         }
     }
     drop(ready_tx);

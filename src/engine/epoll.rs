@@ -115,59 +115,51 @@ impl EpollConn {
     /// Sends `buf` with MSG_MORE: the kernel holds it briefly to coalesce with what follows.
     async fn send_more(&mut self, buf: &[u8], deadline: &Deadline) -> io::Result<()> {
         let fd = self.stream.as_raw_fd();
-        let mut done = 0;
-        while done < buf.len() {
-            let rest = &buf[done..];
-            let sent = self.stream.try_io(Interest::WRITABLE, || {
-                // SAFETY: `rest` is a live slice; send(2) only reads it.
-                let r = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), libc::MSG_MORE) };
-                if r < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(r as usize)
-                }
-            });
-            match sent {
-                Ok(n) => {
-                    done += n;
-                    deadline.progress();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stream.writable().await?,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        self.push(buf.len() as u64, deadline, |done| {
+            let rest = &buf[done as usize..];
+            // SAFETY: `rest` is a live slice; send(2) only reads it.
+            unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), libc::MSG_MORE) }
+        })
+        .await
     }
 
+    /// Sends `offset..end` of `file` with sendfile(2): no copy through user space.
     async fn sendfile(
         &mut self,
         file: &std::fs::File,
-        mut offset: u64,
+        offset: u64,
         end: u64,
         deadline: &Deadline,
     ) -> io::Result<()> {
         let (sock, fd) = (self.stream.as_raw_fd(), file.as_raw_fd());
-        while offset < end {
-            let count = (end - offset).min(1 << 30) as usize;
-            let sent = self.stream.try_io(Interest::WRITABLE, || {
-                let mut off = offset as libc::off_t;
-                // SAFETY: both descriptors are open for the duration of the call; `off` is a local.
-                let r = unsafe { libc::sendfile(sock, fd, &mut off, count) };
-                if r < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(r as u64)
-                }
+        self.push(end - offset, deadline, |done| {
+            let mut off = (offset + done) as libc::off_t;
+            let count = (end - offset - done).min(1 << 30) as usize;
+            // SAFETY: both descriptors are open for the duration of the call; `off` is a local.
+            unsafe { libc::sendfile(sock, fd, &mut off, count) }
+        })
+        .await
+    }
+
+    /// Runs a nonblocking write system call until `total` bytes are out: `call(done)` sends
+    /// from `done` on and returns what send(2)/sendfile(2) return; EAGAIN waits for writability.
+    async fn push(
+        &mut self,
+        total: u64,
+        deadline: &Deadline,
+        mut call: impl FnMut(u64) -> isize,
+    ) -> io::Result<()> {
+        let mut done = 0;
+        while done < total {
+            let sent = self.stream.try_io(Interest::WRITABLE, || match call(done) {
+                r if r < 0 => Err(io::Error::last_os_error()),
+                r => Ok(r as u64),
             });
             match sent {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "file shrank while sending",
-                    ));
-                }
+                // sendfile at the end of a file that shrank under us; send never returns 0 here.
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank")),
                 Ok(n) => {
-                    offset += n;
+                    done += n;
                     deadline.progress();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stream.writable().await?,

@@ -33,10 +33,6 @@ use crate::deadline::Deadline;
 use crate::files::{self, Meta};
 use crate::respond::{Body, Plan};
 
-/// Largest buffer a response is sent from; larger files go out in chunks of this size, so memory
-/// per connection stays bounded whatever the file size.
-const CHUNK: usize = 128 * 1024;
-
 /// Runs one worker on the calling thread until `stop`; reports start-up success through `ready`.
 pub fn run_worker(
     shared: Arc<Shared>,
@@ -100,6 +96,8 @@ pub struct UringConn {
 struct Pipe {
     r: OwnedFd,
     w: OwnedFd,
+    /// Bytes the pipe holds, read once when it is made.
+    capacity: usize,
 }
 
 /// Bodies from this size up are spliced; smaller ones are read into the head's buffer and sent
@@ -119,14 +117,20 @@ impl Pipe {
         let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // A larger pipe means fewer operations per file; the default 64 KiB still works.
         // SAFETY: fcntl on a descriptor we own.
-        unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE as libc::c_int) };
-        Ok(Pipe { r, w })
-    }
-
-    fn capacity(&self) -> usize {
-        // SAFETY: fcntl on a descriptor we own.
-        let n = unsafe { libc::fcntl(self.w.as_raw_fd(), libc::F_GETPIPE_SZ) };
-        if n > 0 { n as usize } else { 64 * 1024 }
+        // SAFETY: fcntl on a descriptor we own (F_SETPIPE_SZ returns the size it set).
+        let set =
+            unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE as libc::c_int) };
+        // SAFETY: as above.
+        let size = if set > 0 {
+            set
+        } else {
+            unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) }
+        };
+        let capacity = usize::try_from(size)
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or(64 * 1024);
+        Ok(Pipe { r, w, capacity })
     }
 }
 
@@ -166,7 +170,7 @@ impl UringConn {
             None => Rc::new(Pipe::new()?),
         };
         let file = Rc::new(file);
-        let chunk = pipe.capacity();
+        let chunk = pipe.capacity;
         let sock = self.stream.as_raw_fd();
         let result: io::Result<()> = async {
             while pos < end {
@@ -245,27 +249,14 @@ impl Transport for UringConn {
 
     async fn read_whole(&mut self, file: File, len: u64) -> io::Result<Vec<u8>> {
         let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
-        let mut buf = Vec::with_capacity(len);
-        let result = loop {
-            let start = buf.len();
-            if start == len {
-                break Ok(());
-            }
-            let (r, slice) = file.read_at(buf.slice(start..len), start as u64).await;
-            buf = slice.into_inner();
-            match r {
-                Ok(0) => break Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank")),
-                Ok(_) => {}
-                Err(e) => break Err(e),
-            }
-        };
+        let (result, buf) = read_exact_at(&file, Vec::with_capacity(len), 0, len).await;
         close_in_ring(file);
         result.map(|()| buf)
     }
 
     async fn send(&mut self, plan: Plan<File>, deadline: &Deadline) -> io::Result<()> {
         let mut buf = plan.head;
-        let (file, mut pos, end) = match plan.body {
+        let (file, offset, len) = match plan.body {
             Body::Empty => return self.write_all(buf, deadline).await.0,
             Body::Static(b) => {
                 buf.extend_from_slice(b);
@@ -280,46 +271,14 @@ impl Transport for UringConn {
                     .send_spliced(buf, file, offset, offset + len, deadline)
                     .await;
             }
-            Body::File { file, offset, len } => (file, offset, offset + len),
+            Body::File { file, offset, len } => (file, offset, len as usize),
         };
-        // The head goes out together with the first chunk of the file.
-        let first = (end - pos).min(CHUNK as u64) as usize;
-        buf.reserve_exact(first);
-        let result = loop {
-            let room = buf.capacity() - buf.len();
-            let want = (end - pos).min(room as u64) as usize;
-            let filled = buf.len() + want;
-            while buf.len() < filled {
-                let start = buf.len();
-                let (r, slice) = file.read_at(buf.slice(start..filled), pos).await;
-                buf = slice.into_inner();
-                match r {
-                    Ok(0) => break,
-                    Ok(n) => pos += n as u64,
-                    Err(e) => return Err(e),
-                }
-            }
-            if buf.len() < filled {
-                // The file shrank under us: the promised Content-Length cannot be met.
-                break Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shrank while sending",
-                ));
-            }
-            match self.write_all(buf, deadline).await {
-                (Err(e), _) => break Err(e),
-                (Ok(()), _) if pos >= end => break Ok(()),
-                (Ok(()), b) => {
-                    buf = b;
-                    buf.clear();
-                    if buf.capacity() < CHUNK.min((end - pos) as usize) {
-                        buf = Vec::with_capacity(CHUNK);
-                    }
-                }
-            }
-        };
+        // A small file goes out in the same write as the head.
+        buf.reserve_exact(len);
+        let (read, buf) = read_exact_at(&file, buf, offset, len).await;
         close_in_ring(file);
-        result
+        read?;
+        self.write_all(buf, deadline).await.0
     }
 
     fn fd(&self) -> RawFd {
@@ -352,6 +311,34 @@ async fn statx(dirfd: RawFd, path: CString, flags: i32) -> io::Result<Meta> {
     .mask(files::STATX_MASK)
     .build();
     UnsubmittedOneshot::new(data, StatxDone, sqe).submit().await
+}
+
+/// Appends exactly `len` bytes of `file`, read from `offset`, to `buf` (whose spare capacity must
+/// hold them). Fails with UnexpectedEof when the file is shorter than its promised length.
+async fn read_exact_at(
+    file: &File,
+    mut buf: Vec<u8>,
+    offset: u64,
+    len: usize,
+) -> (io::Result<()>, Vec<u8>) {
+    let (start, end) = (buf.len(), buf.len() + len);
+    while buf.len() < end {
+        let at = buf.len();
+        let (r, slice) = file
+            .read_at(buf.slice(at..end), offset + (at - start) as u64)
+            .await;
+        buf = slice.into_inner();
+        match r {
+            Ok(0) => {
+                let shrank =
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while sending");
+                return (Err(shrank), buf);
+            }
+            Ok(_) => {}
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
 }
 
 /// Closes through the ring instead of a close(2) on drop.

@@ -30,20 +30,7 @@ macro_rules! engine_tests {
     };
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    Uring,
-    Epoll,
-}
-
-impl Engine {
-    pub fn name(self) -> &'static str {
-        match self {
-            Engine::Uring => "uring",
-            Engine::Epoll => "epoll",
-        }
-    }
-}
+pub use uring_httpd::engine::Engine;
 
 /// Bytes with every value 0..=255 several times over, in a PNG wrapper name: a binary file.
 pub fn binary_bytes(len: usize) -> Vec<u8> {
