@@ -1,4 +1,4 @@
-//! Connection timeouts without a timer per operation.
+//! Connection timeouts and shutdown without a timer or a channel per operation.
 //!
 //! A tokio timer registered while the runtime is busy wakes the runtime's driver with an eventfd
 //! `write(2)`: with one timer per read and per write that was 1.5 system calls per request, more
@@ -8,30 +8,46 @@
 //! (under tokio-uring that is the only way to abandon an operation anyway), and the connection
 //! sees [`Deadline::expired`] and closes. Timeouts are whole seconds, so firing up to one sweep
 //! late is fine.
+//!
+//! The same table carries graceful shutdown to the connections: [`Deadlines::close_idle`] shuts
+//! the sockets of connections waiting for a next request, [`Deadlines::abort_all`] every socket.
+//! So no read or write has to race a shutdown signal. Each entry owns a handle on its socket
+//! ([`Shut`]), so the socket stays open for as long as the table can reach it: no descriptor can
+//! be closed and reused under the sweeper.
 
 use std::cell::{Cell, RefCell};
-use std::os::fd::RawFd;
+use std::net::Shutdown;
 use std::rc::{Rc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Notify;
+
+use crate::clock::{Clock, Instant};
 
 /// How often the table is swept while it has entries.
 pub const SWEEP: Duration = Duration::from_millis(100);
 
+/// A connection's socket, as the table sees it: something it can shut down.
+pub trait Shut {
+    /// Shuts down one or both directions, so that an operation in flight completes.
+    fn shut(&self, how: Shutdown);
+}
+
 /// What the connection is waiting for, which decides how the socket is shut down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
-    /// Reading: shutting down the read side ends the read and still lets a 408 go out.
+    /// Waiting for the first byte of a next request: closed at once by a graceful shutdown.
+    Idle,
+    /// Reading a request: shutting down the read side ends the read and still lets a 408 out.
     Read,
     /// Writing: both sides go, so the stuck write fails.
     Write,
 }
 
 /// One connection's deadline.
-#[derive(Debug)]
 pub struct Deadline {
-    fd: RawFd,
+    handle: Rc<dyn Shut>,
+    clock: Clock,
     at: Cell<Option<Instant>>,
     wait: Cell<Wait>,
     /// Time a write may go without progress, for [`Deadline::progress`].
@@ -40,10 +56,15 @@ pub struct Deadline {
 }
 
 impl Deadline {
+    /// The connection waits for a next request until `at`; a graceful shutdown closes it.
+    pub fn idle_until(&self, at: Instant) {
+        self.at.set(Some(at));
+        self.wait.set(Wait::Idle);
+    }
+
     /// The next read must complete within `d`.
     pub fn read_within(&self, d: Duration) {
-        self.at.set(Some(Instant::now() + d));
-        self.wait.set(Wait::Read);
+        self.read_by(self.clock.now() + d);
     }
 
     /// The next read must complete by `at`.
@@ -63,28 +84,42 @@ impl Deadline {
 
     /// A write made progress: the stall clock starts again.
     pub fn progress(&self) {
-        self.at.set(Some(Instant::now() + self.stall.get()));
+        self.at.set(Some(self.clock.now() + self.stall.get()));
     }
 
     /// True once the sweeper has shut the socket down for this deadline.
     pub fn expired(&self) -> bool {
         self.expired.get()
     }
+
+    fn fire(&self, how: Shutdown) {
+        self.expired.set(true);
+        self.handle.shut(how);
+    }
 }
 
 /// A worker's deadlines.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Deadlines {
+    clock: Clock,
     entries: RefCell<Vec<Weak<Deadline>>>,
     nonempty: Notify,
 }
 
 impl Deadlines {
-    /// Registers the socket `fd`; the entry goes away when the returned handle is dropped, which
-    /// must happen before the socket is closed.
-    pub fn register(&self, fd: RawFd) -> Rc<Deadline> {
+    /// A table reading time from `clock`.
+    pub fn new(clock: Clock) -> Deadlines {
+        Deadlines {
+            clock,
+            ..Deadlines::default()
+        }
+    }
+
+    /// Registers a connection's socket; the entry goes away when the returned handle is dropped.
+    pub fn register(&self, handle: Rc<dyn Shut>) -> Rc<Deadline> {
         let d = Rc::new(Deadline {
-            fd,
+            handle,
+            clock: self.clock.clone(),
             at: Cell::new(None),
             wait: Cell::new(Wait::Read),
             stall: Cell::new(Duration::ZERO),
@@ -100,18 +135,45 @@ impl Deadlines {
 
     /// Shuts down every socket whose deadline has passed; forgets closed connections.
     pub fn sweep(&self, now: Instant) {
+        self.each(|d| {
+            if !d.expired.get() && d.at.get().is_some_and(|at| at <= now) {
+                d.fire(match d.wait.get() {
+                    Wait::Idle | Wait::Read => Shutdown::Read,
+                    Wait::Write => Shutdown::Both,
+                });
+            }
+        });
+    }
+
+    /// Graceful shutdown: closes every connection that waits for a next request. The others
+    /// notice the shutdown when they finish their response.
+    pub fn close_idle(&self) {
+        self.each(|d| {
+            if d.wait.get() == Wait::Idle {
+                d.handle.shut(Shutdown::Read);
+            }
+        });
+    }
+
+    /// The end of a graceful shutdown: every socket is shut down, whatever it was doing.
+    pub fn abort_all(&self) {
+        self.each(|d| d.fire(Shutdown::Both));
+    }
+
+    /// Connections still registered.
+    pub fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
+    /// True when no connection is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn each(&self, mut f: impl FnMut(&Deadline)) {
         self.entries.borrow_mut().retain(|w| {
             let Some(d) = w.upgrade() else { return false };
-            if !d.expired.get() && d.at.get().is_some_and(|at| at <= now) {
-                d.expired.set(true);
-                let how = match d.wait.get() {
-                    Wait::Read => libc::SHUT_RD,
-                    Wait::Write => libc::SHUT_RDWR,
-                };
-                // SAFETY: the entry is alive, so its connection still owns the open socket `fd`
-                // (the handle is dropped before the socket); shutdown(2) only changes its state.
-                unsafe { libc::shutdown(d.fd, how) };
-            }
+            f(&d);
             true
         });
     }
@@ -123,7 +185,7 @@ impl Deadlines {
                 self.nonempty.notified().await;
             }
             tokio::time::sleep(SWEEP).await;
-            self.sweep(Instant::now());
+            self.sweep(self.clock.now());
         }
     }
 }
@@ -131,35 +193,77 @@ impl Deadlines {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
-    use std::os::fd::AsRawFd;
+
+    #[derive(Default)]
+    struct Probe(RefCell<Vec<Shutdown>>);
+
+    impl Shut for Probe {
+        fn shut(&self, how: Shutdown) {
+            self.0.borrow_mut().push(how);
+        }
+    }
+
+    fn table() -> (Deadlines, Clock) {
+        let clock = Clock::manual();
+        (Deadlines::new(clock.clone()), clock)
+    }
 
     #[test]
-    fn expired_read_deadline_ends_the_read_side() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (mut server, _) = l.accept().unwrap();
-        let table = Deadlines::default();
-        let d = table.register(server.as_raw_fd());
+    fn expired_read_deadline_shuts_the_read_side() {
+        let (t, clock) = table();
+        let probe = Rc::new(Probe::default());
+        let d = t.register(probe.clone());
         d.read_within(Duration::from_secs(5));
-        table.sweep(Instant::now());
+        t.sweep(clock.now());
         assert!(!d.expired());
-        table.sweep(Instant::now() + Duration::from_secs(6));
+        clock.advance(Duration::from_secs(6));
+        t.sweep(clock.now());
         assert!(d.expired());
-        // The read side is shut: reads end at once, writes still reach the client.
-        let mut b = [0u8; 1];
-        assert_eq!(server.read(&mut b).unwrap(), 0);
-        server.write_all(b"x").unwrap();
-        client.read_exact(&mut b).unwrap();
-        assert_eq!(&b, b"x");
+        assert_eq!(*probe.0.borrow(), [Shutdown::Read]);
+        // Fired once only.
+        t.sweep(clock.now());
+        assert_eq!(probe.0.borrow().len(), 1);
+    }
+
+    #[test]
+    fn a_stalled_write_shuts_both_sides_and_progress_moves_the_deadline() {
+        let (t, clock) = table();
+        let probe = Rc::new(Probe::default());
+        let d = t.register(probe.clone());
+        d.writing(Duration::from_secs(2));
+        clock.advance(Duration::from_secs(1));
+        d.progress();
+        clock.advance(Duration::from_secs(1));
+        t.sweep(clock.now());
+        assert!(!d.expired());
+        clock.advance(Duration::from_secs(2));
+        t.sweep(clock.now());
+        assert_eq!(*probe.0.borrow(), [Shutdown::Both]);
+    }
+
+    #[test]
+    fn close_idle_spares_busy_connections_and_abort_takes_all() {
+        let (t, clock) = table();
+        let (idle, busy) = (Rc::new(Probe::default()), Rc::new(Probe::default()));
+        let di = t.register(idle.clone());
+        let db = t.register(busy.clone());
+        di.idle_until(clock.now() + Duration::from_secs(5));
+        db.writing(Duration::from_secs(5));
+        t.close_idle();
+        assert_eq!(*idle.0.borrow(), [Shutdown::Read]);
+        assert!(busy.0.borrow().is_empty());
+        t.abort_all();
+        assert_eq!(*busy.0.borrow(), [Shutdown::Both]);
+        assert!(db.expired());
     }
 
     #[test]
     fn dropped_handles_leave_the_table() {
-        let table = Deadlines::default();
-        let d = table.register(-1);
+        let (t, clock) = table();
+        let d = t.register(Rc::new(Probe::default()));
+        assert_eq!(t.len(), 1);
         drop(d);
-        table.sweep(Instant::now());
-        assert!(table.entries.borrow().is_empty());
+        t.sweep(clock.now());
+        assert!(t.is_empty());
     }
 }

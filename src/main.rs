@@ -1,6 +1,9 @@
 //! The `uring-httpd` command: parse the command line, load the config, start the server, wait for
-//! SIGINT or SIGTERM, shut down gracefully. Exit codes: 0 after a clean shutdown, 2 for a
-//! configuration error, 1 when the server cannot start.
+//! SIGINT or SIGTERM, shut down gracefully.
+//!
+//! Exit codes, chosen here and nowhere else: 0 after a clean shutdown; 1 when the server cannot
+//! start ([`StartError`]) or access-log lines were lost; 2 for a configuration error; 3 when a
+//! worker stopped unexpectedly while serving.
 
 use std::io::IsTerminal;
 use std::net::IpAddr;
@@ -10,7 +13,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 use uring_httpd::config::{self, EngineChoice, Overrides};
-use uring_httpd::server;
+use uring_httpd::server::{self, StartError};
 
 /// A static-file HTTP/1.1 server for Linux on io_uring.
 #[derive(Parser, Debug)]
@@ -72,7 +75,7 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("uring-httpd: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(start_error_code(&e));
         }
     };
     tracing::info!(
@@ -90,7 +93,12 @@ fn main() -> ExitCode {
         "{}: finishing in-flight responses",
         signal.map_or("signal".to_string(), |s| s.as_str().to_string())
     );
+    let died = running.worker_died();
     match running.shutdown() {
+        Ok(_) if died => {
+            eprintln!("uring-httpd: a worker stopped unexpectedly; see the error above");
+            ExitCode::from(3)
+        }
         Ok((s, lines)) => {
             tracing::info!(
                 "stopped: {} connections, {} requests, {} bytes sent, {} log lines",
@@ -105,6 +113,19 @@ fn main() -> ExitCode {
             eprintln!("uring-httpd: access log: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The exit code of each start-up failure.
+fn start_error_code(e: &StartError) -> u8 {
+    match e {
+        StartError::Engine(_)
+        | StartError::Root(..)
+        | StartError::Log(_)
+        | StartError::Listen(_)
+        | StartError::Thread(..)
+        | StartError::Worker(_)
+        | StartError::WorkerLost => 1,
     }
 }
 

@@ -10,32 +10,50 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use tokio::sync::watch;
 
 use crate::Shared;
 use crate::config::Loaded;
-use crate::engine::{self, Engine};
-use crate::files::Policy;
+use crate::engine::epoll::Epoll;
+use crate::engine::uring::Uring;
+use crate::engine::worker::{self, WorkerError};
+use crate::engine::{self, Engine, Unavailable};
 use crate::log;
-use crate::stats::{Snapshot, Stats};
+use crate::stats::Snapshot;
 
 /// Why the server could not start.
 #[derive(Debug)]
 pub enum StartError {
     /// io_uring was demanded and is unavailable; the text explains how to enable it.
-    Engine(String),
-    /// A file, socket or thread could not be set up.
-    Io(String),
+    Engine(Unavailable),
+    /// The root directory cannot be opened.
+    Root(PathBuf, io::Error),
+    /// The access log cannot be opened, or its writer started.
+    Log(io::Error),
+    /// The address cannot be listened on.
+    Listen(io::Error),
+    /// A worker thread could not be created.
+    Thread(usize, io::Error),
+    /// A worker could not start its runtime or listener.
+    Worker(WorkerError),
+    /// A worker ended before it reported ready.
+    WorkerLost,
 }
 
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StartError::Engine(s) => write!(f, "engine = \"uring\" cannot run here: {s}"),
-            StartError::Io(s) => f.write_str(s),
+            StartError::Engine(why) => write!(f, "engine = \"uring\" cannot run here: {why}"),
+            StartError::Root(path, e) => write!(f, "root {}: {e}", path.display()),
+            StartError::Log(e) | StartError::Listen(e) => write!(f, "{e}"),
+            StartError::Thread(i, e) => write!(f, "cannot start worker {i}: {e}"),
+            StartError::Worker(w) => write!(f, "worker {}: {}", w.index, w.error),
+            StartError::WorkerLost => f.write_str("a worker died while starting"),
         }
     }
 }
@@ -44,18 +62,26 @@ impl std::error::Error for StartError {}
 
 /// A started server.
 pub struct Running {
+    /// The address the listeners are bound to (the real port when 0 was asked for).
     pub addr: SocketAddr,
+    /// The engine serving.
     pub engine: Engine,
+    /// What the workers share.
     pub shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     writer: log::Writer,
+    /// Set before the workers are told to stop, so a worker's exit is expected from then on.
+    stopping: Arc<AtomicBool>,
+    /// Set by a worker that ended while the server was meant to be running.
+    died: Arc<AtomicBool>,
 }
 
-/// Starts workers on `loaded`; returns once every worker is accepting.
+/// Starts workers on `loaded`; returns once every worker is accepting. Everything that can fail
+/// fails here, before the caller reports the server as listening.
 pub fn start(loaded: Loaded) -> Result<Running, StartError> {
     let (engine, fallback) =
-        engine::choose(loaded.config.server.engine).map_err(|e| StartError::Engine(e.0))?;
+        engine::choose(loaded.config.server.engine).map_err(StartError::Engine)?;
     if let Some(why) = fallback {
         tracing::warn!("io_uring is unavailable, serving with the epoll engine: {why}");
     }
@@ -64,78 +90,119 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
         .open(&loaded.root)
-        .map_err(|e| StartError::Io(format!("root {}: {e}", loaded.root.display())))?
+        .map_err(|e| StartError::Root(loaded.root.clone(), e))?
         .into();
-    let (access, writer) = log::start(&loaded.access).map_err(|e| StartError::Io(e.to_string()))?;
+    let (access, writer) = log::start(&loaded.access).map_err(StartError::Log)?;
     let addr = SocketAddr::new(loaded.config.server.host, loaded.config.server.port);
-    let listeners = engine::listener::bind_all(addr, loaded.workers)
-        .map_err(|e| StartError::Io(e.to_string()))?;
-    let addr = listeners[0]
-        .local_addr()
-        .map_err(|e| StartError::Io(e.to_string()))?;
-
-    let shared = Arc::new(Shared {
-        policy: Policy::new(&loaded.config.files.allowed_extensions),
-        stats: Stats::new(engine.name(), loaded.workers),
-        log: access,
+    let listeners = engine::listener::bind_all(addr, loaded.workers).map_err(StartError::Listen)?;
+    let addr = listeners[0].local_addr().map_err(StartError::Listen)?;
+    let shared = Arc::new(Shared::new(
+        loaded.config,
         root_fd,
-        config: loaded.config,
-    });
+        access,
+        engine.name(),
+        loaded.workers,
+    ));
 
     let (stop, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let mut workers = Vec::with_capacity(listeners.len());
+    let mut running = Running {
+        addr,
+        engine,
+        shared: shared.clone(),
+        stop,
+        workers: Vec::with_capacity(listeners.len()),
+        writer,
+        stopping: Arc::new(AtomicBool::new(false)),
+        died: Arc::new(AtomicBool::new(false)),
+    };
     for (index, listener) in listeners.into_iter().enumerate() {
         let (shared, stop_rx, ready) = (shared.clone(), stop_rx.clone(), ready_tx.clone());
+        let watch = WorkerExit {
+            index,
+            stopping: running.stopping.clone(),
+            died: running.died.clone(),
+        };
         let spawned = std::thread::Builder::new()
             .name(format!("worker-{index}"))
-            .spawn(move || match engine {
-                Engine::Uring => engine::uring::run_worker(shared, index, listener, stop_rx, ready),
-                Engine::Epoll => engine::epoll::run_worker(shared, index, listener, stop_rx, ready),
+            .spawn(move || {
+                let _watch = watch;
+                match engine {
+                    Engine::Uring => {
+                        worker::run_worker::<Uring>(shared, index, listener, stop_rx, ready)
+                    }
+                    Engine::Epoll => {
+                        worker::run_worker::<Epoll>(shared, index, listener, stop_rx, ready)
+                    }
+                }
             });
         match spawned {
-            Ok(h) => workers.push(h),
+            Ok(h) => running.workers.push(h),
             Err(e) => {
                 // Workers already running must not outlive the failed start.
-                let _ = stop.send(true);
-                workers.into_iter().for_each(|w| drop(w.join()));
-                return Err(StartError::Io(format!("cannot start worker {index}: {e}")));
+                running.stop_workers();
+                return Err(StartError::Thread(index, e));
             }
         }
     }
     drop(ready_tx);
-    let mut running = Running {
-        addr,
-        engine,
-        shared,
-        stop,
-        workers,
-        writer,
-    };
     for _ in 0..running.workers.len() {
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                running.stop_workers();
-                return Err(StartError::Io(e));
-            }
-            Err(_) => {
-                running.stop_workers();
-                return Err(StartError::Io("a worker died while starting".into()));
-            }
-        }
+        let failed = match ready_rx.recv() {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => StartError::Worker(e),
+            Err(_) => StartError::WorkerLost,
+        };
+        running.stop_workers();
+        return Err(failed);
     }
     Ok(running)
 }
 
+/// Lives on a worker thread's stack: if the thread ends (returns or panics) while the server is
+/// meant to run, the process must not go on half-served and silent. It records the death and
+/// raises SIGTERM, which the main thread is waiting for; the main thread then shuts the rest down
+/// and exits non-zero.
+struct WorkerExit {
+    index: usize,
+    stopping: Arc<AtomicBool>,
+    died: Arc<AtomicBool>,
+}
+
+impl Drop for WorkerExit {
+    fn drop(&mut self) {
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        self.died.store(true, Ordering::SeqCst);
+        let how = if std::thread::panicking() {
+            "panicked"
+        } else {
+            "returned"
+        };
+        tracing::error!(
+            "worker {} {how} while serving; stopping the server",
+            self.index
+        );
+        // SAFETY: kill(2) on our own process; SIGTERM is blocked in every thread and waited for by
+        // the main thread, so it only wakes that wait.
+        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    }
+}
+
 impl Running {
     fn stop_workers(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
         for w in self.workers.drain(..) {
             if w.join().is_err() {
                 tracing::error!("a worker panicked");
             }
         }
+    }
+
+    /// True when a worker ended on its own while the server was running.
+    pub fn worker_died(&self) -> bool {
+        self.died.load(Ordering::SeqCst)
     }
 
     /// Stops accepting, lets in-flight responses finish, flushes the access log.

@@ -9,64 +9,47 @@
 //! cannot stall the worker.
 
 use std::ffi::CStr;
+use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
+use std::rc::Rc;
 
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
-use super::worker::{self, Acceptor};
-use crate::Shared;
+use super::worker::{Acceptor, Driver};
 use crate::conn::Transport;
-use crate::deadline::Deadline;
+use crate::deadline::{Deadline, Shut};
 use crate::files::{self, Meta};
-use crate::respond::{Body, Plan};
 
 /// Files up to this size are read into the head's buffer and sent with one write.
 const INLINE: u64 = 16 * 1024;
 
-/// Runs one worker on the calling thread until `stop`; reports start-up success through `ready`.
-pub fn run_worker(
-    shared: Arc<Shared>,
-    index: usize,
-    listener: std::net::TcpListener,
-    stop: watch::Receiver<bool>,
-    ready: std::sync::mpsc::Sender<Result<(), String>>,
-) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            let _ = ready.send(Err(format!(
-                "worker {index}: cannot start the runtime: {e}"
-            )));
-            return;
-        }
-    };
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async move {
-        let listener = match TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = ready.send(Err(format!("worker {index}: {e}")));
-                return;
-            }
-        };
-        let acceptor = EpollAcceptor {
-            listener,
-            root: shared.root_fd.as_raw_fd(),
-        };
-        let _ = ready.send(Ok(()));
-        worker::run(acceptor, shared, index, stop).await;
-    });
+/// The epoll engine, for [`super::worker::run_worker`].
+pub struct Epoll;
+
+impl Driver for Epoll {
+    type Acceptor = EpollAcceptor;
+
+    fn block_on(fut: impl Future<Output = ()>) -> io::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        tokio::task::LocalSet::new().block_on(&rt, fut);
+        Ok(())
+    }
+
+    fn acceptor(listener: std::net::TcpListener, root: RawFd) -> io::Result<EpollAcceptor> {
+        Ok(EpollAcceptor {
+            listener: TcpListener::from_std(listener)?,
+            root,
+        })
+    }
 }
 
-struct EpollAcceptor {
+/// A worker's listener on tokio's reactor.
+pub struct EpollAcceptor {
     listener: TcpListener,
     root: RawFd,
 }
@@ -79,7 +62,7 @@ impl Acceptor for EpollAcceptor {
         stream.set_nodelay(true)?;
         Ok((
             EpollConn {
-                stream,
+                stream: Rc::new(Socket(stream)),
                 root: self.root,
             },
             peer,
@@ -94,44 +77,42 @@ impl Acceptor for EpollAcceptor {
     }
 }
 
+/// A connection's socket, shared with the worker's deadline table.
+struct Socket(TcpStream);
+
+impl Shut for Socket {
+    fn shut(&self, how: Shutdown) {
+        let _ = socket2::SockRef::from(&self.0).shutdown(how);
+    }
+}
+
+/// One connection on tokio's reactor.
 pub struct EpollConn {
-    stream: TcpStream,
+    stream: Rc<Socket>,
     root: RawFd,
 }
 
 impl EpollConn {
-    async fn write_all(&mut self, buf: &[u8], deadline: &Deadline) -> io::Result<()> {
-        let mut done = 0;
-        while done < buf.len() {
-            match self.stream.write(&buf[done..]).await? {
-                0 => return Err(io::ErrorKind::WriteZero.into()),
-                n => done += n,
-            }
-            deadline.progress();
-        }
-        Ok(())
-    }
-
-    /// Sends `buf` with MSG_MORE: the kernel holds it briefly to coalesce with what follows.
-    async fn send_more(&mut self, buf: &[u8], deadline: &Deadline) -> io::Result<()> {
-        let fd = self.stream.as_raw_fd();
+    /// Sends all of `buf` with send(2) (`flags` 0 or MSG_MORE).
+    async fn send_all(&self, buf: &[u8], flags: i32, deadline: &Deadline) -> io::Result<()> {
+        let fd = self.stream.0.as_raw_fd();
         self.push(buf.len() as u64, deadline, |done| {
             let rest = &buf[done as usize..];
             // SAFETY: `rest` is a live slice; send(2) only reads it.
-            unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), libc::MSG_MORE) }
+            unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), flags) }
         })
         .await
     }
 
     /// Sends `offset..end` of `file` with sendfile(2): no copy through user space.
     async fn sendfile(
-        &mut self,
+        &self,
         file: &std::fs::File,
         offset: u64,
         end: u64,
         deadline: &Deadline,
     ) -> io::Result<()> {
-        let (sock, fd) = (self.stream.as_raw_fd(), file.as_raw_fd());
+        let (sock, fd) = (self.stream.0.as_raw_fd(), file.as_raw_fd());
         self.push(end - offset, deadline, |done| {
             let mut off = (offset + done) as libc::off_t;
             let count = (end - offset - done).min(1 << 30) as usize;
@@ -144,17 +125,20 @@ impl EpollConn {
     /// Runs a nonblocking write system call until `total` bytes are out: `call(done)` sends
     /// from `done` on and returns what send(2)/sendfile(2) return; EAGAIN waits for writability.
     async fn push(
-        &mut self,
+        &self,
         total: u64,
         deadline: &Deadline,
         mut call: impl FnMut(u64) -> isize,
     ) -> io::Result<()> {
         let mut done = 0;
         while done < total {
-            let sent = self.stream.try_io(Interest::WRITABLE, || match call(done) {
-                r if r < 0 => Err(io::Error::last_os_error()),
-                r => Ok(r as u64),
-            });
+            let sent = self
+                .stream
+                .0
+                .try_io(Interest::WRITABLE, || match call(done) {
+                    r if r < 0 => Err(io::Error::last_os_error()),
+                    r => Ok(r as u64),
+                });
             match sent {
                 // sendfile at the end of a file that shrank under us; send never returns 0 here.
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank")),
@@ -162,7 +146,7 @@ impl EpollConn {
                     done += n;
                     deadline.progress();
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stream.writable().await?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stream.0.writable().await?,
                 Err(e) => return Err(e),
             }
         }
@@ -175,11 +159,11 @@ impl Transport for EpollConn {
 
     async fn read(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         loop {
-            if let Err(e) = self.stream.readable().await {
+            if let Err(e) = self.stream.0.readable().await {
                 return (Err(e), buf);
             }
             // The caller leaves spare capacity, so this never reallocates.
-            match self.stream.try_read_buf(&mut buf) {
+            match self.stream.0.try_read_buf(&mut buf) {
                 Ok(n) => return (Ok(n), buf),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return (Err(e), buf),
@@ -223,41 +207,34 @@ impl Transport for EpollConn {
         Ok(buf)
     }
 
-    async fn send(&mut self, plan: Plan<std::fs::File>, deadline: &Deadline) -> io::Result<()> {
-        let mut buf = plan.head;
-        match plan.body {
-            Body::Empty => self.write_all(&buf, deadline).await,
-            Body::Static(b) => {
-                buf.extend_from_slice(b);
-                self.write_all(&buf, deadline).await
-            }
-            Body::Bytes(b) => {
-                buf.extend_from_slice(&b);
-                self.write_all(&buf, deadline).await
-            }
-            Body::File { file, offset, len } if len <= INLINE => {
-                let head = buf.len();
-                buf.resize(head + len as usize, 0);
-                read_exact_at(&file, &mut buf[head..], offset)?;
-                self.write_all(&buf, deadline).await
-            }
-            Body::File { file, offset, len } => {
-                self.send_more(&buf, deadline).await?;
-                self.sendfile(&file, offset, offset + len, deadline).await
-            }
+    async fn write_all(&mut self, buf: Vec<u8>, deadline: &Deadline) -> (io::Result<()>, Vec<u8>) {
+        let r = self.send_all(&buf, 0, deadline).await;
+        (r, buf)
+    }
+
+    async fn send_file(
+        &mut self,
+        head: Vec<u8>,
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+        deadline: &Deadline,
+    ) -> io::Result<()> {
+        if len <= INLINE {
+            let mut buf = head;
+            let at = buf.len();
+            buf.resize(at + len as usize, 0);
+            read_exact_at(&file, &mut buf[at..], offset)?;
+            return self.send_all(&buf, 0, deadline).await;
         }
+        // The head is held back briefly (MSG_MORE) to leave in one segment with the first file
+        // bytes.
+        self.send_all(&head, libc::MSG_MORE, deadline).await?;
+        self.sendfile(&file, offset, offset + len, deadline).await
     }
 
-    fn fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
-    }
-
-    fn close_write(&mut self) {
-        let _ = socket2::SockRef::from(&self.stream).shutdown(Shutdown::Write);
-    }
-
-    fn abort(&mut self) {
-        let _ = socket2::SockRef::from(&self.stream).shutdown(Shutdown::Both);
+    fn handle(&self) -> Rc<dyn Shut> {
+        self.stream.clone()
     }
 }
 

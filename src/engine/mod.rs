@@ -18,11 +18,14 @@ use crate::config::EngineChoice;
 /// The engine a server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
+    /// io_uring through tokio-uring.
     Uring,
+    /// epoll through tokio's reactor.
     Epoll,
 }
 
 impl Engine {
+    /// The name used in the config and the logs.
     pub fn name(self) -> &'static str {
         match self {
             Engine::Uring => "uring",
@@ -60,7 +63,8 @@ pub fn choose(choice: EngineChoice) -> Result<(Engine, Option<Unavailable>), Una
     }
 }
 
-/// The opcodes the uring engine submits.
+/// The opcodes the uring engine submits (tokio-uring's own and our custom operations): every
+/// one must be listed, or a kernel without it fails mid-request instead of at start.
 const NEEDED: &[(u8, &str)] = &[
     (io_uring::opcode::Accept::CODE, "ACCEPT"),
     (io_uring::opcode::Read::CODE, "READ"),
@@ -68,6 +72,7 @@ const NEEDED: &[(u8, &str)] = &[
     (io_uring::opcode::Statx::CODE, "STATX"),
     (io_uring::opcode::OpenAt2::CODE, "OPENAT2"),
     (io_uring::opcode::Close::CODE, "CLOSE"),
+    (io_uring::opcode::Splice::CODE, "SPLICE"),
 ];
 
 /// Creates a small ring and checks that every opcode the engine needs is supported.

@@ -13,52 +13,45 @@
 //! can be closed (and its number reused) while the kernel may still act on it.
 
 use std::ffi::{CStr, CString};
+use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
-use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, types};
-use tokio::sync::watch;
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::fs::File;
 use tokio_uring::net::{TcpListener, TcpStream};
 use tokio_uring::{OneshotOutputTransform, UnsubmittedOneshot};
 
-use super::worker::{self, Acceptor};
-use crate::Shared;
+use super::worker::{Acceptor, Driver};
 use crate::conn::Transport;
-use crate::deadline::Deadline;
+use crate::deadline::{Deadline, Shut};
 use crate::files::{self, Meta};
-use crate::respond::{Body, Plan};
 
-/// Runs one worker on the calling thread until `stop`; reports start-up success through `ready`.
-pub fn run_worker(
-    shared: Arc<Shared>,
-    index: usize,
-    listener: std::net::TcpListener,
-    stop: watch::Receiver<bool>,
-    ready: std::sync::mpsc::Sender<Result<(), String>>,
-) {
-    let rt = match tokio_uring::Runtime::new(tokio_uring::builder().entries(1024)) {
-        Ok(rt) => rt,
-        Err(e) => {
-            let _ = ready.send(Err(format!("worker {index}: cannot start io_uring: {e}")));
-            return;
-        }
-    };
-    rt.block_on(async move {
-        let acceptor = UringAcceptor {
+/// The io_uring engine, for [`super::worker::run_worker`].
+pub struct Uring;
+
+impl Driver for Uring {
+    type Acceptor = UringAcceptor;
+
+    fn block_on(fut: impl Future<Output = ()>) -> io::Result<()> {
+        let rt = tokio_uring::Runtime::new(tokio_uring::builder().entries(1024))?;
+        rt.block_on(fut);
+        Ok(())
+    }
+
+    fn acceptor(listener: std::net::TcpListener, root: RawFd) -> io::Result<UringAcceptor> {
+        Ok(UringAcceptor {
             listener: TcpListener::from_std(listener),
-            root: shared.root_fd.as_raw_fd(),
-        };
-        let _ = ready.send(Ok(()));
-        worker::run(acceptor, shared, index, stop).await;
-    });
+            root,
+        })
+    }
 }
 
-struct UringAcceptor {
+/// A worker's listener on the ring.
+pub struct UringAcceptor {
     listener: TcpListener,
     root: RawFd,
 }
@@ -85,6 +78,13 @@ impl Acceptor for UringAcceptor {
     }
 }
 
+impl Shut for TcpStream {
+    fn shut(&self, how: Shutdown) {
+        let _ = self.shutdown(how);
+    }
+}
+
+/// One connection on the ring.
 pub struct UringConn {
     stream: Rc<TcpStream>,
     root: RawFd,
@@ -116,14 +116,13 @@ impl Pipe {
         // SAFETY: both descriptors were just created and are owned by nobody else.
         let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // A larger pipe means fewer operations per file; the default 64 KiB still works.
-        // SAFETY: fcntl on a descriptor we own.
         // SAFETY: fcntl on a descriptor we own (F_SETPIPE_SZ returns the size it set).
         let set =
             unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE as libc::c_int) };
-        // SAFETY: as above.
         let size = if set > 0 {
             set
         } else {
+            // SAFETY: as above.
             unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) }
         };
         let capacity = usize::try_from(size)
@@ -162,7 +161,7 @@ impl UringConn {
         end: u64,
         deadline: &Deadline,
     ) -> io::Result<()> {
-        if let (Err(e), _) = self.write_all(head, deadline).await {
+        if let (Err(e), _) = self.write_buf(head, deadline).await {
             return Err(e);
         }
         let pipe = match &self.pipe {
@@ -210,10 +209,24 @@ impl UringConn {
         result
     }
 
-    async fn write_all(&self, buf: Vec<u8>, deadline: &Deadline) -> (io::Result<()>, Vec<u8>) {
-        let (r, buf) = self.stream.write_all(buf).await;
-        deadline.progress();
-        (r, buf)
+    /// Writes all of `buf`, one write operation at a time, refreshing the deadline after each
+    /// write that moved bytes (a slow reader is not cut off as long as it keeps reading).
+    async fn write_buf(&self, buf: Vec<u8>, deadline: &Deadline) -> (io::Result<()>, Vec<u8>) {
+        let (mut buf, mut done) = (buf, 0);
+        while done < buf.len() {
+            let (r, slice) = self.stream.write(buf.slice(done..)).submit().await;
+            buf = slice.into_inner();
+            match r {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                Ok(n) => {
+                    done += n;
+                    deadline.progress();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
     }
 }
 
@@ -254,43 +267,34 @@ impl Transport for UringConn {
         result.map(|()| buf)
     }
 
-    async fn send(&mut self, plan: Plan<File>, deadline: &Deadline) -> io::Result<()> {
-        let mut buf = plan.head;
-        let (file, offset, len) = match plan.body {
-            Body::Empty => return self.write_all(buf, deadline).await.0,
-            Body::Static(b) => {
-                buf.extend_from_slice(b);
-                return self.write_all(buf, deadline).await.0;
-            }
-            Body::Bytes(b) => {
-                buf.extend_from_slice(&b);
-                return self.write_all(buf, deadline).await.0;
-            }
-            Body::File { file, offset, len } if len >= SPLICE_MIN => {
-                return self
-                    .send_spliced(buf, file, offset, offset + len, deadline)
-                    .await;
-            }
-            Body::File { file, offset, len } => (file, offset, len as usize),
-        };
+    async fn write_all(&mut self, buf: Vec<u8>, deadline: &Deadline) -> (io::Result<()>, Vec<u8>) {
+        self.write_buf(buf, deadline).await
+    }
+
+    async fn send_file(
+        &mut self,
+        head: Vec<u8>,
+        file: File,
+        offset: u64,
+        len: u64,
+        deadline: &Deadline,
+    ) -> io::Result<()> {
+        if len >= SPLICE_MIN {
+            return self
+                .send_spliced(head, file, offset, offset + len, deadline)
+                .await;
+        }
         // A small file goes out in the same write as the head.
-        buf.reserve_exact(len);
-        let (read, buf) = read_exact_at(&file, buf, offset, len).await;
+        let mut buf = head;
+        buf.reserve_exact(len as usize);
+        let (read, buf) = read_exact_at(&file, buf, offset, len as usize).await;
         close_in_ring(file);
         read?;
-        self.write_all(buf, deadline).await.0
+        self.write_buf(buf, deadline).await.0
     }
 
-    fn fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
-    }
-
-    fn close_write(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-    }
-
-    fn abort(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
+    fn handle(&self) -> Rc<dyn Shut> {
+        self.stream.clone()
     }
 }
 

@@ -1,13 +1,15 @@
-//! A worker's accept loop and shutdown sequence, shared by both engines.
+//! A worker's life, shared by both engines: its runtime, its accept loop, its shutdown sequence.
 //!
 //! Each worker owns one listener and one single-threaded runtime. It caps its open connections
 //! with a semaphore, spawns one local task per connection, and on shutdown stops accepting, lets
 //! in-flight responses finish (closing idle connections at once), and after
-//! `shutdown_timeout_secs` aborts whatever is left.
+//! `shutdown_timeout_secs` aborts whatever is left. An engine plugs in through [`Driver`]: how to
+//! run a runtime on this thread, and how to accept on it.
 
-use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,47 +17,79 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
 use crate::Shared;
-use crate::conn::{self, ABORTING, Ctx, DRAINING, RUNNING, Transport};
-use crate::deadline::Deadlines;
-use crate::files::cache::FileCache;
+use crate::clock::Clock;
+use crate::conn::{self, Ctx, Phase, Transport};
 
 /// The engine-specific half of a listener.
 #[allow(async_fn_in_trait)]
 pub trait Acceptor {
+    /// A connection, ready to be served.
     type Conn: Transport + 'static;
+    /// Waits for the next connection.
     async fn accept(&self) -> io::Result<(Self::Conn, SocketAddr)>;
     /// Makes a pending accept fail, so the listener can be dropped without leaking a connection.
     fn stop(&self);
 }
 
+/// What an engine supplies to run a worker on the calling thread.
+pub trait Driver {
+    /// The engine's listener.
+    type Acceptor: Acceptor;
+    /// Starts this thread's runtime and runs `fut` on it to completion (inside a `LocalSet`).
+    fn block_on(fut: impl Future<Output = ()>) -> io::Result<()>;
+    /// Wraps a bound, listening socket; called inside the runtime.
+    fn acceptor(listener: std::net::TcpListener, root: RawFd) -> io::Result<Self::Acceptor>;
+}
+
+/// Why a worker could not start.
+#[derive(Debug)]
+pub struct WorkerError {
+    /// The worker's index.
+    pub index: usize,
+    /// What failed.
+    pub error: io::Error,
+}
+
+/// Runs one worker on the calling thread until `stop`; reports start-up success through `ready`.
+pub fn run_worker<D: Driver>(
+    shared: Arc<Shared>,
+    index: usize,
+    listener: std::net::TcpListener,
+    stop: watch::Receiver<bool>,
+    ready: std::sync::mpsc::Sender<Result<(), WorkerError>>,
+) {
+    let report = ready.clone();
+    let ran = D::block_on(async move {
+        let acceptor = match D::acceptor(listener, shared.root_fd.as_raw_fd()) {
+            Ok(a) => a,
+            Err(error) => {
+                let _ = ready.send(Err(WorkerError { index, error }));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        run(acceptor, shared, index, stop).await;
+    });
+    if let Err(error) = ran {
+        let _ = report.send(Err(WorkerError { index, error }));
+    }
+}
+
 /// Runs the accept loop until `stop` turns true, then drains. Must run inside a `LocalSet`.
-pub async fn run<A: Acceptor>(
+async fn run<A: Acceptor>(
     acceptor: A,
     shared: Arc<Shared>,
     worker: usize,
     mut stop: watch::Receiver<bool>,
 ) {
     let limits = &shared.config.limits;
-    let files = &shared.config.files;
     let max = limits.max_connections_per_worker;
     let shutdown_after = Duration::from_secs(limits.shutdown_timeout_secs);
     let slots = Arc::new(Semaphore::new(max));
-    let (phase_tx, phase) = watch::channel(RUNNING);
-    let deadlines = Rc::new(Deadlines::default());
+    let ctx = Rc::new(Ctx::new(shared.clone(), worker, Clock::System));
     let sweeper = tokio::task::spawn_local({
-        let deadlines = deadlines.clone();
+        let deadlines = ctx.deadlines.clone();
         async move { deadlines.run().await }
-    });
-    let ctx = Rc::new(Ctx {
-        shared: shared.clone(),
-        worker,
-        phase,
-        deadlines,
-        cache: RefCell::new(FileCache::new(
-            files.cache_bytes_per_worker,
-            files.cache_max_file_bytes,
-            Duration::from_secs(files.cache_revalidate_secs),
-        )),
     });
     let stats = &shared.stats.workers[worker];
 
@@ -90,9 +124,8 @@ pub async fn run<A: Acceptor>(
     }
 
     acceptor.stop();
-    let all = u32::try_from(max).unwrap_or(u32::MAX);
-    let _ = phase_tx.send(DRAINING);
-    if tokio::time::timeout(shutdown_after, slots.acquire_many(all))
+    ctx.set_phase(Phase::Draining);
+    if tokio::time::timeout(shutdown_after, all_closed(&slots, max))
         .await
         .is_err()
     {
@@ -100,10 +133,24 @@ pub async fn run<A: Acceptor>(
             worker,
             "connections still busy after {shutdown_after:?}; closing them"
         );
-        let _ = phase_tx.send(ABORTING);
-        let _ = tokio::time::timeout(Duration::from_secs(2), slots.acquire_many(all)).await;
+        ctx.set_phase(Phase::Aborting);
+        let _ = tokio::time::timeout(Duration::from_secs(2), all_closed(&slots, max)).await;
     }
     sweeper.abort();
+}
+
+/// Resolves once every one of the `max` connection slots is free again.
+async fn all_closed(slots: &Semaphore, max: usize) {
+    let mut held = Vec::new();
+    let mut left = max;
+    while left > 0 {
+        let n = u32::try_from(left).unwrap_or(u32::MAX);
+        match slots.acquire_many(n).await {
+            Ok(p) => held.push(p),
+            Err(_) => return,
+        }
+        left -= n as usize;
+    }
 }
 
 /// Held by a connection task: on drop the connection counts as closed and its slot (the permit)

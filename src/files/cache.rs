@@ -10,11 +10,14 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::files::{Meta, Target};
+use crate::clock::Instant;
+use crate::config;
+
+use crate::files::{FileInfo, Meta, Target};
 
 /// The cache key of a resolved target: its relative path, plus `/` when a directory was asked
 /// for. `/a.css`, `//a.css` and `/x/../a.css` share one entry.
@@ -25,7 +28,6 @@ pub fn key(t: &Target) -> Vec<u8> {
     }
     k
 }
-use crate::respond::FileInfo;
 
 /// A cached file.
 #[derive(Debug, Clone)]
@@ -74,6 +76,15 @@ impl FileCache {
             max_file: if max_bytes == 0 { 0 } else { max_file },
             revalidate,
         }
+    }
+
+    /// The cache the `[files]` settings describe.
+    pub fn for_config(files: &config::Files) -> FileCache {
+        FileCache::new(
+            files.cache_bytes_per_worker,
+            files.cache_max_file_bytes,
+            Duration::from_secs(files.cache_revalidate_secs),
+        )
     }
 
     /// Whether a file of this size would be kept.

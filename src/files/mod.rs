@@ -9,6 +9,7 @@ pub mod cache;
 
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Why a path cannot be served, before any file system access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +155,39 @@ impl Meta {
             ctime: st.stx_ctime.tv_sec,
             ctime_nsec: st.stx_ctime.tv_nsec,
         }
+    }
+}
+
+/// What a response needs to know about a regular file, computed once per file (and kept with it
+/// in the file cache): metadata, type and the rendered validators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The version of the file these facts describe.
+    pub meta: Meta,
+    /// The `Content-Type` value.
+    pub content_type: String,
+    /// The strong validator, quoted.
+    pub etag: String,
+    /// The `Last-Modified` value (IMF-fixdate).
+    pub last_modified: String,
+}
+
+impl FileInfo {
+    /// Renders the validators of `meta` once.
+    pub fn new(meta: Meta, content_type: &str) -> FileInfo {
+        let mut info = FileInfo {
+            meta,
+            content_type: content_type.to_string(),
+            etag: format!("\"{:x}.{:x}-{:x}\"", meta.mtime, meta.mtime_nsec, meta.size),
+            last_modified: String::new(),
+        };
+        info.last_modified = httpdate::fmt_http_date(info.mtime());
+        info
+    }
+
+    /// The modification time, whole seconds (what `Last-Modified` can say).
+    pub fn mtime(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.meta.mtime.max(0) as u64)
     }
 }
 

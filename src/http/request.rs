@@ -191,11 +191,17 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request>, ParseError> {
 
 /// For a head that does not fit in the buffer: 414 while the request line itself is unfinished,
 /// 431 once it is complete and the headers are what overflowed.
-pub fn oversize_status(buf: &[u8]) -> Status {
+pub fn oversize(buf: &[u8]) -> ParseError {
     if buf.contains(&b'\n') {
-        Status::HeaderFieldsTooLarge
+        ParseError {
+            status: Status::HeaderFieldsTooLarge,
+            reason: "request head larger than max_request_bytes",
+        }
     } else {
-        Status::UriTooLong
+        ParseError {
+            status: Status::UriTooLong,
+            reason: "request line longer than max_request_bytes",
+        }
     }
 }
 
@@ -445,9 +451,9 @@ mod tests {
 
     #[test]
     fn oversize_is_414_until_the_request_line_ends() {
-        assert_eq!(oversize_status(b"GET /aaaaaaaa"), Status::UriTooLong);
+        assert_eq!(oversize(b"GET /aaaaaaaa").status, Status::UriTooLong);
         assert_eq!(
-            oversize_status(b"GET / HTTP/1.1\r\nX: aaaa"),
+            oversize(b"GET / HTTP/1.1\r\nX: aaaa").status,
             Status::HeaderFieldsTooLarge
         );
     }

@@ -1,0 +1,352 @@
+//! One connection's life, written once for every engine: read a head, parse it, run its
+//! [`Exchange`] with the engine's primitives, send, log, count; keep-alive, pipelining, request
+//! bodies skipped, timeouts and graceful shutdown.
+//!
+//! This module decides nothing a client can observe about a response: that is the exchange's
+//! job. The engine supplies a [`Transport`] (how bytes move and how files are stat'ed and
+//! opened), so the io_uring and epoll engines behave identically by construction, and the tests
+//! in `tests.rs` drive [`serve`] over a scripted transport with an in-memory file system and a
+//! manual clock.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::CStr;
+use std::io;
+use std::net::{IpAddr, Shutdown};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::Shared;
+use crate::clock::{Clock, Instant};
+use crate::deadline::{Deadline, Deadlines, Shut};
+use crate::exchange::{self, ConnState, Done, Exchange, Refusal, Step};
+use crate::files::Meta;
+use crate::files::cache::FileCache;
+use crate::http::{self, Method, Request};
+use crate::log::Record;
+use crate::respond::{Body, Plan};
+
+#[cfg(test)]
+mod tests;
+
+/// What an engine provides to serve one connection. All futures run on the worker's own
+/// single-threaded runtime, which is why they need not be `Send`.
+#[allow(async_fn_in_trait)]
+pub trait Transport {
+    /// An open file, as the engine reads it.
+    type File;
+    /// Reads more bytes into the spare capacity of `buf` (never past `buf.capacity()`), returning
+    /// the count (0 at end of stream) and the buffer.
+    async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
+    /// Metadata of `rel` (relative to the root), following symlinks: for revalidating a cached
+    /// file, whose version it must match exactly.
+    async fn stat(&mut self, rel: &CStr) -> io::Result<Meta>;
+    /// Opens `rel` with [`crate::files::OPEN_FLAGS`] beneath the root (the kernel refuses any
+    /// resolution that leaves it, symlinks included) and stats the descriptor.
+    async fn open(&mut self, rel: &CStr) -> io::Result<(Self::File, Meta)>;
+    /// Reads exactly `len` bytes of `file` from its start (for the cache), then closes it.
+    async fn read_whole(&mut self, file: Self::File, len: u64) -> io::Result<Vec<u8>>;
+    /// Writes all of `buf`, calling `deadline.progress()` after each write that moved bytes (a
+    /// stalled write is ended by the worker's deadline sweeper). Hands the buffer back.
+    async fn write_all(&mut self, buf: Vec<u8>, deadline: &Deadline) -> (io::Result<()>, Vec<u8>);
+    /// Writes `head`, then `len` bytes of `file` from `offset`, the engine's best way, with the
+    /// same progress rule as [`Transport::write_all`].
+    async fn send_file(
+        &mut self,
+        head: Vec<u8>,
+        file: Self::File,
+        offset: u64,
+        len: u64,
+        deadline: &Deadline,
+    ) -> io::Result<()>;
+    /// A handle on the socket, for the deadline table and for closing: shutting it down
+    /// completes any operation in flight.
+    fn handle(&self) -> Rc<dyn Shut>;
+}
+
+/// Where a worker is in its life; connections look at it between operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Serving.
+    Running,
+    /// Finish the response in progress, take no new request, close idle connections.
+    Draining,
+    /// Give up on whatever is still in progress.
+    Aborting,
+}
+
+/// What a connection task needs from its worker.
+pub struct Ctx {
+    /// Settings, policy, counters, the log.
+    pub shared: Arc<Shared>,
+    /// This worker's index, for its counters.
+    pub worker: usize,
+    /// The worker's phase; changed only by the worker's shutdown sequence.
+    pub phase: Cell<Phase>,
+    /// Timeouts, and the sockets a shutdown must reach.
+    pub deadlines: Rc<Deadlines>,
+    /// The worker's file cache.
+    pub cache: RefCell<FileCache>,
+    /// Where "now" comes from.
+    pub clock: Clock,
+}
+
+impl Ctx {
+    /// A worker's context, with a fresh cache sized by the config.
+    pub fn new(shared: Arc<Shared>, worker: usize, clock: Clock) -> Ctx {
+        let cache = FileCache::for_config(&shared.config.files);
+        Ctx {
+            shared,
+            worker,
+            phase: Cell::new(Phase::Running),
+            deadlines: Rc::new(Deadlines::new(clock.clone())),
+            cache: RefCell::new(cache),
+            clock,
+        }
+    }
+
+    /// Moves the worker to `phase` and tells the connections that must know at once.
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.set(phase);
+        match phase {
+            Phase::Running => {}
+            Phase::Draining => self.deadlines.close_idle(),
+            Phase::Aborting => self.deadlines.abort_all(),
+        }
+    }
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
+    let limits = &ctx.shared.config.limits;
+    let max = limits.max_request_bytes;
+    let keep_alive_for = Duration::from_secs(limits.keep_alive_timeout_secs);
+    let header_for = Duration::from_secs(limits.header_timeout_secs);
+    let socket = io.handle();
+    let timer = ctx.deadlines.register(socket.clone());
+
+    let mut buf = Vec::with_capacity(max);
+    // Body bytes of the previous request still to be read and thrown away.
+    let mut skip: u64 = 0;
+    // When the first byte of the current head arrived: the header timeout runs from there.
+    let mut head_started: Option<Instant> = None;
+    let mut idle_since = ctx.clock.now();
+
+    loop {
+        if skip > 0 && !buf.is_empty() {
+            let n = skip.min(buf.len() as u64) as usize;
+            buf.drain(..n);
+            skip -= n as u64;
+        }
+        if skip == 0 && !buf.is_empty() {
+            head_started.get_or_insert_with(|| ctx.clock.now());
+            let parsed = match http::parse(&buf) {
+                Ok(None) if buf.len() < max => None,
+                Ok(Some(req)) => Some(Ok(req)),
+                Ok(None) => Some(Err(Refusal::Malformed(http::request::oversize(&buf)))),
+                Err(e) => Some(Err(Refusal::Malformed(e))),
+            };
+            if let Some(parsed) = parsed {
+                let consumed = parsed.as_ref().ok().map(|r| (r.head_len, r.body_len));
+                let outcome = answer(&mut io, ctx, peer, parsed, &buf, &timer).await;
+                head_started = None;
+                idle_since = ctx.clock.now();
+                match (outcome, consumed) {
+                    (Outcome::KeepAlive, Some((head_len, body_len))) => {
+                        buf.drain(..head_len);
+                        skip = body_len;
+                        continue;
+                    }
+                    (Outcome::Failed, _) => {
+                        socket.shut(Shutdown::Both);
+                        return;
+                    }
+                    (_, consumed) => {
+                        // Unread input (a refused head, a pipelined request, an unread body)
+                        // needs a lingering close; a clean close can just drop the socket.
+                        let unread = consumed.is_none_or(|(h, b)| buf.len() > h || b > 0);
+                        if unread {
+                            linger(&mut io, &*socket, buf, &timer).await;
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+
+        // More bytes are needed. Idle connections go away as soon as shutdown starts.
+        let idle = buf.is_empty() && skip == 0;
+        match ctx.phase.get() {
+            Phase::Aborting => {
+                socket.shut(Shutdown::Both);
+                return;
+            }
+            Phase::Draining if idle => return,
+            _ => {}
+        }
+        match head_started {
+            Some(t) => timer.read_by(t + header_for),
+            None if skip > 0 => timer.read_by(idle_since + header_for),
+            None => timer.idle_until(idle_since + keep_alive_for),
+        }
+        let (read, b) = io.read(buf).await;
+        buf = b;
+        if ctx.phase.get() == Phase::Aborting {
+            socket.shut(Shutdown::Both);
+            return;
+        }
+        match read {
+            Ok(n) if n > 0 && !timer.expired() => {
+                if skip == 0 && head_started.is_none() {
+                    head_started = Some(ctx.clock.now());
+                }
+            }
+            _ if timer.expired() => {
+                // A head that never completed gets a 408 (logged with what arrived of it); an idle
+                // keep-alive just closes.
+                if head_started.is_some() {
+                    let timed_out = Err(Refusal::Timeout);
+                    let _ = answer(&mut io, ctx, peer, timed_out, &buf, &timer).await;
+                }
+                socket.shut(Shutdown::Both);
+                return;
+            }
+            // The peer closed, or a graceful shutdown closed this idle connection.
+            Ok(_) => return,
+            Err(_) => {
+                socket.shut(Shutdown::Both);
+                return;
+            }
+        }
+    }
+}
+
+/// How a connection continues after a response.
+enum Outcome {
+    KeepAlive,
+    Close,
+    /// The response could not be sent completely.
+    Failed,
+}
+
+/// Runs the exchange, sends, logs and counts one response. `Err(refusal)` is a request that was
+/// refused before it parsed; `head` is what arrived of it, for the log.
+async fn answer<T: Transport>(
+    io: &mut T,
+    ctx: &Ctx,
+    peer: IpAddr,
+    parsed: Result<Request, Refusal>,
+    head: &[u8],
+    timer: &Deadline,
+) -> Outcome {
+    let shared = &*ctx.shared;
+    let started = ctx.clock.now();
+    // The wall-clock time is only needed for a log line.
+    let time = shared.log.enabled().then(SystemTime::now);
+    let (plan, path, method) = match parsed {
+        Ok(req) => {
+            let plan = run_exchange(io, ctx, &req).await;
+            let method = match req.method {
+                Method::Get => "GET".to_string(),
+                Method::Head => "HEAD".to_string(),
+                Method::Other(m) => m,
+            };
+            (plan, req.raw_path, method)
+        }
+        Err(refusal) => {
+            let (method, path) = http::request::line_hint(head);
+            (exchange::refused(refusal), path, method)
+        }
+    };
+    let status = plan.status.code();
+    if status >= 500 {
+        let cause = plan
+            .cause
+            .as_ref()
+            .map_or("-".to_string(), |c| c.to_string());
+        tracing::error!(worker = ctx.worker, %peer, path, "{status}: {cause}");
+    }
+    let keep_alive = plan.keep_alive;
+    let wire = plan.wire_len();
+    let stats = &shared.stats.workers[ctx.worker];
+    stats.response(status);
+    timer.writing(Duration::from_secs(shared.config.limits.send_timeout_secs));
+    let sent = send(io, plan, timer).await.is_ok() && !timer.expired();
+    if sent {
+        stats.sent(wire);
+    }
+    if let Some(time) = time {
+        shared.log.send(Record {
+            time,
+            ip: peer,
+            path,
+            status,
+            method,
+            bytes: if sent { wire } else { 0 },
+            duration: ctx.clock.now().saturating_duration_since(started),
+        });
+    }
+    match (sent, keep_alive) {
+        (false, _) => Outcome::Failed,
+        (true, true) => Outcome::KeepAlive,
+        (true, false) => Outcome::Close,
+    }
+}
+
+/// Drives `req`'s exchange to its plan, doing each file-system step with the engine.
+async fn run_exchange<T: Transport>(io: &mut T, ctx: &Ctx, req: &Request) -> Plan<T::File> {
+    let conn = ConnState {
+        draining: ctx.phase.get() != Phase::Running,
+    };
+    let mut ex = Exchange::new(&ctx.shared, &ctx.cache, req, conn);
+    let mut step = ex.start(ctx.clock.now());
+    loop {
+        let done = match step {
+            Step::Stat(rel) => Done::Stat(io.stat(&rel).await),
+            Step::Open(rel) => Done::Open(io.open(&rel).await),
+            Step::ReadWhole(file, len) => Done::Read(io.read_whole(file, len).await),
+            Step::Send(plan) => return plan,
+        };
+        step = ex.resume(done, ctx.clock.now());
+    }
+}
+
+/// Puts a plan on the wire: bytes in memory go out behind the head in one write; a file body is
+/// left to the engine's best way of sending files.
+async fn send<T: Transport>(io: &mut T, plan: Plan<T::File>, timer: &Deadline) -> io::Result<()> {
+    let mut buf = plan.head;
+    match plan.body {
+        Body::File { file, offset, len } => io.send_file(buf, file, offset, len, timer).await,
+        Body::Empty => io.write_all(buf, timer).await.0,
+        Body::Static(b) => {
+            buf.extend_from_slice(b);
+            io.write_all(buf, timer).await.0
+        }
+        Body::Bytes(b) => {
+            buf.extend_from_slice(&b);
+            io.write_all(buf, timer).await.0
+        }
+    }
+}
+
+/// Closing after an error while the client may still be sending: a plain close with unread
+/// bytes makes the kernel send a reset, which can destroy the response before the client reads
+/// it. So stop writing, then read and discard for a short while (nginx's lingering close).
+async fn linger<T: Transport>(io: &mut T, socket: &dyn Shut, mut buf: Vec<u8>, timer: &Deadline) {
+    const LINGER: Duration = Duration::from_secs(2);
+    const LIMIT: usize = 256 * 1024;
+    socket.shut(Shutdown::Write);
+    timer.read_within(LINGER);
+    let mut seen = 0;
+    while seen < LIMIT && !timer.expired() {
+        buf.clear();
+        match io.read(buf).await {
+            (Ok(n), b) if n > 0 => {
+                seen += n;
+                buf = b;
+            }
+            _ => break,
+        }
+    }
+    socket.shut(Shutdown::Both);
+}

@@ -1,0 +1,598 @@
+//! One request's exchange, as a state machine with no I/O: every decision a client can observe is
+//! made here.
+//!
+//! An [`Exchange`] takes a parsed request and the connection's state and yields [`Step`]s: stat a
+//! path, open one, read a small file whole, or send a [`Plan`]. The connection driver
+//! ([`crate::conn`]) performs each step with its engine's primitives and feeds the result back
+//! with [`Exchange::resume`], until the step is `Send`. Inside: the size limit on bodies, the
+//! status page, the method check, path resolution under the root, the per-worker file cache
+//! (hit, stale → revalidate, miss → open → maybe cache), directories (index or redirect), the
+//! extension policy, and keep-alive. A request that was refused before it parsed gets its plan
+//! from [`refused`].
+//!
+//! Every refusal is a [`Refusal`], carrying its reason, and becomes a status in one place
+//! (`From<&Refusal> for Status`). The plan keeps the refusal, so the driver can log the reason of
+//! every 5xx.
+//!
+//! Adding a response feature means adding a state or a decision here (and its config), and it is
+//! tested with plain data: see the tests below and `conn`'s scripted-transport tests.
+
+use std::cell::RefCell;
+use std::ffi::CString;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+
+use bytes::Bytes;
+
+use crate::Shared;
+use crate::clock::Instant;
+use crate::files::cache::{self, FileCache, Lookup};
+use crate::files::{self, FileInfo, Kind, Meta, PathError, Target};
+use crate::http::{Head, Method, ParseError, Request, Status};
+use crate::respond::{self, Body, Plan, Source};
+
+/// Why a request gets an error status. `From<&Refusal> for Status` is the one mapping.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The head did not parse or outgrew `max_request_bytes` (400, 414, 431, 505).
+    Malformed(ParseError),
+    /// No complete head within `header_timeout_secs` (408).
+    Timeout,
+    /// A body longer than `max_request_bytes` was announced (413).
+    BodyTooLarge(u64),
+    /// A method other than GET and HEAD (405).
+    Method,
+    /// `..` would climb above the root (400).
+    Escapes,
+    /// A dotfile or dot-directory (404: its existence is not revealed).
+    Hidden,
+    /// Nothing servable there: a missing file, a file asked for as a directory, a directory
+    /// without an index (404).
+    NotFound,
+    /// A FIFO, socket or device (403).
+    SpecialFile,
+    /// An extension the policy does not allow (403).
+    Type,
+    /// The file system refused (404, 403, or 500 for anything unexpected such as EMFILE).
+    Io(io::Error),
+}
+
+impl From<&Refusal> for Status {
+    fn from(r: &Refusal) -> Status {
+        match r {
+            Refusal::Malformed(e) => e.status,
+            Refusal::Timeout => Status::RequestTimeout,
+            Refusal::BodyTooLarge(_) => Status::PayloadTooLarge,
+            Refusal::Method => Status::MethodNotAllowed,
+            Refusal::Escapes => Status::BadRequest,
+            Refusal::Hidden | Refusal::NotFound => Status::NotFound,
+            Refusal::SpecialFile | Refusal::Type => Status::Forbidden,
+            Refusal::Io(e) => respond::io_status(e),
+        }
+    }
+}
+
+impl Refusal {
+    /// Whether the connection must close after this refusal: the input's framing can no longer
+    /// be trusted, or the client is too slow or sends too much.
+    pub fn closes(&self) -> bool {
+        matches!(
+            self,
+            Refusal::Malformed(_) | Refusal::Timeout | Refusal::BodyTooLarge(_) | Refusal::Escapes
+        )
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Malformed(e) => f.write_str(e.reason),
+            Refusal::Timeout => f.write_str("request head not complete in time"),
+            Refusal::BodyTooLarge(n) => write!(f, "request body of {n} bytes is too large"),
+            Refusal::Method => f.write_str("method not allowed"),
+            Refusal::Escapes => f.write_str("path climbs above the root"),
+            Refusal::Hidden => f.write_str("dotfiles are not served"),
+            Refusal::NotFound => f.write_str("not found"),
+            Refusal::SpecialFile => f.write_str("not a regular file"),
+            Refusal::Type => f.write_str("extension not allowed"),
+            Refusal::Io(e) => write!(f, "file system: {e}"),
+        }
+    }
+}
+
+/// The next thing the driver must do for this exchange.
+#[derive(Debug)]
+pub enum Step<F> {
+    /// Stat this path beneath the root, following symlinks, and resume with [`Done::Stat`].
+    Stat(CString),
+    /// Open this path beneath the root (read-only, nonblocking, `openat2(RESOLVE_BENEATH)`), stat
+    /// the descriptor, and resume with [`Done::Open`]. Opening first means the kernel confines
+    /// every lookup to the root, so nothing outside it is even stat'ed through a symlink.
+    Open(CString),
+    /// Read the whole file (this many bytes) from its start, close it, and resume with
+    /// [`Done::Read`].
+    ReadWhole(F, u64),
+    /// Send this; the exchange is over.
+    Send(Plan<F>),
+}
+
+/// The result of a step, fed back with [`Exchange::resume`].
+#[derive(Debug)]
+pub enum Done<F> {
+    /// The result of [`Step::Stat`].
+    Stat(io::Result<Meta>),
+    /// The result of [`Step::Open`].
+    Open(io::Result<(F, Meta)>),
+    /// The result of [`Step::ReadWhole`].
+    Read(io::Result<Vec<u8>>),
+}
+
+/// What the exchange needs to know about the connection it runs on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnState {
+    /// The worker is shutting down: answer, then close.
+    pub draining: bool,
+}
+
+/// A path being looked up, and whether it is already the directory index.
+#[derive(Debug, Clone)]
+struct Candidate {
+    rel: CString,
+    is_index: bool,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Nothing asked yet.
+    Start,
+    /// Waiting for the stat of a stale cache entry.
+    Revalidating { key: Vec<u8>, target: Target },
+    /// Waiting for an open; `key` is set when the file may be cached.
+    Opening {
+        lookup: Candidate,
+        key: Option<Vec<u8>>,
+    },
+    /// Waiting for a small file's bytes, to cache them.
+    Reading {
+        lookup: Candidate,
+        key: Vec<u8>,
+        info: FileInfo,
+    },
+    /// The plan has been handed out.
+    Finished,
+}
+
+/// One request's exchange. See the module documentation.
+pub struct Exchange<'a, F> {
+    shared: &'a Shared,
+    cache: &'a RefCell<FileCache>,
+    req: &'a Request,
+    /// Whether this response may keep the connection open (the request's wish, the config and
+    /// the worker's state together).
+    keep_alive: bool,
+    state: State,
+    _file: PhantomData<F>,
+}
+
+/// The plan for a request refused before it parsed (malformed, too large, too slow): an error
+/// page, and the connection closes.
+pub fn refused<F>(refusal: Refusal) -> Plan<F> {
+    let mut plan = respond::error_response(Status::from(&refusal), false, false);
+    plan.cause = Some(refusal);
+    plan
+}
+
+impl<'a, F> Exchange<'a, F> {
+    /// An exchange for `req` on a connection in state `conn`, deciding with the shared settings
+    /// and the worker's file cache.
+    pub fn new(
+        shared: &'a Shared,
+        cache: &'a RefCell<FileCache>,
+        req: &'a Request,
+        conn: ConnState,
+    ) -> Exchange<'a, F> {
+        let keep_alive =
+            req.keep_alive && !conn.draining && shared.config.limits.keep_alive_timeout_secs > 0;
+        Exchange {
+            shared,
+            cache,
+            req,
+            keep_alive,
+            state: State::Start,
+            _file: PhantomData,
+        }
+    }
+
+    /// The first step.
+    pub fn start(&mut self, now: Instant) -> Step<F> {
+        let req = self.req;
+        let config = &self.shared.config;
+        if req.body_len > config.limits.max_request_bytes as u64 {
+            return self.refuse(Refusal::BodyTooLarge(req.body_len));
+        }
+        let status_path = config.server.status_path.as_bytes();
+        if !status_path.is_empty() && req.path == status_path {
+            return Step::Send(self.status_page());
+        }
+        if let Method::Other(_) = req.method {
+            return self.refuse(Refusal::Method);
+        }
+        let target = match files::resolve(&req.path) {
+            Ok(t) => t,
+            Err(PathError::Escapes) => return self.refuse(Refusal::Escapes),
+            Err(PathError::Hidden) => return self.refuse(Refusal::Hidden),
+        };
+        let key = cache::key(&target);
+        let found = self.cache.borrow().lookup(&key, now);
+        match found {
+            Lookup::Fresh(info, body) => Step::Send(self.cached(&info, body)),
+            Lookup::Stale(rel) => {
+                self.state = State::Revalidating { key, target };
+                Step::Stat(rel)
+            }
+            Lookup::Miss => self.open(target.rel, false, Some(key)),
+        }
+    }
+
+    /// Continues with the result of the last step.
+    pub fn resume(&mut self, done: Done<F>, now: Instant) -> Step<F> {
+        match (std::mem::replace(&mut self.state, State::Finished), done) {
+            (State::Revalidating { key, target }, Done::Stat(stat)) => {
+                let hit = self.cache.borrow_mut().revalidate(&key, stat.ok(), now);
+                match hit {
+                    Some((info, body)) => Step::Send(self.cached(&info, body)),
+                    // Changed or gone: look it up afresh.
+                    None => self.open(target.rel, false, Some(key)),
+                }
+            }
+            (State::Opening { lookup, key }, Done::Open(opened)) => {
+                self.after_open(lookup, key, opened)
+            }
+            (State::Reading { lookup, key, info }, Done::Read(read)) => match read {
+                Ok(bytes) => {
+                    let body = Bytes::from(bytes);
+                    let plan = self.file(&info, Source::Memory(body.clone()));
+                    let info = std::rc::Rc::new(info);
+                    self.cache
+                        .borrow_mut()
+                        .insert(key, lookup.rel, info, body, now);
+                    Step::Send(plan)
+                }
+                // The file changed while it was read: serve it as it is now, uncached, through the
+                // same checks as any open.
+                Err(_) => self.open(lookup.rel, lookup.is_index, None),
+            },
+            (state, done) => {
+                // A driver bug, not a client's: say so and answer 500 rather than panic.
+                let got = match done {
+                    Done::Stat(_) => "a stat",
+                    Done::Open(_) => "an open",
+                    Done::Read(_) => "a read",
+                };
+                let e = io::Error::other(format!("exchange got {got} in state {state:?}"));
+                self.refuse(Refusal::Io(e))
+            }
+        }
+    }
+
+    fn open(&mut self, rel: CString, is_index: bool, key: Option<Vec<u8>>) -> Step<F> {
+        let lookup = Candidate { rel, is_index };
+        let step = Step::Open(lookup.rel.clone());
+        self.state = State::Opening { lookup, key };
+        step
+    }
+
+    /// Looks at what was opened: a directory walks to its index or redirects, a refused type or a
+    /// special file gets its error page, a servable file is sent or read into the cache.
+    fn after_open(
+        &mut self,
+        lookup: Candidate,
+        key: Option<Vec<u8>>,
+        opened: io::Result<(F, Meta)>,
+    ) -> Step<F> {
+        let (file, meta) = match opened {
+            Ok(o) => o,
+            Err(e) => return self.refuse(Refusal::Io(e)),
+        };
+        let slash = self.req.path.ends_with(b"/");
+        match meta.kind {
+            Kind::Dir if lookup.is_index => self.refuse(Refusal::NotFound),
+            Kind::Dir if !slash => Step::Send(respond::directory_redirect(
+                &lookup.rel,
+                self.req.method == Method::Head,
+                self.keep_alive,
+            )),
+            Kind::Dir => {
+                let index = files::join(&lookup.rel, &self.shared.config.files.index);
+                self.open(index, true, key)
+            }
+            Kind::Other => self.refuse(Refusal::SpecialFile),
+            // `/file.html/` names a directory that is a file: not found, as open(2) would say.
+            Kind::File if slash && !lookup.is_index => self.refuse(Refusal::NotFound),
+            Kind::File => {
+                let Some(ct) = self.shared.policy.content_type(lookup.rel.as_bytes()) else {
+                    return self.refuse(Refusal::Type);
+                };
+                let info = FileInfo::new(meta, ct);
+                match key.filter(|_| self.cache.borrow().wants(meta.size)) {
+                    Some(key) => {
+                        self.state = State::Reading { lookup, key, info };
+                        Step::ReadWhole(file, meta.size)
+                    }
+                    None => Step::Send(self.file(&info, Source::File(file))),
+                }
+            }
+        }
+    }
+
+    fn file(&self, info: &FileInfo, source: Source<F>) -> Plan<F> {
+        respond::file_plan(self.req, self.keep_alive, info, source)
+    }
+
+    fn cached(&self, info: &FileInfo, body: Bytes) -> Plan<F> {
+        self.file(info, Source::Memory(body))
+    }
+
+    fn refuse(&mut self, refusal: Refusal) -> Step<F> {
+        self.state = State::Finished;
+        let status = Status::from(&refusal);
+        let keep_alive = self.keep_alive && !refusal.closes();
+        let head_only = self.req.method == Method::Head;
+        let mut plan = match refusal {
+            Refusal::Method => {
+                let allow = [("Allow", &b"GET, HEAD"[..])];
+                respond::page_plan(status, head_only, keep_alive, &allow)
+            }
+            _ => respond::error_response(status, head_only, keep_alive),
+        };
+        plan.cause = Some(refusal);
+        Step::Send(plan)
+    }
+
+    /// The counters as `name: value` lines.
+    fn status_page(&mut self) -> Plan<F> {
+        self.state = State::Finished;
+        let text = self.shared.stats.render().into_bytes();
+        let mut head = Head::new(Vec::with_capacity(256), Status::Ok);
+        head.header("Content-Type", b"text/plain; charset=utf-8");
+        head.header("Cache-Control", b"no-store");
+        let head = head.finish(text.len() as u64, self.keep_alive);
+        let body = if self.req.method == Method::Head {
+            Body::Empty
+        } else {
+            Body::Bytes(Bytes::from(text))
+        };
+        Plan {
+            status: Status::Ok,
+            head,
+            body,
+            keep_alive: self.keep_alive,
+            cause: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::http::parse;
+
+    fn shared(config: Config) -> Shared {
+        Shared::for_tests(config)
+    }
+
+    fn cache(shared: &Shared) -> RefCell<FileCache> {
+        RefCell::new(FileCache::for_config(&shared.config.files))
+    }
+
+    fn req(raw: &str) -> Request {
+        parse(raw.as_bytes()).unwrap().unwrap()
+    }
+
+    const FILE: Meta = Meta {
+        kind: Kind::File,
+        size: 4,
+        mtime: 1_700_000_000,
+        mtime_nsec: 0,
+        ino: 1,
+        ctime: 1_700_000_000,
+        ctime_nsec: 0,
+    };
+    const DIR: Meta = Meta {
+        kind: Kind::Dir,
+        ..FILE
+    };
+
+    fn head(plan: &Plan<()>) -> String {
+        String::from_utf8(plan.head.clone()).unwrap()
+    }
+
+    fn sent(step: Step<()>) -> Plan<()> {
+        match step {
+            Step::Send(p) => p,
+            other => panic!("expected Send, got {other:?}"),
+        }
+    }
+
+    fn opens(step: &Step<()>) -> &[u8] {
+        match step {
+            Step::Open(rel) => rel.as_bytes(),
+            other => panic!("expected Open, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn walks_a_directory_to_its_index_and_caches_it() {
+        let sh = shared(Config::default());
+        let c = cache(&sh);
+        let now = Instant::now();
+        let r = req("GET /sub/ HTTP/1.1\r\nHost: h\r\n\r\n");
+        let mut ex = Exchange::new(&sh, &c, &r, ConnState::default());
+        let step = ex.start(now);
+        assert_eq!(opens(&step), b"sub");
+        let step = ex.resume(Done::Open(Ok(((), DIR))), now);
+        assert_eq!(opens(&step), b"sub/index.html");
+        let step = ex.resume(Done::Open(Ok(((), FILE))), now);
+        assert!(matches!(step, Step::ReadWhole((), 4)), "{step:?}");
+        let plan = sent(ex.resume(Done::Read(Ok(b"abcd".to_vec())), now));
+        assert_eq!(plan.status, Status::Ok);
+        assert!(head(&plan).contains("Content-Type: text/html; charset=utf-8\r\n"));
+        assert!(matches!(plan.body, Body::Bytes(ref b) if &b[..] == b"abcd"));
+
+        // The same directory again: straight from the cache, no step at all.
+        let mut ex = Exchange::<()>::new(&sh, &c, &r, ConnState::default());
+        let plan = sent(ex.start(now));
+        assert!(matches!(plan.body, Body::Bytes(ref b) if &b[..] == b"abcd"));
+        // Stale after cache_revalidate_secs: a stat, then served if unchanged.
+        let later = now + Duration::from_secs(2);
+        let mut ex = Exchange::<()>::new(&sh, &c, &r, ConnState::default());
+        let Step::Stat(rel) = ex.start(later) else {
+            panic!("expected a revalidating stat")
+        };
+        assert_eq!(rel.as_bytes(), b"sub/index.html");
+        let plan = sent(ex.resume(Done::Stat(Ok(FILE)), later));
+        assert!(matches!(plan.body, Body::Bytes(ref b) if &b[..] == b"abcd"));
+        // Changed: opened afresh.
+        let much_later = later + Duration::from_secs(2);
+        let mut ex = Exchange::<()>::new(&sh, &c, &r, ConnState::default());
+        assert!(matches!(ex.start(much_later), Step::Stat(_)));
+        let changed = Meta { size: 5, ..FILE };
+        let step = ex.resume(Done::Stat(Ok(changed)), much_later);
+        assert_eq!(opens(&step), b"sub");
+    }
+
+    #[test]
+    fn a_file_that_changes_while_read_is_served_uncached_through_the_same_checks() {
+        let sh = shared(Config::default());
+        let c = cache(&sh);
+        let now = Instant::now();
+        let r = req("GET /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
+        let mut ex = Exchange::new(&sh, &c, &r, ConnState::default());
+        ex.start(now);
+        let step = ex.resume(Done::Open(Ok(((), FILE))), now);
+        assert!(matches!(step, Step::ReadWhole(..)));
+        let shrank = io::Error::new(io::ErrorKind::UnexpectedEof, "shrank");
+        let step = ex.resume(Done::Read(Err(shrank)), now);
+        assert_eq!(opens(&step), b"a.html");
+        // Replaced by a FIFO meanwhile: 403, as on a first open.
+        let fifo = Meta {
+            kind: Kind::Other,
+            ..FILE
+        };
+        let plan = sent(ex.resume(Done::Open(Ok(((), fifo))), now));
+        assert_eq!(plan.status, Status::Forbidden);
+        assert!(matches!(plan.cause, Some(Refusal::SpecialFile)));
+    }
+
+    #[test]
+    fn directory_without_slash_redirects_to_the_normalised_path() {
+        let sh = shared(Config::default());
+        let c = cache(&sh);
+        let r = req("GET //x//y HTTP/1.1\r\nHost: h\r\n\r\n");
+        let mut ex = Exchange::new(&sh, &c, &r, ConnState::default());
+        assert_eq!(opens(&ex.start(Instant::now())), b"x/y");
+        let plan = sent(ex.resume(Done::Open(Ok(((), DIR))), Instant::now()));
+        assert_eq!(plan.status, Status::MovedPermanently);
+        assert!(head(&plan).contains("\r\nLocation: /x/y/\r\n"));
+        assert!(plan.keep_alive);
+    }
+
+    #[test]
+    fn decisions_table() {
+        let sh = shared(Config::default());
+        let c = cache(&sh);
+        let gone = || Done::Open(Err(io::Error::from_raw_os_error(libc::ENOENT)));
+        let emfile = || Done::Open(Err(io::Error::from_raw_os_error(libc::EMFILE)));
+        let outside = || Done::Open(Err(io::Error::from_raw_os_error(libc::EXDEV)));
+        // (request, what the open returns if one is asked for, status, keep-alive)
+        type Opened = fn() -> Done<()>;
+        let file: Opened = || Done::Open(Ok(((), FILE)));
+        let table: &[(&str, Option<Opened>, u16, bool)] = &[
+            ("GET /a.jpg", Some(file), 403, true),
+            ("GET /a.html", Some(gone), 404, true),
+            ("GET /a.html", Some(emfile), 500, true),
+            ("GET /link.html", Some(outside), 403, true),
+            ("GET /a.html/", Some(file), 404, true),
+            ("GET /.env", None, 404, true),
+            ("GET /../etc/passwd", None, 400, false),
+            ("DELETE /a.html", None, 405, true),
+        ];
+        for (line, open, status, keep) in table {
+            let r = req(&format!("{line} HTTP/1.1\r\nHost: h\r\n\r\n"));
+            let mut ex = Exchange::new(&sh, &c, &r, ConnState::default());
+            let mut step = ex.start(Instant::now());
+            if let Some(open) = open {
+                assert!(matches!(step, Step::Open(_)), "{line}: {step:?}");
+                step = ex.resume(open(), Instant::now());
+            }
+            let plan = sent(step);
+            assert_eq!(plan.status.code(), *status, "{line}");
+            assert_eq!(plan.keep_alive, *keep, "{line}");
+            assert!(plan.cause.is_some(), "{line}");
+        }
+    }
+
+    #[test]
+    fn method_not_allowed_lists_allow() {
+        let sh = shared(Config::default());
+        let c = cache(&sh);
+        let r = req("POST /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
+        let plan = sent(Exchange::new(&sh, &c, &r, ConnState::default()).start(Instant::now()));
+        assert_eq!(plan.status, Status::MethodNotAllowed);
+        assert!(head(&plan).contains("\r\nAllow: GET, HEAD\r\n"));
+    }
+
+    #[test]
+    fn body_too_large_is_413_and_closes() {
+        let sh = shared(Config::default());
+        let c = cache(&sh);
+        let r = req("GET /a.html HTTP/1.1\r\nHost: h\r\nContent-Length: 9000\r\n\r\n");
+        let plan = sent(Exchange::new(&sh, &c, &r, ConnState::default()).start(Instant::now()));
+        assert_eq!(plan.status, Status::PayloadTooLarge);
+        assert!(!plan.keep_alive);
+        assert!(head(&plan).contains("Connection: close\r\n"));
+    }
+
+    #[test]
+    fn keep_alive_follows_request_config_and_drain() {
+        let r = req("GET /.x HTTP/1.1\r\nHost: h\r\n\r\n");
+        let r10 = req("GET /.x HTTP/1.0\r\n\r\n");
+        let mut off = Config::default();
+        off.limits.keep_alive_timeout_secs = 0;
+        let (on, off) = (shared(Config::default()), shared(off));
+        let (c_on, c_off) = (cache(&on), cache(&off));
+        let draining = ConnState { draining: true };
+        let ka =
+            |sh, c, r, conn| sent(Exchange::new(sh, c, r, conn).start(Instant::now())).keep_alive;
+        assert!(ka(&on, &c_on, &r, ConnState::default()));
+        assert!(!ka(&on, &c_on, &r10, ConnState::default()));
+        assert!(!ka(&off, &c_off, &r, ConnState::default()));
+        assert!(!ka(&on, &c_on, &r, draining));
+    }
+
+    #[test]
+    fn refused_before_parsing_closes_with_its_reason() {
+        let plan = refused::<()>(Refusal::Timeout);
+        assert_eq!(plan.status, Status::RequestTimeout);
+        assert!(!plan.keep_alive);
+        assert_eq!(
+            plan.cause.map(|c| c.to_string()).as_deref(),
+            Some("request head not complete in time")
+        );
+    }
+
+    #[test]
+    fn a_driver_that_feeds_the_wrong_result_gets_a_500_not_a_panic() {
+        let sh = shared(Config::default());
+        let c = cache(&sh);
+        let r = req("GET /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
+        let mut ex = Exchange::<()>::new(&sh, &c, &r, ConnState::default());
+        ex.start(Instant::now());
+        let plan = sent(ex.resume(Done::Read(Ok(vec![])), Instant::now()));
+        assert_eq!(plan.status, Status::InternalServerError);
+    }
+}
