@@ -17,6 +17,7 @@ pub mod conn;
 pub mod deadline;
 pub mod engine;
 pub mod exchange;
+pub mod fault;
 pub mod files;
 pub mod http;
 pub mod log;

@@ -16,6 +16,7 @@ engine_tests!(
     sigterm_finishes_in_flight_response,
     sigint_shuts_down_cleanly,
     idle_connections_close_at_shutdown,
+    a_worker_that_dies_stops_the_process_loudly,
 );
 
 /// Splits a log line into its fields, checking each one's shape.
@@ -221,4 +222,21 @@ fn idle_connections_close_at_shutdown(e: Engine) {
     assert_closed(&mut r);
     // Closed because it was idle, not because the drain gave up on it.
     assert!(!s.stderr().contains("still busy"), "{}", s.stderr());
+}
+
+/// A worker thread that ends on its own (forced here by a debug-build fault switch) must not
+/// leave a half-served process running: the others stop, the error is logged, the exit code is 3.
+fn a_worker_that_dies_stops_the_process_loudly(e: Engine) {
+    let mut o = Opts::new(e);
+    o.env
+        .push(("URING_HTTPD_FAULT".into(), "worker-exit".into()));
+    let mut s = o.start();
+    let status = s.wait();
+    assert_eq!(status.code(), Some(3), "{}", s.stderr());
+    let err = s.stderr();
+    assert!(
+        err.contains("worker 0 returned while serving; stopping the server"),
+        "{err}"
+    );
+    assert!(err.contains("a worker stopped unexpectedly"), "{err}");
 }

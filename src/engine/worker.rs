@@ -68,6 +68,9 @@ pub fn run_worker<D: Driver>(
             }
         };
         let _ = ready.send(Ok(()));
+        if index == 0 && crate::fault::injected("worker-exit") {
+            return;
+        }
         run(acceptor, shared, index, stop).await;
     });
     if let Err(error) = ran {
