@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -33,63 +34,84 @@ impl fmt::Display for EngineChoice {
     }
 }
 
+/// The whole configuration file; every section and key is optional and has a default.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// The `[server]` section.
     pub server: Server,
+    /// The `[files]` section.
     pub files: Files,
+    /// The `[limits]` section.
     pub limits: Limits,
+    /// The `[log]` section.
     pub log: Log,
 }
 
+/// The `[server]` section: where to listen and how many workers serve.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
+    /// Address to listen on; default `0.0.0.0`.
     pub host: IpAddr,
+    /// TCP port to listen on; default 8080.
     pub port: u16,
-    /// Worker threads; 0 means one per online CPU.
+    /// Worker threads; 0 (the default) means one per online CPU, at most 1024.
     pub workers: usize,
+    /// Which I/O engine serves connections; default `auto`.
     pub engine: EngineChoice,
-    /// Exact request path answering with the counters as text; empty disables it.
+    /// Exact request path answering with the counters as text; empty (the default) disables it.
     pub status_path: String,
 }
 
+/// The `[files]` section: what is served and how files are cached.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Files {
+    /// Directory served, relative to the config file's directory; default `root`.
     pub root: PathBuf,
+    /// File name served for a directory; default `index.html`.
     pub index: String,
+    /// File extensions that may be served, matched case-insensitively; anything else is 403.
     pub allowed_extensions: Vec<String>,
-    /// Files up to this size are kept in memory by each worker; 0 disables the cache.
+    /// Files up to this size, in bytes, are kept in memory by each worker; 0 disables the cache.
+    /// Default 65536.
     pub cache_max_file_bytes: u64,
-    /// Memory each worker may spend on cached files.
+    /// Memory, in bytes, each worker may spend on cached files; default 32 MiB.
     pub cache_bytes_per_worker: usize,
-    /// How long a cached file is served before it is re-stat'ed (size or mtime changed: reloaded).
+    /// Seconds a cached file is served before it is re-stat'ed (size or mtime changed: reloaded);
+    /// 0 re-stats on every request. Default 1.
     pub cache_revalidate_secs: u64,
 }
 
+/// The `[limits]` section: sizes, timeouts and connection counts.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
+    /// Largest request head, in bytes (256 to 1 MiB); beyond it the answer is 431. Default 8192.
     pub max_request_bytes: usize,
-    /// Idle time allowed between requests on a connection; 0 disables keep-alive.
+    /// Idle seconds allowed between requests on a connection; 0 disables keep-alive. Default 5.
     pub keep_alive_timeout_secs: u64,
-    /// Time allowed for a whole request head to arrive, from its first byte.
+    /// Seconds allowed for a whole request head to arrive, from its first byte; default 10.
     pub header_timeout_secs: u64,
-    /// A response write that makes no progress for this long closes the connection.
+    /// A response write that makes no progress for this many seconds closes the connection;
+    /// default 60.
     pub send_timeout_secs: u64,
-    /// Open connections allowed per worker; further accepts wait for a free slot.
+    /// Open connections allowed per worker; further accepts wait for a free slot. Default 16384.
     pub max_connections_per_worker: usize,
-    /// How long a graceful shutdown waits for in-flight responses before closing them.
+    /// Seconds a graceful shutdown waits for in-flight responses before closing them; default 10.
     pub shutdown_timeout_secs: u64,
 }
 
+/// The `[log]` section: the access log and the diagnostics level.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     /// "-" for stdout, "off" for none, anything else is a file path (relative to the config file).
+    /// Default `access.log`.
     pub access: String,
-    /// Level of the server's own diagnostics on stderr (error, warn, info, debug, trace).
+    /// Level of the server's own diagnostics on stderr (error, warn, info, debug, trace); default
+    /// `info`.
     pub level: String,
 }
 
@@ -149,17 +171,24 @@ impl Default for Log {
 /// Where the access log goes, resolved against the config file's directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessTarget {
+    /// No access log.
     Off,
+    /// Records go to standard output.
     Stdout,
+    /// Records are appended to this file.
     File(PathBuf),
 }
 
 /// A configuration error, rendered as `file:line: key: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The config file's path, or the name of the source.
     pub file: String,
+    /// The 1-based line of the offending key, when it is in the file.
     pub line: Option<usize>,
+    /// The dotted key (`section.key`), when known.
     pub key: Option<String>,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -181,19 +210,26 @@ impl std::error::Error for ConfigError {}
 /// Values given on the command line; each one replaces the file's.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
+    /// Replaces `server.host`.
     pub host: Option<IpAddr>,
+    /// Replaces `server.port`.
     pub port: Option<u16>,
+    /// Replaces `files.root`; a relative path is relative to the current directory.
     pub root: Option<PathBuf>,
+    /// Replaces `server.workers`.
     pub workers: Option<usize>,
+    /// Replaces `server.engine`.
     pub engine: Option<EngineChoice>,
 }
 
 /// A configuration ready to serve with: parsed, overridden, validated, paths made absolute.
 #[derive(Debug, Clone)]
 pub struct Loaded {
+    /// The settings, with the overrides applied.
     pub config: Config,
     /// `files.root`, canonical.
     pub root: PathBuf,
+    /// Where the access log goes.
     pub access: AccessTarget,
     /// Worker count with 0 resolved to the number of online CPUs.
     pub workers: usize,
@@ -293,15 +329,76 @@ pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<Loaded, Confi
         }
     };
 
-    let s = &config.server;
-    if s.workers > 1024 {
-        return Err(err(
-            "server",
-            "workers",
-            format!("{} is more than 1024", s.workers),
-        ));
+    // Every number has a range, so that no value can pass here and fail (or panic) later: a
+    // timeout of 2^63 seconds overflows an Instant, 2^62 connections overflow a semaphore.
+    const DAY: u64 = 86_400;
+    let numbers: [(&str, &str, u64, RangeInclusive<u64>); 10] = [
+        ("server", "workers", config.server.workers as u64, 0..=1024),
+        (
+            "files",
+            "cache_max_file_bytes",
+            config.files.cache_max_file_bytes,
+            0..=1 << 30,
+        ),
+        (
+            "files",
+            "cache_bytes_per_worker",
+            config.files.cache_bytes_per_worker as u64,
+            0..=64 << 30,
+        ),
+        (
+            "files",
+            "cache_revalidate_secs",
+            config.files.cache_revalidate_secs,
+            0..=DAY,
+        ),
+        (
+            "limits",
+            "max_request_bytes",
+            config.limits.max_request_bytes as u64,
+            256..=1 << 20,
+        ),
+        (
+            "limits",
+            "keep_alive_timeout_secs",
+            config.limits.keep_alive_timeout_secs,
+            0..=DAY,
+        ),
+        (
+            "limits",
+            "header_timeout_secs",
+            config.limits.header_timeout_secs,
+            1..=DAY,
+        ),
+        (
+            "limits",
+            "send_timeout_secs",
+            config.limits.send_timeout_secs,
+            1..=DAY,
+        ),
+        (
+            "limits",
+            "max_connections_per_worker",
+            config.limits.max_connections_per_worker as u64,
+            1..=1 << 20,
+        ),
+        (
+            "limits",
+            "shutdown_timeout_secs",
+            config.limits.shutdown_timeout_secs,
+            0..=DAY,
+        ),
+    ];
+    for (section, key, value, range) in numbers {
+        if !range.contains(&value) {
+            return Err(err(
+                section,
+                key,
+                format!("{value} is outside {}..={}", range.start(), range.end()),
+            ));
+        }
     }
-    if !s.status_path.is_empty() && !s.status_path.starts_with('/') {
+    if !config.server.status_path.is_empty() && !config.server.status_path.starts_with('/') {
         return Err(err(
             "server",
             "status_path",
@@ -326,35 +423,6 @@ pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<Loaded, Confi
             ));
         }
         *ext = trimmed.to_ascii_lowercase();
-    }
-    let l = &config.limits;
-    if !(256..=1 << 20).contains(&l.max_request_bytes) {
-        return Err(err(
-            "limits",
-            "max_request_bytes",
-            format!("{} is outside 256..=1048576", l.max_request_bytes),
-        ));
-    }
-    if l.header_timeout_secs == 0 {
-        return Err(err(
-            "limits",
-            "header_timeout_secs",
-            "must be at least 1".into(),
-        ));
-    }
-    if l.send_timeout_secs == 0 {
-        return Err(err(
-            "limits",
-            "send_timeout_secs",
-            "must be at least 1".into(),
-        ));
-    }
-    if l.max_connections_per_worker == 0 {
-        return Err(err(
-            "limits",
-            "max_connections_per_worker",
-            "must be at least 1".into(),
-        ));
     }
     if tracing_subscriber::EnvFilter::try_new(&config.log.level).is_err() {
         return Err(err(
@@ -548,5 +616,38 @@ mod tests {
         .unwrap();
         let e = load(&cfg, true, &Overrides::default()).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("files.allowed_extensions"));
+    }
+
+    #[test]
+    fn every_number_out_of_range_is_named_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        let table = [
+            ("server", "workers", "1025"),
+            ("files", "cache_max_file_bytes", "1073741825"),
+            ("files", "cache_bytes_per_worker", "68719476737"),
+            ("files", "cache_revalidate_secs", "86401"),
+            ("limits", "max_request_bytes", "255"),
+            ("limits", "keep_alive_timeout_secs", "9223372036854775807"),
+            ("limits", "header_timeout_secs", "0"),
+            ("limits", "send_timeout_secs", "0"),
+            (
+                "limits",
+                "max_connections_per_worker",
+                "4611686018427387904",
+            ),
+            ("limits", "shutdown_timeout_secs", "86401"),
+        ];
+        for (section, key, value) in table {
+            std::fs::write(&cfg, format!("[{section}]\n\n{key} = {value}\n")).unwrap();
+            let ov = Overrides {
+                root: Some(dir.path().to_path_buf()),
+                ..Overrides::default()
+            };
+            let e = load(&cfg, true, &ov).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(&*format!("{section}.{key}")), "{e}");
+            assert_eq!(e.line, Some(3), "{e}");
+            assert!(e.message.contains("is outside"), "{e}");
+        }
     }
 }

@@ -23,14 +23,19 @@ use crate::config::AccessTarget;
 /// One served (or refused) request.
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// Wall-clock time at which the server began answering the request.
     pub time: SystemTime,
+    /// The client's address.
     pub ip: IpAddr,
     /// The target path as sent, `-` when the request line did not parse.
     pub path: String,
+    /// The response's status code.
     pub status: u16,
     /// The method as sent, `-` when unknown.
     pub method: String,
+    /// Bytes of the response put on the wire (head plus body); 0 when sending failed.
     pub bytes: u64,
+    /// Time taken to answer, from the start of the response to its last byte sent.
     pub duration: Duration,
 }
 
@@ -41,14 +46,24 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
+    /// A log that drops every record.
     pub fn off() -> AccessLog {
         AccessLog { tx: None }
     }
 
+    /// A log whose records arrive on the returned receiver, for tests that assert what was logged.
+    #[cfg(test)]
+    pub(crate) fn channel() -> (AccessLog, Receiver<Record>) {
+        let (tx, rx) = mpsc::channel();
+        (AccessLog { tx: Some(tx) }, rx)
+    }
+
+    /// Whether records are written anywhere (false when logging is off).
     pub fn enabled(&self) -> bool {
         self.tx.is_some()
     }
 
+    /// Hands a record to the writer thread; never blocks, and does nothing when logging is off.
     pub fn send(&self, record: Record) {
         if let Some(tx) = &self.tx {
             // Only fails when the writer is gone, which happens after every worker has stopped.

@@ -12,18 +12,24 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub struct WorkerStats {
+    /// Connections accepted since start.
     pub accepted: AtomicU64,
+    /// Connections open now.
     pub open: AtomicU64,
+    /// Responses by status class: index 0 is 1xx, 4 is 5xx.
     pub requests: [AtomicU64; 5],
+    /// Bytes put on the wire, heads and bodies.
     pub bytes_sent: AtomicU64,
 }
 
 impl WorkerStats {
+    /// Counts a newly accepted connection.
     pub fn connection_opened(&self) {
         self.accepted.fetch_add(1, Relaxed);
         self.open.fetch_add(1, Relaxed);
     }
 
+    /// Counts a connection that was closed.
     pub fn connection_closed(&self) {
         self.open.fetch_sub(1, Relaxed);
     }
@@ -44,27 +50,34 @@ impl WorkerStats {
 /// All workers' counters plus the facts fixed at start.
 #[derive(Debug)]
 pub struct Stats {
+    /// Name of the I/O engine in use (`uring` or `epoll`).
     pub engine: &'static str,
+    /// One block of counters per worker, indexed by worker number.
     pub workers: Box<[WorkerStats]>,
 }
 
 /// A summed reading of every worker's counters.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Snapshot {
+    /// Connections accepted since start.
     pub accepted: u64,
+    /// Connections open at the time of reading.
     pub open: u64,
     /// Responses by class: index 0 is 1xx, 4 is 5xx.
     pub requests: [u64; 5],
+    /// Bytes put on the wire, heads and bodies.
     pub bytes_sent: u64,
 }
 
 impl Snapshot {
+    /// Responses of every class together.
     pub fn total_requests(&self) -> u64 {
         self.requests.iter().sum()
     }
 }
 
 impl Stats {
+    /// Zeroed counters for `workers` workers running on `engine`.
     pub fn new(engine: &'static str, workers: usize) -> Stats {
         Stats {
             engine,
@@ -72,6 +85,7 @@ impl Stats {
         }
     }
 
+    /// Sums every worker's counters.
     pub fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot::default();
         for w in self.workers.iter() {

@@ -34,7 +34,9 @@ pub fn key(t: &Target) -> Vec<u8> {
 pub struct Entry {
     /// Path relative to the root, for revalidation.
     pub rel: CString,
+    /// The file's metadata and rendered headers.
     pub info: Rc<FileInfo>,
+    /// The file's whole content.
     pub body: Bytes,
     checked: Instant,
 }
@@ -42,6 +44,7 @@ pub struct Entry {
 /// What a lookup found.
 #[derive(Debug)]
 pub enum Lookup {
+    /// Not cached.
     Miss,
     /// Checked recently enough: serve it.
     Fresh(Rc<FileInfo>, Bytes),
@@ -57,6 +60,7 @@ fn cost(key: &[u8], body: &Bytes) -> usize {
     body.len() + key.len() + ENTRY_OVERHEAD
 }
 
+/// One worker's cache of small files, bounded in bytes.
 #[derive(Debug)]
 pub struct FileCache {
     map: HashMap<Vec<u8>, Entry>,
@@ -92,6 +96,7 @@ impl FileCache {
         size <= self.max_file && size as usize <= self.max_bytes
     }
 
+    /// Finds the entry for a cache [`key`], telling whether it may be served without a re-stat.
     pub fn lookup(&self, path: &[u8], now: Instant) -> Lookup {
         match self.map.get(path) {
             None => Lookup::Miss,
@@ -119,6 +124,8 @@ impl FileCache {
         None
     }
 
+    /// Stores a file that was just served as 200, evicting entries to stay within the budget;
+    /// files too large to keep are ignored.
     pub fn insert(
         &mut self,
         path: Vec<u8>,
@@ -152,6 +159,7 @@ impl FileCache {
         );
     }
 
+    /// Drops the entry for a cache key, if any.
     pub fn remove(&mut self, path: &[u8]) {
         if let Some(e) = self.map.remove(path) {
             self.bytes -= cost(path, &e.body);

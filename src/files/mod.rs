@@ -116,8 +116,10 @@ impl Policy {
 /// What kind of file a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Kind {
+    /// A regular file.
     #[default]
     File,
+    /// A directory.
     Dir,
     /// FIFOs, sockets, devices: never opened.
     Other,
@@ -129,17 +131,24 @@ pub enum Kind {
 /// replaced file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Meta {
+    /// What kind of file this is.
     pub kind: Kind,
+    /// Size in bytes.
     pub size: u64,
     /// Modification time, whole seconds since the epoch.
     pub mtime: i64,
+    /// Nanoseconds part of the modification time.
     pub mtime_nsec: u32,
+    /// Inode number.
     pub ino: u64,
+    /// Status change time, whole seconds since the epoch.
     pub ctime: i64,
+    /// Nanoseconds part of the status change time.
     pub ctime_nsec: u32,
 }
 
 impl Meta {
+    /// Reads the fields of [`STATX_MASK`] out of a `statx` result.
     pub fn from_statx(st: &libc::statx) -> Meta {
         let kind = match u32::from(st.stx_mode) & libc::S_IFMT {
             libc::S_IFREG => Kind::File,

@@ -10,28 +10,38 @@ use super::Status;
 /// Headers accepted per request; more is answered with 431.
 pub const MAX_HEADERS: usize = 64;
 
+/// The request method.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method {
+    /// `GET`.
     Get,
+    /// `HEAD`.
     Head,
+    /// Any other method, as sent; answered with 405.
     Other(String),
 }
 
+/// The request's HTTP version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
+    /// HTTP/1.0.
     Http10,
+    /// HTTP/1.1.
     Http11,
 }
 
 /// A parsed request head, owning what the rest of the pipeline needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// The request method.
     pub method: Method,
+    /// The HTTP version of the request line.
     pub version: Version,
     /// The target's path as sent (still percent-encoded, query removed): what the log shows.
     pub raw_path: String,
     /// The percent-decoded path, always starting with `/`. Empty for methods that are refused.
     pub path: Vec<u8>,
+    /// The connection may stay open after the response.
     pub keep_alive: bool,
     /// Bytes of the head, including the blank line.
     pub head_len: usize,
@@ -39,16 +49,22 @@ pub struct Request {
     pub body_len: u64,
     /// A chunked body follows: its end is not known here, so the connection closes after.
     pub body_unframed: bool,
+    /// The `If-None-Match` header's value, if sent.
     pub if_none_match: Option<String>,
+    /// The `If-Modified-Since` header's value, if sent.
     pub if_modified_since: Option<String>,
+    /// The `Range` header's value, if sent.
     pub range: Option<String>,
+    /// The `If-Range` header's value, if sent.
     pub if_range: Option<String>,
 }
 
 /// Why a head was refused; the connection always closes after one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParseError {
+    /// The status to answer with.
     pub status: Status,
+    /// A short description of the problem, for the log.
     pub reason: &'static str,
 }
 

@@ -5,20 +5,19 @@
 
 use super::date;
 
+/// The `Server` header's value: the crate name and version.
 pub const SERVER: &str = concat!("uring-httpd/", env!("CARGO_PKG_VERSION"));
 
 macro_rules! statuses {
     ($($name:ident = $code:literal $reason:literal;)*) => {
         /// The statuses this server answers with.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum Status { $($name),* }
+        pub enum Status { $(#[doc = concat!($code, " ", $reason, ".")] $name),* }
 
         impl Status {
+            /// The numeric status code.
             pub fn code(self) -> u16 {
                 match self { $(Status::$name => $code),* }
-            }
-            pub fn reason(self) -> &'static str {
-                match self { $(Status::$name => $reason),* }
             }
             fn line(self) -> &'static str {
                 match self { $(Status::$name => concat!("HTTP/1.1 ", $code, " ", $reason, "\r\n")),* }
@@ -73,6 +72,7 @@ impl Head {
         Head { buf }
     }
 
+    /// Adds a header line.
     pub fn header(&mut self, name: &str, value: &[u8]) -> &mut Self {
         self.buf.extend_from_slice(name.as_bytes());
         self.buf.extend_from_slice(b": ");
@@ -81,6 +81,7 @@ impl Head {
         self
     }
 
+    /// Adds a header line whose value is a decimal number.
     pub fn header_u64(&mut self, name: &str, value: u64) -> &mut Self {
         self.header(name, itoa::Buffer::new().format(value).as_bytes())
     }
