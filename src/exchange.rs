@@ -29,7 +29,7 @@ use crate::Shared;
 use crate::clock::Instant;
 use crate::files::cache::{self, FileCache, Lookup};
 use crate::files::{self, FileInfo, Kind, Meta, PathError, Target};
-use crate::http::{Head, Method, ParseError, Request, Status};
+use crate::http::{Head, Method, ParseError, Request, Status, response};
 use crate::respond::{self, Body, Plan, Source};
 
 /// Why a request gets an error status. `From<&Refusal> for Status` is the one mapping.
@@ -167,7 +167,7 @@ enum State {
 pub struct Exchange<'a, F> {
     shared: &'a Shared,
     cache: &'a RefCell<FileCache>,
-    req: &'a Request,
+    req: &'a Request<'a>,
     /// Whether this response may keep the connection open (the request's wish, the config and
     /// the worker's state together).
     keep_alive: bool,
@@ -189,7 +189,7 @@ impl<'a, F> Exchange<'a, F> {
     pub fn new(
         shared: &'a Shared,
         cache: &'a RefCell<FileCache>,
-        req: &'a Request,
+        req: &'a Request<'a>,
         conn: ConnState,
     ) -> Exchange<'a, F> {
         let keep_alive =
@@ -218,20 +218,28 @@ impl<'a, F> Exchange<'a, F> {
         if let Method::Other(_) = req.method {
             return self.refuse(Refusal::Method);
         }
+        // The hot path: a cached file, found without allocating.
+        let found = cache::with_key(&req.path, |key| self.cache.borrow().lookup(key, now));
+        let found = match found {
+            Ok(found) => found,
+            Err(PathError::Escapes) => return self.refuse(Refusal::Escapes),
+            Err(PathError::Hidden) => return self.refuse(Refusal::Hidden),
+        };
+        if let Lookup::Fresh(info, body) = found {
+            return Step::Send(self.cached(&info, body));
+        }
         let target = match files::resolve(&req.path) {
             Ok(t) => t,
             Err(PathError::Escapes) => return self.refuse(Refusal::Escapes),
             Err(PathError::Hidden) => return self.refuse(Refusal::Hidden),
         };
         let key = cache::key(&target);
-        let found = self.cache.borrow().lookup(&key, now);
         match found {
-            Lookup::Fresh(info, body) => Step::Send(self.cached(&info, body)),
             Lookup::Stale(rel) => {
                 self.state = State::Revalidating { key, target };
                 Step::Stat(rel)
             }
-            Lookup::Miss => self.open(target.rel, false, Some(key)),
+            _ => self.open(target.rel, false, Some(key)),
         }
     }
 
@@ -354,7 +362,7 @@ impl<'a, F> Exchange<'a, F> {
     fn status_page(&mut self) -> Plan<F> {
         self.state = State::Finished;
         let text = self.shared.stats.render().into_bytes();
-        let mut head = Head::new(Vec::with_capacity(256), Status::Ok);
+        let mut head = Head::new(response::buffer(), Status::Ok);
         head.header("Content-Type", b"text/plain; charset=utf-8");
         head.header("Cache-Control", b"no-store");
         let head = head.finish(text.len() as u64, self.keep_alive);
@@ -389,7 +397,7 @@ mod tests {
         RefCell::new(FileCache::for_config(&shared.config.files))
     }
 
-    fn req(raw: &str) -> Request {
+    fn req(raw: &str) -> Request<'_> {
         parse(raw.as_bytes()).unwrap().unwrap()
     }
 
@@ -522,7 +530,8 @@ mod tests {
             ("DELETE /a.html", None, 405, true),
         ];
         for (line, open, status, keep) in table {
-            let r = req(&format!("{line} HTTP/1.1\r\nHost: h\r\n\r\n"));
+            let raw = format!("{line} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let r = req(&raw);
             let mut ex = Exchange::new(&sh, &c, &r, ConnState::default());
             let mut step = ex.start(Instant::now());
             if let Some(open) = open {

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use crate::exchange::Refusal;
 use crate::files::FileInfo;
-use crate::http::{Head, Method, Request, Status};
+use crate::http::{Head, Method, Request, Status, response};
 
 /// Where a response's body comes from.
 #[derive(Debug)]
@@ -95,7 +95,7 @@ pub fn file_plan<F>(
         (None, None) => false,
     };
     if not_modified {
-        let mut head = Head::new(Vec::new(), Status::NotModified);
+        let mut head = Head::new(response::buffer(), Status::NotModified);
         head.header("ETag", etag.as_bytes());
         head.header("Last-Modified", last_modified.as_bytes());
         return Plan {
@@ -128,7 +128,7 @@ pub fn file_plan<F>(
         }
         Some(RangeSpec::Ignored) | None => (Status::Ok, 0, meta.size),
     };
-    let mut head = Head::new(Vec::with_capacity(256), status);
+    let mut head = Head::new(response::buffer(), status);
     head.header("Content-Type", info.content_type.as_bytes());
     head.header("Last-Modified", last_modified.as_bytes());
     head.header("ETag", etag.as_bytes());
@@ -165,7 +165,7 @@ pub fn page_plan<F>(
     extra: &[(&str, &[u8])],
 ) -> Plan<F> {
     let page = status.error_page();
-    let mut head = Head::new(Vec::with_capacity(256), status);
+    let mut head = Head::new(response::buffer(), status);
     for (name, value) in extra {
         head.header(name, value);
     }
@@ -269,7 +269,7 @@ mod tests {
     use crate::files::{Kind, Meta};
     use crate::http::parse;
 
-    fn req(raw: &str) -> Request {
+    fn req(raw: &str) -> Request<'_> {
         parse(raw.as_bytes()).unwrap().unwrap()
     }
 
@@ -328,7 +328,8 @@ mod tests {
     fn conditional_get_gives_304() {
         let info = FileInfo::new(FILE, "text/html");
         let status = |extra: &str| {
-            let r = req(&format!("GET /a.html HTTP/1.1\r\nHost: h\r\n{extra}\r\n"));
+            let raw = format!("GET /a.html HTTP/1.1\r\nHost: h\r\n{extra}\r\n");
+            let r = req(&raw);
             file_plan(&r, true, &info, Source::File(())).status
         };
         assert_eq!(

@@ -22,7 +22,7 @@ use crate::deadline::{Deadline, Deadlines, Shut};
 use crate::exchange::{self, ConnState, Done, Exchange, Refusal, Step};
 use crate::files::Meta;
 use crate::files::cache::FileCache;
-use crate::http::{self, Method, Request};
+use crate::http::{self, Request, response};
 use crate::log::Record;
 use crate::respond::{Body, Plan};
 
@@ -235,28 +235,27 @@ async fn answer<T: Transport>(
     io: &mut T,
     ctx: &Ctx,
     peer: IpAddr,
-    parsed: Result<Request, Refusal>,
+    parsed: Result<Request<'_>, Refusal>,
     head: &[u8],
     timer: &Deadline,
 ) -> Outcome {
     let shared = &*ctx.shared;
-    let started = ctx.clock.now();
-    // The wall-clock time is only needed for a log line.
-    let time = shared.log.enabled().then(SystemTime::now);
-    let (plan, path, method) = match parsed {
+    let logging = shared.log.enabled();
+    // The times are only needed for a log line.
+    let time = logging.then(SystemTime::now);
+    let started = logging.then(|| ctx.clock.now());
+    // (method, path) as the log shows them, built only when something will be logged.
+    let (plan, who) = match parsed {
         Ok(req) => {
             let plan = run_exchange(io, ctx, &req).await;
-            let method = match req.method {
-                Method::Get => "GET".to_string(),
-                Method::Head => "HEAD".to_string(),
-                Method::Other(m) => m,
-            };
-            (plan, req.raw_path, method)
+            let who = (logging || plan.status.code() >= 500)
+                .then(|| (req.method.as_str().to_string(), req.raw_path.to_string()));
+            (plan, who)
         }
-        Err(refusal) => {
-            let (method, path) = http::request::line_hint(head);
-            (exchange::refused(refusal), path, method)
-        }
+        Err(refusal) => (
+            exchange::refused(refusal),
+            Some(http::request::line_hint(head)),
+        ),
     };
     let status = plan.status.code();
     if status >= 500 {
@@ -264,6 +263,7 @@ async fn answer<T: Transport>(
             .cause
             .as_ref()
             .map_or("-".to_string(), |c| c.to_string());
+        let path = who.as_ref().map_or("-", |(_, p)| p.as_str());
         tracing::error!(worker = ctx.worker, %peer, path, "{status}: {cause}");
     }
     let keep_alive = plan.keep_alive;
@@ -275,7 +275,7 @@ async fn answer<T: Transport>(
     if sent {
         stats.sent(wire);
     }
-    if let Some(time) = time {
+    if let (Some(time), Some(started), Some((method, path))) = (time, started, who) {
         shared.log.send(Record {
             time,
             ip: peer,
@@ -294,7 +294,7 @@ async fn answer<T: Transport>(
 }
 
 /// Drives `req`'s exchange to its plan, doing each file-system step with the engine.
-async fn run_exchange<T: Transport>(io: &mut T, ctx: &Ctx, req: &Request) -> Plan<T::File> {
+async fn run_exchange<T: Transport>(io: &mut T, ctx: &Ctx, req: &Request<'_>) -> Plan<T::File> {
     let conn = ConnState {
         draining: ctx.phase.get() != Phase::Running,
     };
@@ -316,17 +316,16 @@ async fn run_exchange<T: Transport>(io: &mut T, ctx: &Ctx, req: &Request) -> Pla
 async fn send<T: Transport>(io: &mut T, plan: Plan<T::File>, timer: &Deadline) -> io::Result<()> {
     let mut buf = plan.head;
     match plan.body {
-        Body::File { file, offset, len } => io.send_file(buf, file, offset, len, timer).await,
-        Body::Empty => io.write_all(buf, timer).await.0,
-        Body::Static(b) => {
-            buf.extend_from_slice(b);
-            io.write_all(buf, timer).await.0
+        Body::File { file, offset, len } => {
+            return io.send_file(buf, file, offset, len, timer).await;
         }
-        Body::Bytes(b) => {
-            buf.extend_from_slice(&b);
-            io.write_all(buf, timer).await.0
-        }
+        Body::Empty => {}
+        Body::Static(b) => buf.extend_from_slice(b),
+        Body::Bytes(b) => buf.extend_from_slice(&b),
     }
+    let (sent, buf) = io.write_all(buf, timer).await;
+    response::recycle(buf);
+    sent
 }
 
 /// Closing after an error while the client may still be sending: a plain close with unread

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use crate::clock::Instant;
 use crate::config;
 
-use crate::files::{FileInfo, Meta, Target};
+use crate::files::{self, FileInfo, Meta, PathError, Target};
 
 /// The cache key of a resolved target: its relative path, plus `/` when a directory was asked
 /// for. `/a.css`, `//a.css` and `/x/../a.css` share one entry.
@@ -27,6 +27,21 @@ pub fn key(t: &Target) -> Vec<u8> {
         k.push(b'/');
     }
     k
+}
+
+thread_local! {
+    /// Scratch space for [`with_key`]: one per worker thread, reused by every request.
+    static KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with the cache key of a decoded request path, built in a reused buffer (no
+/// allocation once the buffer has grown to the longest path seen). The key equals
+/// [`key`]`(&files::resolve(path)?)`.
+pub fn with_key<R>(path: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<R, PathError> {
+    KEY.with_borrow_mut(|k| {
+        files::normalize_into(path, k)?;
+        Ok(f(k))
+    })
 }
 
 /// A cached file.
@@ -249,6 +264,28 @@ mod tests {
             now,
         );
         assert!(matches!(c.lookup(b"/big", now), Lookup::Miss));
+    }
+
+    #[test]
+    fn with_key_matches_key_of_resolve() {
+        for p in [
+            "/",
+            "/a.css",
+            "//a.css",
+            "/x/../a.css",
+            "/sub/",
+            "/a/b/./c.js",
+            "/a/b/..",
+        ] {
+            let owned = key(&files::resolve(p.as_bytes()).unwrap());
+            assert_eq!(
+                with_key(p.as_bytes(), |k| k.to_vec()).unwrap(),
+                owned,
+                "{p}"
+            );
+        }
+        assert_eq!(with_key(b"/../x", |_| ()), Err(PathError::Escapes));
+        assert_eq!(with_key(b"/a/.env", |_| ()), Err(PathError::Hidden));
     }
 
     #[test]

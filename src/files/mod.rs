@@ -31,27 +31,54 @@ pub struct Target {
 
 /// Normalises a decoded request path (`/a/./b/../c`) into a relative path under the root.
 pub fn resolve(path: &[u8]) -> Result<Target, PathError> {
-    let mut segments: Vec<&[u8]> = Vec::new();
+    let mut rel = Vec::with_capacity(path.len() + 1);
+    normalize_into(path, &mut rel)?;
+    let trailing_slash = path.ends_with(b"/");
+    if trailing_slash {
+        rel.pop();
+    }
+    let rel = CString::new(rel).map_err(|_| PathError::Escapes)?;
+    Ok(Target {
+        rel,
+        trailing_slash,
+    })
+}
+
+/// Writes the normalised form of `path` into `out` (cleared first): the relative path (`.` for the
+/// root), plus `/` when the request path ended in one. This is also the file cache's key, so a
+/// cache hit needs no allocation: `/a.css`, `//a.css` and `/x/../a.css` all become `a.css`.
+pub fn normalize_into(path: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
+    out.clear();
     for seg in path.split(|&b| b == b'/') {
         match seg {
             b"" | b"." => {}
             b".." => {
-                segments.pop().ok_or(PathError::Escapes)?;
+                if out.is_empty() {
+                    return Err(PathError::Escapes);
+                }
+                let cut = out.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                out.truncate(cut);
             }
             s if s[0] == b'.' => return Err(PathError::Hidden),
-            s => segments.push(s),
+            s => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(s);
+            }
         }
     }
-    let mut rel = segments.join(&b'/');
-    if rel.is_empty() {
-        rel.push(b'.');
-    }
     // The parser already refused control bytes, NUL included; stay safe if called otherwise.
-    let rel = CString::new(rel).map_err(|_| PathError::Escapes)?;
-    Ok(Target {
-        rel,
-        trailing_slash: path.ends_with(b"/"),
-    })
+    if out.contains(&0) {
+        return Err(PathError::Escapes);
+    }
+    if out.is_empty() {
+        out.push(b'.');
+    }
+    if path.ends_with(b"/") {
+        out.push(b'/');
+    }
+    Ok(())
 }
 
 /// Appends a file name to a relative directory path (`.` + `index.html` is `index.html`).

@@ -1,9 +1,12 @@
-//! Request-head parsing: bytes in, an owned [`Request`] or a [`ParseError`] carrying its status.
+//! Request-head parsing: bytes in, a [`Request`] borrowing from them or a [`ParseError`] carrying
+//! its status. A request allocates nothing unless its path needs percent-decoding.
 //!
 //! httparse does the tokenising; this module adds the rules a server must enforce on top of it:
 //! framing checks that stop request smuggling (Content-Length / Transfer-Encoding conflicts),
 //! `Host` for HTTP/1.1, version and target validation, percent-decoding, and the keep-alive
 //! decision. It does no I/O and knows nothing about files.
+
+use std::borrow::Cow;
 
 use super::Status;
 
@@ -12,13 +15,24 @@ pub const MAX_HEADERS: usize = 64;
 
 /// The request method.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Method {
+pub enum Method<'a> {
     /// `GET`.
     Get,
     /// `HEAD`.
     Head,
     /// Any other method, as sent; answered with 405.
-    Other(String),
+    Other(&'a str),
+}
+
+impl Method<'_> {
+    /// The method as sent.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Other(m) => m,
+        }
+    }
 }
 
 /// The request's HTTP version.
@@ -30,17 +44,17 @@ pub enum Version {
     Http11,
 }
 
-/// A parsed request head, owning what the rest of the pipeline needs.
+/// A parsed request head, borrowing from the bytes it was parsed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
+pub struct Request<'a> {
     /// The request method.
-    pub method: Method,
+    pub method: Method<'a>,
     /// The HTTP version of the request line.
     pub version: Version,
     /// The target's path as sent (still percent-encoded, query removed): what the log shows.
-    pub raw_path: String,
+    pub raw_path: &'a str,
     /// The percent-decoded path, always starting with `/`. Empty for methods that are refused.
-    pub path: Vec<u8>,
+    pub path: Cow<'a, [u8]>,
     /// The connection may stay open after the response.
     pub keep_alive: bool,
     /// Bytes of the head, including the blank line.
@@ -50,13 +64,13 @@ pub struct Request {
     /// A chunked body follows: its end is not known here, so the connection closes after.
     pub body_unframed: bool,
     /// The `If-None-Match` header's value, if sent.
-    pub if_none_match: Option<String>,
+    pub if_none_match: Option<Cow<'a, str>>,
     /// The `If-Modified-Since` header's value, if sent.
-    pub if_modified_since: Option<String>,
+    pub if_modified_since: Option<Cow<'a, str>>,
     /// The `Range` header's value, if sent.
-    pub range: Option<String>,
+    pub range: Option<Cow<'a, str>>,
     /// The `If-Range` header's value, if sent.
-    pub if_range: Option<String>,
+    pub if_range: Option<Cow<'a, str>>,
 }
 
 /// Why a head was refused; the connection always closes after one.
@@ -76,7 +90,7 @@ fn bad(reason: &'static str) -> ParseError {
 }
 
 /// Parses one request head from the front of `buf`. `Ok(None)` means more bytes are needed.
-pub fn parse(buf: &[u8]) -> Result<Option<Request>, ParseError> {
+pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -116,7 +130,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request>, ParseError> {
     let method = match method {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
-        m => Method::Other(m.to_string()),
+        m => Method::Other(m),
     };
 
     let mut hosts = 0;
@@ -150,13 +164,13 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request>, ParseError> {
                 keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if name.eq_ignore_ascii_case("if-none-match") {
-            if_none_match = Some(String::from_utf8_lossy(h.value).into_owned());
+            if_none_match = Some(String::from_utf8_lossy(h.value));
         } else if name.eq_ignore_ascii_case("if-modified-since") {
-            if_modified_since = Some(String::from_utf8_lossy(h.value).into_owned());
+            if_modified_since = Some(String::from_utf8_lossy(h.value));
         } else if name.eq_ignore_ascii_case("range") {
-            range = Some(String::from_utf8_lossy(h.value).into_owned());
+            range = Some(String::from_utf8_lossy(h.value));
         } else if name.eq_ignore_ascii_case("if-range") {
-            if_range = Some(String::from_utf8_lossy(h.value).into_owned());
+            if_range = Some(String::from_utf8_lossy(h.value));
         }
     }
     if version == Version::Http11 && hosts == 0 {
@@ -184,8 +198,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request>, ParseError> {
     let (raw_path, path) = match method {
         Method::Get | Method::Head => decode_target(target)?,
         Method::Other(_) => (
-            target.split('?').next().unwrap_or("").to_string(),
-            Vec::new(),
+            target.split('?').next().unwrap_or(""),
+            Cow::Borrowed(&[][..]),
         ),
     };
 
@@ -261,7 +275,7 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
 }
 
 /// Splits off the query, accepts absolute-form targets, and percent-decodes the path.
-fn decode_target(target: &str) -> Result<(String, Vec<u8>), ParseError> {
+fn decode_target(target: &str) -> Result<(&str, Cow<'_, [u8]>), ParseError> {
     let mut t = target;
     for scheme in ["http://", "https://"] {
         // Compared as bytes: the target may hold UTF-8, and a str slice could split a character.
@@ -276,11 +290,15 @@ fn decode_target(target: &str) -> Result<(String, Vec<u8>), ParseError> {
     if !raw.starts_with('/') {
         return Err(bad("request target is not an absolute path"));
     }
-    let path = percent_decode(raw.as_bytes()).ok_or(bad("invalid percent-encoding"))?;
+    let path = if raw.contains('%') {
+        Cow::Owned(percent_decode(raw.as_bytes()).ok_or(bad("invalid percent-encoding"))?)
+    } else {
+        Cow::Borrowed(raw.as_bytes())
+    };
     if path.iter().any(|&b| b < 0x20 || b == 0x7f) {
         return Err(bad("control byte in path"));
     }
-    Ok((raw.to_string(), path))
+    Ok((raw, path))
 }
 
 fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
@@ -317,7 +335,7 @@ mod tests {
     fn simple_get() {
         let r = ok("GET /a%20b.html?x=1 HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(r.method, Method::Get);
-        assert_eq!(r.path, b"/a b.html");
+        assert_eq!(&*r.path, b"/a b.html");
         assert_eq!(r.raw_path, "/a%20b.html");
         assert!(r.keep_alive);
         assert_eq!(r.head_len, 41);
@@ -331,11 +349,11 @@ mod tests {
     #[test]
     fn absolute_form_target() {
         assert_eq!(
-            ok("GET http://example.com/x/y.css HTTP/1.1\r\nHost: h\r\n\r\n").path,
+            &*ok("GET http://example.com/x/y.css HTTP/1.1\r\nHost: h\r\n\r\n").path,
             b"/x/y.css"
         );
         assert_eq!(
-            ok("GET HTTP://example.com HTTP/1.1\r\nHost: h\r\n\r\n").path,
+            &*ok("GET HTTP://example.com HTTP/1.1\r\nHost: h\r\n\r\n").path,
             b"/"
         );
     }
@@ -345,7 +363,7 @@ mod tests {
         for target in ["/abcdeé", "/abcdefé", "/é", "/ééééé.html"] {
             let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
             let r = parse(raw.as_bytes()).unwrap().unwrap();
-            assert_eq!(r.path, target.as_bytes());
+            assert_eq!(&*r.path, target.as_bytes());
         }
     }
 
@@ -443,7 +461,7 @@ mod tests {
     #[test]
     fn other_methods_parse_for_a_405() {
         let r = ok("DELETE /x HTTP/1.1\r\nHost: h\r\n\r\n");
-        assert_eq!(r.method, Method::Other("DELETE".into()));
+        assert_eq!(r.method, Method::Other("DELETE"));
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //!
 //! A [`Head`] writes the status line and the headers every response carries (`Server`, `Date`,
 //! then whatever the caller adds, then `Content-Length` and `Connection`) into a reusable buffer.
+//!
+//! Response buffers come from a small per-thread pool ([`buffer`]) and go back to it after their
+//! write ([`recycle`]): a head plus a cached body costs no allocation in the steady state.
 
 use super::date;
 
@@ -52,6 +55,38 @@ statuses! {
     HeaderFieldsTooLarge = 431 "Request Header Fields Too Large";
     InternalServerError = 500 "Internal Server Error";
     HttpVersionNotSupported = 505 "HTTP Version Not Supported";
+}
+
+thread_local! {
+    /// Response buffers of this worker thread, handed back after their write completes, so the
+    /// steady state allocates none (see [`buffer`] and [`recycle`]).
+    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Capacity of a new response buffer: a head plus a small cached file in one write.
+const BUFFER: usize = 4096;
+/// Buffers kept per thread; more are freed. Bounds the pool at a few MiB per worker.
+const POOL_MAX: usize = 64;
+/// Buffers larger than this are freed rather than kept (a 64 KiB cached file plus its head fits).
+const KEEP_MAX: usize = 80 * 1024;
+
+/// An empty buffer for a response, from this thread's pool when it has one.
+pub fn buffer() -> Vec<u8> {
+    POOL.with_borrow_mut(|p| p.pop())
+        .unwrap_or_else(|| Vec::with_capacity(BUFFER))
+}
+
+/// Returns a response buffer to this thread's pool once its bytes are on the wire.
+pub fn recycle(mut buf: Vec<u8>) {
+    if buf.capacity() > KEEP_MAX || buf.capacity() == 0 {
+        return;
+    }
+    buf.clear();
+    POOL.with_borrow_mut(|p| {
+        if p.len() < POOL_MAX {
+            p.push(buf);
+        }
+    });
 }
 
 /// A response head being rendered into a buffer.
