@@ -323,7 +323,7 @@ fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn ok(raw: &str) -> Request {
+    fn ok(raw: &str) -> Request<'_> {
         parse(raw.as_bytes()).unwrap().unwrap()
     }
 
