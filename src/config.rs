@@ -5,6 +5,7 @@
 //! Nothing in this module is touched on the request path: the validated [`Config`] is shared
 //! read-only behind an `Arc` by the workers.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
@@ -38,6 +39,10 @@ impl fmt::Display for EngineChoice {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Custom error pages by status (`[errors]`, e.g. `404 = "404.html"`), paths under the root.
+    pub errors: BTreeMap<String, String>,
+    /// Response header rules (`[[headers]]`), applied in order.
+    pub headers: Vec<HeaderRule>,
     /// The `[server]` section.
     pub server: Server,
     /// The `[files]` section.
@@ -70,10 +75,24 @@ pub struct Server {
 pub struct Files {
     /// Directory served, relative to the config file's directory; default `root`.
     pub root: PathBuf,
-    /// File name served for a directory; default `index.html`.
-    pub index: String,
+    /// File names tried, in order, for a directory; default `["index.html"]` (a single string is
+    /// accepted too).
+    #[serde(deserialize_with = "one_or_many")]
+    pub index: Vec<String>,
+    /// A file under the root served with 200 for unknown paths without an extension (a
+    /// single-page app's `index.html`); empty (the default) = off.
+    pub fallback: String,
     /// File extensions that may be served, matched case-insensitively; anything else is 403.
+    /// `"*"` allows every extension.
     pub allowed_extensions: Vec<String>,
+    /// Serve files whose name has no extension (as `application/octet-stream` unless typed);
+    /// default false.
+    pub allow_no_extension: bool,
+    /// Dot-named path segments that are served despite the dotfile rule, e.g. `.well-known`;
+    /// default none.
+    pub allow_dot_paths: Vec<String>,
+    /// Content-Type overrides by extension (`[files.types]`, e.g. `wasm = "application/wasm"`).
+    pub types: BTreeMap<String, String>,
     /// Files up to this size, in bytes, are kept in memory by each worker; 0 disables the cache.
     /// Default 65536.
     pub cache_max_file_bytes: u64,
@@ -82,6 +101,35 @@ pub struct Files {
     /// Seconds a cached file is served before it is re-stat'ed (size or mtime changed: reloaded);
     /// 0 re-stats on every request. Default 1.
     pub cache_revalidate_secs: u64,
+}
+
+/// One `[[headers]]` rule: response headers set on paths matching a glob.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRule {
+    /// A glob on the decoded request path: `*` matches within a segment, `**` across segments,
+    /// `?` one character; `*.css` (no `/`) matches the file name anywhere.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Headers to set, replacing a default of the same name.
+    pub set: BTreeMap<String, String>,
+    /// Apply to every status, not only to 2xx and 304; default false.
+    #[serde(default)]
+    pub always: bool,
+}
+
+/// Accepts `key = "a"` as well as `key = ["a", "b"]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// The `[limits]` section: sizes, timeouts and connection counts.
@@ -131,7 +179,11 @@ impl Default for Files {
     fn default() -> Self {
         Files {
             root: PathBuf::from("root"),
-            index: "index.html".into(),
+            index: vec!["index.html".into()],
+            fallback: String::new(),
+            allow_no_extension: false,
+            allow_dot_paths: Vec::new(),
+            types: BTreeMap::new(),
             allowed_extensions: [
                 "html", "htm", "css", "js", "mjs", "json", "txt", "png", "gif", "ico", "svg",
                 "webp", "woff2",
@@ -406,23 +458,15 @@ pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<Loaded, Confi
         ));
     }
     let f = &mut config.files;
-    if f.index.is_empty() || f.index.contains('/') || f.index.starts_with('.') {
-        return Err(err(
-            "files",
-            "index",
-            format!("{:?} must be a plain file name", f.index),
-        ));
-    }
-    for ext in f.allowed_extensions.iter_mut() {
-        let trimmed = ext.trim_start_matches('.');
-        if trimmed.is_empty() || trimmed.contains(['/', '.']) {
-            return Err(err(
-                "files",
-                "allowed_extensions",
-                format!("{ext:?} is not an extension (write \"png\", not \"*.png\")"),
-            ));
-        }
-        *ext = trimmed.to_ascii_lowercase();
+    validate_files(f).map_err(|(key, m)| err("files", key, m))?;
+    validate_errors(&config.errors).map_err(|m| err("errors", &m.0, m.1))?;
+    for (i, rule) in config.headers.iter().enumerate() {
+        validate_rule(rule).map_err(|m| ConfigError {
+            file: file.clone(),
+            line: find_nth_table_line(&text, "[[headers]]", i),
+            key: Some(format!("headers[{i}].{}", m.0)),
+            message: m.1,
+        })?;
     }
     if tracing_subscriber::EnvFilter::try_new(&config.log.level).is_err() {
         return Err(err(
@@ -457,6 +501,172 @@ pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<Loaded, Confi
         workers,
         source,
     })
+}
+
+/// A plain file name: not empty, no `/`, not a dotfile.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', '\0']) && !name.starts_with('.')
+}
+
+/// A path under the root: relative, no `..` or dot segments, no NUL.
+fn path_under_root(path: &str) -> bool {
+    let p = path.trim_start_matches('/');
+    !p.is_empty()
+        && !p.contains('\0')
+        && p.split('/')
+            .all(|seg| !seg.is_empty() && !seg.starts_with('.'))
+}
+
+/// Checks (and normalises) the `[files]` section; errors are `(key, message)`.
+fn validate_files(f: &mut Files) -> Result<(), (&'static str, String)> {
+    if f.index.is_empty() {
+        return Err(("index", "must name at least one file".into()));
+    }
+    if let Some(bad) = f.index.iter().find(|n| !plain_name(n)) {
+        return Err(("index", format!("{bad:?} must be a plain file name")));
+    }
+    if !f.fallback.is_empty() && !path_under_root(&f.fallback) {
+        return Err((
+            "fallback",
+            format!(
+                "{:?} must be a path under the root, without dot segments",
+                f.fallback
+            ),
+        ));
+    }
+    for ext in f.allowed_extensions.iter_mut() {
+        if ext == "*" {
+            continue;
+        }
+        let trimmed = ext.trim_start_matches('.');
+        if trimmed.is_empty() || trimmed.contains(['/', '.', '*']) {
+            return Err((
+                "allowed_extensions",
+                format!(
+                    "{ext:?} is not an extension (write \"png\", not \"*.png\"; \"*\" allows all)"
+                ),
+            ));
+        }
+        *ext = trimmed.to_ascii_lowercase();
+    }
+    for seg in &f.allow_dot_paths {
+        let name = seg.trim_matches('/');
+        if !name.starts_with('.') || name.contains('/') || name == "." || name == ".." {
+            return Err((
+                "allow_dot_paths",
+                format!("{seg:?} must be one dot-named segment, like \".well-known\""),
+            ));
+        }
+    }
+    f.allow_dot_paths = f
+        .allow_dot_paths
+        .iter()
+        .map(|s| s.trim_matches('/').to_string())
+        .collect();
+    let mut types = BTreeMap::new();
+    for (ext, mime) in &f.types {
+        let e = ext.trim_start_matches('.').to_ascii_lowercase();
+        if e.is_empty() || e.contains(['/', '.']) {
+            return Err(("types", format!("{ext:?} is not an extension")));
+        }
+        if mime.is_empty() || !mime.contains('/') || mime.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            return Err((
+                "types",
+                format!("{mime:?} (for {ext:?}) is not a media type like \"application/wasm\""),
+            ));
+        }
+        types.insert(e, mime.clone());
+    }
+    f.types = types;
+    Ok(())
+}
+
+/// Checks `[errors]`: keys are 4xx/5xx statuses the server answers with, values paths under root.
+fn validate_errors(errors: &BTreeMap<String, String>) -> Result<(), (String, String)> {
+    for (code, path) in errors {
+        let status = code
+            .parse::<u16>()
+            .ok()
+            .and_then(crate::http::Status::from_code);
+        if status.is_none_or(|s| s.code() < 400) {
+            return Err((
+                code.clone(),
+                format!("{code:?} is not an error status this server answers with"),
+            ));
+        }
+        if !path_under_root(path) {
+            return Err((
+                code.clone(),
+                format!("{path:?} must be a path under the root, without dot segments"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Headers a rule may not set: the server owns the framing and its identity.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "date",
+    "content-range",
+    "content-encoding",
+    "keep-alive",
+    "upgrade",
+];
+
+/// Checks one `[[headers]]` rule; errors are `(key, message)`.
+fn validate_rule(rule: &HeaderRule) -> Result<(), (String, String)> {
+    if !rule.pattern.starts_with('/') && rule.pattern.contains('/') {
+        return Err((
+            "match".into(),
+            format!(
+                "{:?} must start with '/' (or be a file-name glob like \"*.css\")",
+                rule.pattern
+            ),
+        ));
+    }
+    if rule.pattern.is_empty() {
+        return Err(("match".into(), "must not be empty".into()));
+    }
+    if let Err(e) = globset::GlobBuilder::new(&rule.pattern)
+        .literal_separator(true)
+        .build()
+    {
+        return Err((
+            "match".into(),
+            format!("{:?} is not a glob: {}", rule.pattern, e.kind()),
+        ));
+    }
+    for (name, value) in &rule.set {
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || !name.bytes().all(token) {
+            return Err(("set".into(), format!("{name:?} is not a header name")));
+        }
+        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err((
+                "set".into(),
+                format!("{name:?} is set by the server itself"),
+            ));
+        }
+        if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err((
+                "set".into(),
+                format!("the value of {name:?} has a control character"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The line of the `n`-th (0-based) occurrence of a table header such as `[[headers]]`.
+fn find_nth_table_line(text: &str, header: &str, n: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == header)
+        .nth(n)
+        .map(|(i, _)| i + 1)
 }
 
 /// Maps a byte offset in the TOML text to its 1-based line and the dotted key written there.
@@ -649,5 +859,57 @@ mod tests {
             assert_eq!(e.line, Some(3), "{e}");
             assert!(e.message.contains("is outside"), "{e}");
         }
+    }
+
+    #[test]
+    fn header_rules_and_error_pages_are_checked_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        let ov = Overrides {
+            root: Some(dir.path().to_path_buf()),
+            ..Overrides::default()
+        };
+        let table = [
+            (
+                "[[headers]]\nmatch = \"/a/[\"\nset = { X = \"1\" }\n",
+                "headers[0].match",
+                1,
+            ),
+            (
+                "[[headers]]\nmatch = \"/a\"\nset = { X = \"1\" }\n\n[[headers]]\nmatch = \"/b\"\nset = { \"Content-Length\" = \"1\" }\n",
+                "headers[1].set",
+                5,
+            ),
+            (
+                "[[headers]]\nmatch = \"/a\"\nset = { \"Bad Name\" = \"1\" }\n",
+                "headers[0].set",
+                1,
+            ),
+            ("[errors]\n404 = \"../x.html\"\n", "errors.404", 2),
+            ("[errors]\n299 = \"x.html\"\n", "errors.299", 2),
+            (
+                "[files]\nallow_dot_paths = [\"well-known\"]\n",
+                "files.allow_dot_paths",
+                2,
+            ),
+            (
+                "[files]\nfallback = \"../index.html\"\n",
+                "files.fallback",
+                2,
+            ),
+            ("[files]\nindex = []\n", "files.index", 2),
+            ("[files.types]\nwasm = \"wasm\"\n", "files.types", 0),
+        ];
+        for (text, key, line) in table {
+            std::fs::write(&cfg, text).unwrap();
+            let e = load(&cfg, true, &ov).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+            if line > 0 {
+                assert_eq!(e.line, Some(line), "{text}: {e}");
+            }
+        }
+        std::fs::write(&cfg, "[files]\nindex = \"home.html\"\n").unwrap();
+        let l = load(&cfg, true, &ov).unwrap();
+        assert_eq!(l.config.files.index, ["home.html"]);
     }
 }

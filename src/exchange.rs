@@ -135,11 +135,24 @@ pub struct ConnState {
     pub draining: bool,
 }
 
-/// A path being looked up, and whether it is already the directory index.
-#[derive(Debug, Clone)]
+/// A path being looked up, and why.
+#[derive(Debug)]
 struct Candidate {
     rel: CString,
-    is_index: bool,
+    role: Role,
+}
+
+/// What a looked-up path stands for.
+#[derive(Debug)]
+enum Role {
+    /// The path the request names.
+    Target,
+    /// The `i`-th name of `files.index` inside the directory `dir`.
+    Index { dir: CString, i: usize },
+    /// The single-page-app fallback for an unknown path.
+    Fallback,
+    /// The custom page for this refusal's status.
+    ErrorPage(Box<Refusal>),
 }
 
 #[derive(Debug)]
@@ -175,12 +188,28 @@ pub struct Exchange<'a, F> {
     _file: PhantomData<F>,
 }
 
+/// Whether an open failed because nothing is there.
+fn is_missing(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
+}
+
 /// The plan for a request refused before it parsed (malformed, too large, too slow): an error
 /// page, and the connection closes.
-pub fn refused<F>(refusal: Refusal) -> Plan<F> {
+pub fn refused<F>(shared: &Shared, refusal: Refusal) -> Plan<F> {
     let mut plan = respond::error_response(Status::from(&refusal), false, false);
+    add_headers(shared, b"", &mut plan);
     plan.cause = Some(refusal);
     plan
+}
+
+/// Adds the site's headers for this path and status just before the head's blank line.
+fn add_headers<F>(shared: &Shared, path: &[u8], plan: &mut Plan<F>) {
+    let head = &mut plan.head;
+    if head.ends_with(b"\r\n\r\n") {
+        head.truncate(head.len() - 2);
+        shared.site.headers_into(path, plan.status, head);
+        head.extend_from_slice(b"\r\n");
+    }
 }
 
 impl<'a, F> Exchange<'a, F> {
@@ -213,22 +242,27 @@ impl<'a, F> Exchange<'a, F> {
         }
         let status_path = config.server.status_path.as_bytes();
         if !status_path.is_empty() && req.path == status_path {
-            return Step::Send(self.status_page());
+            let plan = self.status_page();
+            return self.send(plan);
         }
         if let Method::Other(_) = req.method {
             return self.refuse(Refusal::Method);
         }
         // The hot path: a cached file, found without allocating.
-        let found = cache::with_key(&req.path, |key| self.cache.borrow().lookup(key, now));
+        let policy = &self.shared.policy;
+        let found = cache::with_key(&req.path, policy, |key| {
+            self.cache.borrow().lookup(key, now)
+        });
         let found = match found {
             Ok(found) => found,
             Err(PathError::Escapes) => return self.refuse(Refusal::Escapes),
             Err(PathError::Hidden) => return self.refuse(Refusal::Hidden),
         };
         if let Lookup::Fresh(info, body) = found {
-            return Step::Send(self.cached(&info, body));
+            let plan = self.cached(&info, body);
+            return self.send(plan);
         }
-        let target = match files::resolve(&req.path) {
+        let target = match files::resolve(&req.path, policy) {
             Ok(t) => t,
             Err(PathError::Escapes) => return self.refuse(Refusal::Escapes),
             Err(PathError::Hidden) => return self.refuse(Refusal::Hidden),
@@ -239,7 +273,7 @@ impl<'a, F> Exchange<'a, F> {
                 self.state = State::Revalidating { key, target };
                 Step::Stat(rel)
             }
-            _ => self.open(target.rel, false, Some(key)),
+            _ => self.open(target.rel, Role::Target, Some(key)),
         }
     }
 
@@ -249,9 +283,12 @@ impl<'a, F> Exchange<'a, F> {
             (State::Revalidating { key, target }, Done::Stat(stat)) => {
                 let hit = self.cache.borrow_mut().revalidate(&key, stat.ok(), now);
                 match hit {
-                    Some((info, body)) => Step::Send(self.cached(&info, body)),
+                    Some((info, body)) => {
+                        let plan = self.cached(&info, body);
+                        self.send(plan)
+                    }
                     // Changed or gone: look it up afresh.
-                    None => self.open(target.rel, false, Some(key)),
+                    None => self.open(target.rel, Role::Target, Some(key)),
                 }
             }
             (State::Opening { lookup, key }, Done::Open(opened)) => {
@@ -265,11 +302,11 @@ impl<'a, F> Exchange<'a, F> {
                     self.cache
                         .borrow_mut()
                         .insert(key, lookup.rel, info, body, now);
-                    Step::Send(plan)
+                    self.send(plan)
                 }
                 // The file changed while it was read: serve it as it is now, uncached, through the
                 // same checks as any open.
-                Err(_) => self.open(lookup.rel, lookup.is_index, None),
+                Err(_) => self.open(lookup.rel, lookup.role, None),
             },
             (state, done) => {
                 // A driver bug, not a client's: say so and answer 500 rather than panic.
@@ -284,54 +321,111 @@ impl<'a, F> Exchange<'a, F> {
         }
     }
 
-    fn open(&mut self, rel: CString, is_index: bool, key: Option<Vec<u8>>) -> Step<F> {
-        let lookup = Candidate { rel, is_index };
+    fn open(&mut self, rel: CString, role: Role, key: Option<Vec<u8>>) -> Step<F> {
+        let lookup = Candidate { rel, role };
         let step = Step::Open(lookup.rel.clone());
         self.state = State::Opening { lookup, key };
         step
     }
 
     /// Looks at what was opened: a directory walks to its index or redirects, a refused type or a
-    /// special file gets its error page, a servable file is sent or read into the cache.
+    /// special file gets its error page, a servable file is sent or read into the cache; a path
+    /// that is not there may fall back to the next index name or the single-page-app fallback.
     fn after_open(
         &mut self,
         lookup: Candidate,
         key: Option<Vec<u8>>,
         opened: io::Result<(F, Meta)>,
     ) -> Step<F> {
-        let (file, meta) = match opened {
-            Ok(o) => o,
-            Err(e) => return self.refuse(Refusal::Io(e)),
-        };
-        let slash = self.req.path.ends_with(b"/");
-        match meta.kind {
-            Kind::Dir if lookup.is_index => self.refuse(Refusal::NotFound),
-            Kind::Dir if !slash => Step::Send(respond::directory_redirect(
-                &lookup.rel,
-                self.req.method == Method::Head,
-                self.keep_alive,
-            )),
-            Kind::Dir => {
-                let index = files::join(&lookup.rel, &self.shared.config.files.index);
-                self.open(index, true, key)
+        let files = &self.shared.config.files;
+        let (opened, role) = match (opened, lookup.role) {
+            (Ok(o), role) => (o, role),
+            (Err(e), Role::Index { dir, i }) if is_missing(&e) && i + 1 < files.index.len() => {
+                let next = files::join(&dir, &files.index[i + 1]);
+                return self.open(next, Role::Index { dir, i: i + 1 }, key);
             }
-            Kind::Other => self.refuse(Refusal::SpecialFile),
+            (Err(e), Role::Target) if is_missing(&e) && self.wants_fallback() => {
+                let rel = CString::new(files.fallback.trim_start_matches('/')).unwrap_or_default();
+                return self.open(rel, Role::Fallback, None);
+            }
+            (Err(_), Role::ErrorPage(refusal)) => return self.builtin_refusal(*refusal),
+            (Err(e), _) => return self.refuse(Refusal::Io(e)),
+        };
+        let (file, meta) = opened;
+        let slash = self.req.path.ends_with(b"/");
+        match (meta.kind, role) {
+            (_, Role::ErrorPage(refusal)) if meta.kind != Kind::File => {
+                self.builtin_refusal(*refusal)
+            }
+            (Kind::Dir, Role::Target) if !slash => {
+                let head_only = self.req.method == Method::Head;
+                let plan = respond::directory_redirect(
+                    &lookup.rel,
+                    self.req.query,
+                    head_only,
+                    self.keep_alive,
+                );
+                self.send(plan)
+            }
+            (Kind::Dir, Role::Target) => {
+                let index = files::join(&lookup.rel, &files.index[0]);
+                let role = Role::Index {
+                    dir: lookup.rel,
+                    i: 0,
+                };
+                self.open(index, role, key)
+            }
+            (Kind::Dir, _) => self.refuse(Refusal::NotFound),
+            (Kind::Other, _) => self.refuse(Refusal::SpecialFile),
             // `/file.html/` names a directory that is a file: not found, as open(2) would say.
-            Kind::File if slash && !lookup.is_index => self.refuse(Refusal::NotFound),
-            Kind::File => {
-                let Some(ct) = self.shared.policy.content_type(lookup.rel.as_bytes()) else {
+            (Kind::File, Role::Target) if slash => self.refuse(Refusal::NotFound),
+            (Kind::File, role) => {
+                let ct = self.shared.policy.content_type(lookup.rel.as_bytes());
+                if let Role::ErrorPage(refusal) = role {
+                    let ct = ct.unwrap_or(std::borrow::Cow::Borrowed("text/html; charset=utf-8"));
+                    return self.custom_error_page(*refusal, &FileInfo::new(meta, &ct), file);
+                }
+                let Some(ct) = ct else {
                     return self.refuse(Refusal::Type);
                 };
-                let info = FileInfo::new(meta, ct);
+                let info = FileInfo::new(meta, &ct);
+                let lookup = Candidate {
+                    rel: lookup.rel,
+                    role,
+                };
                 match key.filter(|_| self.cache.borrow().wants(meta.size)) {
                     Some(key) => {
                         self.state = State::Reading { lookup, key, info };
                         Step::ReadWhole(file, meta.size)
                     }
-                    None => Step::Send(self.file(&info, Source::File(file))),
+                    None => {
+                        let plan = self.file(&info, Source::File(file));
+                        self.send(plan)
+                    }
                 }
             }
         }
+    }
+
+    /// An unknown path gets the single-page-app fallback when one is configured and the path's
+    /// last segment has no extension (a missing `app.js` stays a 404).
+    fn wants_fallback(&self) -> bool {
+        let name = self
+            .req
+            .path
+            .rsplit(|&b| b == b'/')
+            .next()
+            .unwrap_or_default();
+        !self.shared.config.files.fallback.is_empty()
+            && !name.contains(&b'.')
+            && !self.req.path.ends_with(b"/")
+    }
+
+    /// Hands a plan out with the site's headers.
+    fn send(&mut self, mut plan: Plan<F>) -> Step<F> {
+        self.state = State::Finished;
+        add_headers(self.shared, &self.req.path, &mut plan);
+        Step::Send(plan)
     }
 
     fn file(&self, info: &FileInfo, source: Source<F>) -> Plan<F> {
@@ -342,8 +436,20 @@ impl<'a, F> Exchange<'a, F> {
         self.file(info, Source::Memory(body))
     }
 
+    /// Refuses with the configured error page of the status when there is one (opened like
+    /// any file, under the root), else with the built-in page.
     fn refuse(&mut self, refusal: Refusal) -> Step<F> {
-        self.state = State::Finished;
+        let status = Status::from(&refusal);
+        match self.shared.site.error_page(status) {
+            Some(rel) if status != Status::RangeNotSatisfiable => {
+                let rel = rel.clone();
+                self.open(rel, Role::ErrorPage(Box::new(refusal)), None)
+            }
+            _ => self.builtin_refusal(refusal),
+        }
+    }
+
+    fn builtin_refusal(&mut self, refusal: Refusal) -> Step<F> {
         let status = Status::from(&refusal);
         let keep_alive = self.keep_alive && !refusal.closes();
         let head_only = self.req.method == Method::Head;
@@ -355,7 +461,21 @@ impl<'a, F> Exchange<'a, F> {
             _ => respond::error_response(status, head_only, keep_alive),
         };
         plan.cause = Some(refusal);
-        Step::Send(plan)
+        self.send(plan)
+    }
+
+    /// A configured error page: the file's bytes with the refusal's status.
+    fn custom_error_page(&mut self, refusal: Refusal, info: &FileInfo, file: F) -> Step<F> {
+        let status = Status::from(&refusal);
+        let keep_alive = self.keep_alive && !refusal.closes();
+        let head_only = self.req.method == Method::Head;
+        let extra: &[(&str, &[u8])] = match refusal {
+            Refusal::Method => &[("Allow", b"GET, HEAD")],
+            _ => &[],
+        };
+        let mut plan = respond::custom_page(status, head_only, keep_alive, extra, info, file);
+        plan.cause = Some(refusal);
+        self.send(plan)
     }
 
     /// The counters as `name: value` lines.
@@ -585,7 +705,7 @@ mod tests {
 
     #[test]
     fn refused_before_parsing_closes_with_its_reason() {
-        let plan = refused::<()>(Refusal::Timeout);
+        let plan = refused::<()>(&shared(Config::default()), Refusal::Timeout);
         assert_eq!(plan.status, Status::RequestTimeout);
         assert!(!plan.keep_alive);
         assert_eq!(

@@ -23,6 +23,7 @@ pub mod http;
 pub mod log;
 pub mod respond;
 pub mod server;
+pub mod site;
 pub mod stats;
 
 use std::os::fd::OwnedFd;
@@ -40,6 +41,8 @@ pub struct Shared {
     pub stats: stats::Stats,
     /// The workers' end of the access log.
     pub log: log::AccessLog,
+    /// Header rules and error pages, compiled once.
+    pub site: site::SiteRules,
 }
 
 impl Shared {
@@ -50,20 +53,21 @@ impl Shared {
         log: log::AccessLog,
         engine: &'static str,
         workers: usize,
-    ) -> Shared {
-        Shared {
-            policy: files::Policy::new(&config.files.allowed_extensions),
+    ) -> Result<Shared, String> {
+        Ok(Shared {
+            site: site::SiteRules::new(&config)?,
+            policy: files::Policy::for_config(&config.files),
             stats: stats::Stats::new(engine, workers),
             log,
             root_fd,
             config,
-        }
+        })
     }
 
     /// Shared state for unit tests: one worker, no log, `/` as a root nobody opens through.
     #[cfg(test)]
     pub(crate) fn for_tests(config: config::Config) -> Shared {
         let root = std::fs::File::open("/").expect("open /");
-        Shared::new(config, root.into(), log::AccessLog::off(), "test", 1)
+        Shared::new(config, root.into(), log::AccessLog::off(), "test", 1).expect("valid rules")
     }
 }

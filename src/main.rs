@@ -125,7 +125,8 @@ fn start_error_code(e: &StartError) -> u8 {
         | StartError::Listen(_)
         | StartError::Thread(..)
         | StartError::Worker(_)
-        | StartError::WorkerLost => 1,
+        | StartError::WorkerLost
+        | StartError::Rules(_) => 1,
     }
 }
 

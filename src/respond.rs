@@ -183,10 +183,50 @@ pub fn page_plan<F>(
     }
 }
 
+/// A configured error page: `status` with the page file's bytes and type, and `extra` headers.
+pub fn custom_page<F>(
+    status: Status,
+    head_only: bool,
+    keep_alive: bool,
+    extra: &[(&str, &[u8])],
+    info: &FileInfo,
+    file: F,
+) -> Plan<F> {
+    let mut head = Head::new(response::buffer(), status);
+    for (name, value) in extra {
+        head.header(name, value);
+    }
+    head.header("Content-Type", info.content_type.as_bytes());
+    let len = info.meta.size;
+    Plan {
+        status,
+        head: head.finish(len, keep_alive),
+        body: if head_only || len == 0 {
+            Body::Empty
+        } else {
+            Body::File {
+                file,
+                offset: 0,
+                len,
+            }
+        },
+        keep_alive,
+        cause: None,
+    }
+}
+
 /// A 301 to the directory `rel` with a slash: `/` + the relative path + `/`, percent-encoded
 /// where a URL path needs it. Built from the normalised path, never from the raw target:
 /// `//evil.example/..` must not become a `Location` that browsers read as another host.
-pub fn directory_redirect<F>(rel: &CString, head_only: bool, keep_alive: bool) -> Plan<F> {
+///
+/// The query string is kept. The status is 301 rather than 308: only GET and HEAD are served,
+/// for which the two mean the same, and every client (HTTP/1.0 ones too) follows a 301.
+pub fn directory_redirect<F>(
+    rel: &CString,
+    query: Option<&str>,
+    head_only: bool,
+    keep_alive: bool,
+) -> Plan<F> {
     let mut location = vec![b'/'];
     if rel.as_bytes() != b"." {
         for &b in rel.as_bytes() {
@@ -197,6 +237,10 @@ pub fn directory_redirect<F>(rel: &CString, head_only: bool, keep_alive: bool) -
             }
         }
         location.push(b'/');
+    }
+    if let Some(q) = query {
+        location.push(b'?');
+        location.extend_from_slice(q.as_bytes());
     }
     let extra = [("Location", &location[..])];
     page_plan(Status::MovedPermanently, head_only, keep_alive, &extra)
@@ -290,7 +334,7 @@ mod tests {
     #[test]
     fn redirect_location_is_the_normalised_path() {
         for (rel, want) in [(".", "/"), ("a b", "/a%20b/"), ("x/y", "/x/y/")] {
-            let plan = directory_redirect::<()>(&CString::new(rel).unwrap(), false, true);
+            let plan = directory_redirect::<()>(&CString::new(rel).unwrap(), None, false, true);
             assert_eq!(plan.status, Status::MovedPermanently);
             assert!(
                 text(&plan).contains(&format!("\r\nLocation: {want}\r\n")),

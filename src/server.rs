@@ -43,6 +43,8 @@ pub enum StartError {
     Worker(WorkerError),
     /// A worker ended before it reported ready.
     WorkerLost,
+    /// A header rule could not be compiled.
+    Rules(String),
 }
 
 impl fmt::Display for StartError {
@@ -54,6 +56,7 @@ impl fmt::Display for StartError {
             StartError::Thread(i, e) => write!(f, "cannot start worker {i}: {e}"),
             StartError::Worker(w) => write!(f, "worker {}: {}", w.index, w.error),
             StartError::WorkerLost => f.write_str("a worker died while starting"),
+            StartError::Rules(e) => f.write_str(e),
         }
     }
 }
@@ -96,13 +99,15 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
     let addr = SocketAddr::new(loaded.config.server.host, loaded.config.server.port);
     let listeners = engine::listener::bind_all(addr, loaded.workers).map_err(StartError::Listen)?;
     let addr = listeners[0].local_addr().map_err(StartError::Listen)?;
-    let shared = Arc::new(Shared::new(
+    let shared = Shared::new(
         loaded.config,
         root_fd,
         access,
         engine.name(),
         loaded.workers,
-    ));
+    )
+    .map_err(StartError::Rules)?;
+    let shared = Arc::new(shared);
 
     let (stop, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

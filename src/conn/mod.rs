@@ -253,7 +253,7 @@ async fn answer<T: Transport>(
             (plan, who)
         }
         Err(refusal) => (
-            exchange::refused(refusal),
+            exchange::refused(shared, refusal),
             Some(http::request::line_hint(head)),
         ),
     };

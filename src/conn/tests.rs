@@ -163,7 +163,7 @@ impl Pair {
         config(&mut c);
         let (log, records) = AccessLog::channel();
         let root = std::fs::File::open("/").unwrap();
-        let shared = Arc::new(Shared::new(c, root.into(), log, "test", 1));
+        let shared = Arc::new(Shared::new(c, root.into(), log, "test", 1).unwrap());
         let ctx = Rc::new(Ctx::new(shared, 0, Clock::manual()));
         let script = Rc::new(Script::default());
         let done = Rc::new(Cell::new(false));
@@ -276,7 +276,7 @@ fn ok_head(len: usize, ct: &str, etag: &str, keep: &str) -> String {
     format!(
         "HTTP/1.1 200 OK\r\nServer: {SERVER}\r\nDate: D\r\nContent-Type: {ct}\r\n\
          Last-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nETag: {etag}\r\nAccept-Ranges: bytes\r\n\
-         Content-Length: {len}\r\nConnection: {keep}\r\n\r\n"
+         Content-Length: {len}\r\nConnection: {keep}\r\nX-Content-Type-Options: nosniff\r\n\r\n"
     )
 }
 
@@ -294,7 +294,8 @@ fn page(code: &str, keep: &str, extra: &str) -> String {
     );
     format!(
         "HTTP/1.1 {code}\r\nServer: {SERVER}\r\nDate: D\r\n{extra}Content-Type: text/html; \
-         charset=utf-8\r\nContent-Length: {}\r\nConnection: {keep}\r\n\r\n{body}",
+         charset=utf-8\r\nContent-Length: {}\r\nConnection: {keep}\r\n\
+         X-Content-Type-Options: nosniff\r\n\r\n{body}",
         body.len()
     )
 }
@@ -544,7 +545,11 @@ fn directories_redirect_or_serve_their_index() {
         p.send("GET /sub?x=1 HTTP/1.1\r\nHost: h\r\n\r\n").await;
         assert_eq!(
             p.take(),
-            page("301 Moved Permanently", "keep-alive", "Location: /sub/\r\n")
+            page(
+                "301 Moved Permanently",
+                "keep-alive",
+                "Location: /sub/?x=1\r\n"
+            )
         );
         p.send("GET /sub/ HTTP/1.1\r\nHost: h\r\n\r\n").await;
         let i = ok_head(

@@ -36,10 +36,14 @@ thread_local! {
 
 /// Calls `f` with the cache key of a decoded request path, built in a reused buffer (no
 /// allocation once the buffer has grown to the longest path seen). The key equals
-/// [`key`]`(&files::resolve(path)?)`.
-pub fn with_key<R>(path: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<R, PathError> {
+/// [`key`]`(&files::resolve(path, policy)?)`.
+pub fn with_key<R>(
+    path: &[u8],
+    policy: &files::Policy,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, PathError> {
     KEY.with_borrow_mut(|k| {
-        files::normalize_into(path, k)?;
+        files::normalize_into(path, policy, k)?;
         Ok(f(k))
     })
 }
@@ -266,6 +270,10 @@ mod tests {
         assert!(matches!(c.lookup(b"/big", now), Lookup::Miss));
     }
 
+    fn no_rules() -> files::Policy {
+        files::Policy::new::<&str>(&[])
+    }
+
     #[test]
     fn with_key_matches_key_of_resolve() {
         for p in [
@@ -277,20 +285,26 @@ mod tests {
             "/a/b/./c.js",
             "/a/b/..",
         ] {
-            let owned = key(&files::resolve(p.as_bytes()).unwrap());
+            let owned = key(&files::resolve(p.as_bytes(), &no_rules()).unwrap());
             assert_eq!(
-                with_key(p.as_bytes(), |k| k.to_vec()).unwrap(),
+                with_key(p.as_bytes(), &no_rules(), |k| k.to_vec()).unwrap(),
                 owned,
                 "{p}"
             );
         }
-        assert_eq!(with_key(b"/../x", |_| ()), Err(PathError::Escapes));
-        assert_eq!(with_key(b"/a/.env", |_| ()), Err(PathError::Hidden));
+        assert_eq!(
+            with_key(b"/../x", &no_rules(), |_| ()),
+            Err(PathError::Escapes)
+        );
+        assert_eq!(
+            with_key(b"/a/.env", &no_rules(), |_| ()),
+            Err(PathError::Hidden)
+        );
     }
 
     #[test]
     fn equivalent_paths_share_a_key() {
-        let k = |p: &str| key(&crate::files::resolve(p.as_bytes()).unwrap());
+        let k = |p: &str| key(&crate::files::resolve(p.as_bytes(), &no_rules()).unwrap());
         assert_eq!(k("/a.css"), k("//a.css"));
         assert_eq!(k("/a.css"), k("/x/../a.css"));
         assert_ne!(k("/sub"), k("/sub/"));

@@ -7,6 +7,7 @@
 
 pub mod cache;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,9 +31,9 @@ pub struct Target {
 }
 
 /// Normalises a decoded request path (`/a/./b/../c`) into a relative path under the root.
-pub fn resolve(path: &[u8]) -> Result<Target, PathError> {
+pub fn resolve(path: &[u8], policy: &Policy) -> Result<Target, PathError> {
     let mut rel = Vec::with_capacity(path.len() + 1);
-    normalize_into(path, &mut rel)?;
+    normalize_into(path, policy, &mut rel)?;
     let trailing_slash = path.ends_with(b"/");
     if trailing_slash {
         rel.pop();
@@ -47,7 +48,7 @@ pub fn resolve(path: &[u8]) -> Result<Target, PathError> {
 /// Writes the normalised form of `path` into `out` (cleared first): the relative path (`.` for the
 /// root), plus `/` when the request path ended in one. This is also the file cache's key, so a
 /// cache hit needs no allocation: `/a.css`, `//a.css` and `/x/../a.css` all become `a.css`.
-pub fn normalize_into(path: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
+pub fn normalize_into(path: &[u8], policy: &Policy, out: &mut Vec<u8>) -> Result<(), PathError> {
     out.clear();
     for seg in path.split(|&b| b == b'/') {
         match seg {
@@ -59,7 +60,7 @@ pub fn normalize_into(path: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
                 let cut = out.iter().rposition(|&b| b == b'/').unwrap_or(0);
                 out.truncate(cut);
             }
-            s if s[0] == b'.' => return Err(PathError::Hidden),
+            s if s[0] == b'.' && !policy.dot_allowed(s) => return Err(PathError::Hidden),
             s => {
                 if !out.is_empty() {
                     out.push(b'/');
@@ -94,38 +95,96 @@ pub fn join(dir: &CString, name: &str) -> CString {
     CString::new(v).unwrap_or_else(|_| dir.clone())
 }
 
-/// Which files may be served, and the Content-Type of each allowed extension.
+/// Which files may be served, and the Content-Type of each.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// Allowed extensions (lowercase) and their Content-Type, rendered once at start.
     types: HashMap<String, String>,
+    /// `allowed_extensions = ["*"]`: every extension is allowed.
+    any_extension: bool,
+    /// `[files.types]`: Content-Type overrides, also used for extensions allowed by `*`.
+    overrides: HashMap<String, String>,
+    /// The Content-Type of files without an extension, when they may be served.
+    no_extension: Option<String>,
+    /// Dot-named segments that may be served (`.well-known`).
+    dot_paths: Vec<Vec<u8>>,
+}
+
+/// The Content-Type of an extension: a `[files.types]` override, else the maintained table
+/// (`mime_guess`), with `charset=utf-8` on textual types; `application/octet-stream` when unknown.
+fn type_of(ext: &str, overrides: &HashMap<String, String>) -> String {
+    if let Some(t) = overrides.get(ext) {
+        return t.clone();
+    }
+    let mime = mime_guess::from_ext(ext).first_or_octet_stream();
+    let textual = mime.type_() == mime_guess::mime::TEXT
+        || matches!(mime.subtype().as_str(), "javascript" | "json" | "xml")
+        || mime.suffix().is_some_and(|s| s == "xml" || s == "json");
+    if textual && mime.get_param("charset").is_none() {
+        format!("{}; charset=utf-8", mime.essence_str())
+    } else {
+        mime.to_string()
+    }
 }
 
 impl Policy {
-    /// Builds the table once at start; extensions are matched case-insensitively.
+    /// Builds the tables once at start from allowed extensions (matched case-insensitively;
+    /// `"*"` allows all), no other rule.
     pub fn new<S: AsRef<str>>(allowed: &[S]) -> Policy {
+        Policy::build(allowed, &Default::default(), false, &[])
+    }
+
+    /// The policy the `[files]` settings describe.
+    pub fn for_config(files: &crate::config::Files) -> Policy {
+        Policy::build(
+            &files.allowed_extensions,
+            &files.types,
+            files.allow_no_extension,
+            &files.allow_dot_paths,
+        )
+    }
+
+    fn build<S: AsRef<str>>(
+        allowed: &[S],
+        types: &std::collections::BTreeMap<String, String>,
+        allow_no_extension: bool,
+        dot_paths: &[String],
+    ) -> Policy {
+        let overrides: HashMap<String, String> = types
+            .iter()
+            .map(|(e, t)| (e.to_ascii_lowercase(), t.clone()))
+            .collect();
+        let any_extension = allowed.iter().any(|e| e.as_ref() == "*");
         let types = allowed
             .iter()
+            .filter(|e| e.as_ref() != "*")
             .map(|ext| {
                 let ext = ext.as_ref().to_ascii_lowercase();
-                let mime = mime_guess::from_ext(&ext).first_or_octet_stream();
-                let textual = mime.type_() == mime_guess::mime::TEXT
-                    || matches!(mime.subtype().as_str(), "javascript" | "json" | "xml")
-                    || mime.suffix().is_some_and(|s| s == "xml" || s == "json");
-                let ct = if textual && mime.get_param("charset").is_none() {
-                    format!("{}; charset=utf-8", mime.essence_str())
-                } else {
-                    mime.to_string()
-                };
+                let ct = type_of(&ext, &overrides);
                 (ext, ct)
             })
             .collect();
-        Policy { types }
+        let no_extension = allow_no_extension.then(|| {
+            overrides
+                .get("")
+                .cloned()
+                .unwrap_or_else(|| "application/octet-stream".into())
+        });
+        Policy {
+            types,
+            any_extension,
+            overrides,
+            no_extension,
+            dot_paths: dot_paths.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        }
     }
 
-    /// The Content-Type for a file name, or `None` when its extension is not allowed (403).
-    pub fn content_type(&self, rel: &[u8]) -> Option<&str> {
+    /// The Content-Type for a file name, or `None` when it may not be served (403).
+    pub fn content_type(&self, rel: &[u8]) -> Option<Cow<'_, str>> {
         let name = rel.rsplit(|&b| b == b'/').next()?;
-        let dot = name.iter().rposition(|&b| b == b'.')?;
+        let Some(dot) = name.iter().rposition(|&b| b == b'.') else {
+            return self.no_extension.as_deref().map(Cow::Borrowed);
+        };
         let ext = std::str::from_utf8(&name[dot + 1..]).ok()?;
         if ext.is_empty() || ext.len() > 16 {
             return None;
@@ -134,9 +193,17 @@ impl Policy {
         let lower = &mut lower[..ext.len()];
         lower.copy_from_slice(ext.as_bytes());
         lower.make_ascii_lowercase();
-        self.types
-            .get(std::str::from_utf8(lower).ok()?)
-            .map(String::as_str)
+        let lower = std::str::from_utf8(lower).ok()?;
+        match self.types.get(lower) {
+            Some(t) => Some(Cow::Borrowed(t)),
+            None if self.any_extension => Some(Cow::Owned(type_of(lower, &self.overrides))),
+            None => None,
+        }
+    }
+
+    /// Whether a dot-named path segment is served anyway (`allow_dot_paths`).
+    pub fn dot_allowed(&self, segment: &[u8]) -> bool {
+        self.dot_paths.iter().any(|d| d == segment)
     }
 }
 
@@ -243,7 +310,7 @@ mod tests {
     use super::*;
 
     fn rel(p: &str) -> Result<String, PathError> {
-        resolve(p.as_bytes()).map(|t| t.rel.into_string().unwrap())
+        resolve(p.as_bytes(), &Policy::new::<&str>(&[])).map(|t| t.rel.into_string().unwrap())
     }
 
     #[test]
@@ -253,8 +320,9 @@ mod tests {
         assert_eq!(rel("/a//b/./c.css"), Ok("a/b/c.css".into()));
         assert_eq!(rel("/a/../b.css"), Ok("b.css".into()));
         assert_eq!(rel("/a/b/../../c"), Ok("c".into()));
-        assert!(resolve(b"/sub/").unwrap().trailing_slash);
-        assert!(!resolve(b"/sub").unwrap().trailing_slash);
+        let none = Policy::new::<&str>(&[]);
+        assert!(resolve(b"/sub/", &none).unwrap().trailing_slash);
+        assert!(!resolve(b"/sub", &none).unwrap().trailing_slash);
     }
 
     #[test]
@@ -283,26 +351,58 @@ mod tests {
     fn policy_types() {
         let p = Policy::new(&["html", "PNG", "js", "json", "svg", "woff2", "txt"]);
         assert_eq!(
-            p.content_type(b"index.html"),
+            p.content_type(b"index.html").as_deref(),
             Some("text/html; charset=utf-8")
         );
-        assert_eq!(p.content_type(b"a/b/IMG.Png"), Some("image/png"));
+        assert_eq!(p.content_type(b"a/b/IMG.Png").as_deref(), Some("image/png"));
         assert_eq!(
-            p.content_type(b"app.js"),
+            p.content_type(b"app.js").as_deref(),
             Some("text/javascript; charset=utf-8")
         );
         assert_eq!(
-            p.content_type(b"d.json"),
+            p.content_type(b"d.json").as_deref(),
             Some("application/json; charset=utf-8")
         );
         assert_eq!(
-            p.content_type(b"i.svg"),
+            p.content_type(b"i.svg").as_deref(),
             Some("image/svg+xml; charset=utf-8")
         );
-        assert_eq!(p.content_type(b"f.woff2"), Some("font/woff2"));
-        assert_eq!(p.content_type(b"photo.jpg"), None);
-        assert_eq!(p.content_type(b"Makefile"), None);
-        assert_eq!(p.content_type(b"dir.html/file"), None);
-        assert_eq!(p.content_type(b"trailing."), None);
+        assert_eq!(p.content_type(b"f.woff2").as_deref(), Some("font/woff2"));
+        assert_eq!(p.content_type(b"photo.jpg").as_deref(), None);
+        assert_eq!(p.content_type(b"Makefile").as_deref(), None);
+        assert_eq!(p.content_type(b"dir.html/file").as_deref(), None);
+        assert_eq!(p.content_type(b"trailing.").as_deref(), None);
+    }
+
+    #[test]
+    fn star_no_extension_overrides_and_dot_paths() {
+        let mut types = std::collections::BTreeMap::new();
+        types.insert("wasm".to_string(), "application/wasm".to_string());
+        let p = Policy::build(&["*"], &types, true, &[".well-known".to_string()]);
+        assert_eq!(p.content_type(b"a.jpg").as_deref(), Some("image/jpeg"));
+        assert_eq!(
+            p.content_type(b"m.wasm").as_deref(),
+            Some("application/wasm")
+        );
+        assert_eq!(
+            p.content_type(b"x.unknownext").as_deref(),
+            Some("application/octet-stream")
+        );
+        assert_eq!(
+            p.content_type(b"README").as_deref(),
+            Some("application/octet-stream")
+        );
+        let strict = Policy::new(&["html"]);
+        assert_eq!(strict.content_type(b"README"), None);
+        let rel = |path: &[u8], pol: &Policy| resolve(path, pol).map(|t| t.rel.into_bytes());
+        assert_eq!(
+            rel(b"/.well-known/security.txt", &p),
+            Ok(b".well-known/security.txt".to_vec())
+        );
+        assert_eq!(
+            rel(b"/.well-known/security.txt", &strict),
+            Err(PathError::Hidden)
+        );
+        assert_eq!(rel(b"/.git/config", &p), Err(PathError::Hidden));
     }
 }

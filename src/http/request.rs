@@ -53,6 +53,8 @@ pub struct Request<'a> {
     pub version: Version,
     /// The target's path as sent (still percent-encoded, query removed): what the log shows.
     pub raw_path: &'a str,
+    /// The query string as sent, without the `?` (`None` when the target has none).
+    pub query: Option<&'a str>,
     /// The percent-decoded path, always starting with `/`. Empty for methods that are refused.
     pub path: Cow<'a, [u8]>,
     /// The connection may stay open after the response.
@@ -195,6 +197,11 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
     }
     let keep_alive = !close && !body_unframed && (version == Version::Http11 || keep_alive_token);
 
+    let query = target
+        .split('#')
+        .next()
+        .and_then(|t| t.split_once('?'))
+        .map(|(_, q)| q);
     let (raw_path, path) = match method {
         Method::Get | Method::Head => decode_target(target)?,
         Method::Other(_) => (
@@ -207,6 +214,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
         method,
         version,
         raw_path,
+        query,
         path,
         keep_alive,
         head_len,
@@ -337,6 +345,7 @@ mod tests {
         assert_eq!(r.method, Method::Get);
         assert_eq!(&*r.path, b"/a b.html");
         assert_eq!(r.raw_path, "/a%20b.html");
+        assert_eq!(r.query, Some("x=1"));
         assert!(r.keep_alive);
         assert_eq!(r.head_len, 41);
     }

@@ -22,6 +22,10 @@ macro_rules! statuses {
             pub fn code(self) -> u16 {
                 match self { $(Status::$name => $code),* }
             }
+            /// The status with this numeric code, if the server answers with it.
+            pub fn from_code(code: u16) -> Option<Status> {
+                match code { $($code => Some(Status::$name),)* _ => None }
+            }
             fn line(self) -> &'static str {
                 match self { $(Status::$name => concat!("HTTP/1.1 ", $code, " ", $reason, "\r\n")),* }
             }
@@ -43,6 +47,7 @@ statuses! {
     Ok = 200 "OK";
     PartialContent = 206 "Partial Content";
     MovedPermanently = 301 "Moved Permanently";
+    PermanentRedirect = 308 "Permanent Redirect";
     NotModified = 304 "Not Modified";
     BadRequest = 400 "Bad Request";
     Forbidden = 403 "Forbidden";

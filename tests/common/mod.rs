@@ -144,7 +144,11 @@ fn base_config(o: &Opts) -> String {
     let mut current = String::new();
     for line in o.extra.lines() {
         let t = line.trim();
-        if t.starts_with('[') {
+        if t.starts_with("[[") {
+            // An array of tables: every occurrence is a table of its own, never merged.
+            current = format!("{t}#{}", sections.len());
+            sections.push((current.clone(), vec![]));
+        } else if t.starts_with('[') {
             current = t.trim_matches(|c| c == '[' || c == ']').to_string();
         } else if !t.is_empty() {
             let key = t.split('=').next().unwrap().trim().to_string();
@@ -172,7 +176,10 @@ fn base_config(o: &Opts) -> String {
     }
     let mut text = String::new();
     for (s, lines) in sections {
-        text.push_str(&format!("[{s}]\n"));
+        match s.split_once('#') {
+            Some((array, _)) => text.push_str(&format!("{array}\n")),
+            None => text.push_str(&format!("[{s}]\n")),
+        }
         for l in lines {
             text.push_str(&l);
             text.push('\n');
