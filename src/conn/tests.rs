@@ -427,16 +427,23 @@ fn a_body_too_large_is_413_and_the_connection_lingers_then_closes() {
     });
 }
 
+/// A connection whose response is stuck (the peer does not read) when the worker starts to
+/// drain: it must stay open until the response ends one way or the other.
+async fn stalled_response_while_draining() -> Pair {
+    let p = Pair::start(|_| {});
+    p.file("a.html", b"A", MTIME);
+    p.script.stall_writes.set(true);
+    p.send("GET /a.html HTTP/1.1\r\nHost: h\r\n\r\n").await;
+    p.ctx.set_phase(Phase::Draining);
+    settle().await;
+    assert!(!p.closed(), "a response in progress is not cut by a drain");
+    p
+}
+
 #[test]
 fn drain_lets_a_response_in_progress_finish_then_closes() {
     run(|| async {
-        let p = Pair::start(|_| {});
-        p.file("a.html", b"A", MTIME);
-        p.script.stall_writes.set(true);
-        p.send("GET /a.html HTTP/1.1\r\nHost: h\r\n\r\n").await;
-        p.ctx.set_phase(Phase::Draining);
-        settle().await;
-        assert!(!p.closed(), "a response in progress is finished");
+        let p = stalled_response_while_draining().await;
         p.script.stall_writes.set(false);
         p.script.wake.notify_one();
         settle().await;
@@ -483,13 +490,7 @@ fn a_request_answered_while_draining_says_connection_close() {
 #[test]
 fn abort_ends_a_stuck_response() {
     run(|| async {
-        let p = Pair::start(|_| {});
-        p.file("a.html", b"A", MTIME);
-        p.script.stall_writes.set(true);
-        p.send("GET /a.html HTTP/1.1\r\nHost: h\r\n\r\n").await;
-        p.ctx.set_phase(Phase::Draining);
-        settle().await;
-        assert!(!p.closed());
+        let p = stalled_response_while_draining().await;
         p.ctx.set_phase(Phase::Aborting);
         settle().await;
         assert!(p.closed());
