@@ -54,8 +54,12 @@ pub enum Refusal {
     SpecialFile,
     /// An extension the policy does not allow (403).
     Type,
-    /// The file system refused (404, 403, or 500 for anything unexpected such as EMFILE).
+    /// The file system refused (404, 403, 503 when out of descriptors or memory, 500 for
+    /// anything unexpected).
     Io(io::Error),
+    /// The engine could not secure what a body needs (a pipe, a descriptor) before the head
+    /// went out (503: a client never gets a head whose body cannot follow).
+    BodyUnavailable(io::Error),
 }
 
 impl From<&Refusal> for Status {
@@ -69,6 +73,7 @@ impl From<&Refusal> for Status {
             Refusal::Hidden | Refusal::NotFound => Status::NotFound,
             Refusal::SpecialFile | Refusal::Type => Status::Forbidden,
             Refusal::Io(e) => respond::io_status(e),
+            Refusal::BodyUnavailable(_) => Status::ServiceUnavailable,
         }
     }
 }
@@ -97,6 +102,7 @@ impl fmt::Display for Refusal {
             Refusal::SpecialFile => f.write_str("not a regular file"),
             Refusal::Type => f.write_str("extension not allowed"),
             Refusal::Io(e) => write!(f, "file system: {e}"),
+            Refusal::BodyUnavailable(e) => write!(f, "cannot send the body now: {e}"),
         }
     }
 }
@@ -186,6 +192,19 @@ pub struct Exchange<'a, F> {
     keep_alive: bool,
     state: State,
     _file: PhantomData<F>,
+}
+
+/// What a 503 tells the client: try again in a second.
+const RETRY_AFTER: (&str, &[u8]) = ("Retry-After", b"1");
+
+/// The plan when the engine could not secure a planned file body (see
+/// [`Refusal::BodyUnavailable`]): a 503 with `Retry-After`, and the connection closes.
+pub fn body_unavailable<F>(shared: &Shared, path: &[u8], head_only: bool, e: io::Error) -> Plan<F> {
+    let status = Status::ServiceUnavailable;
+    let mut plan = respond::page_plan(status, head_only, false, &[RETRY_AFTER]);
+    add_headers(shared, path, &mut plan);
+    plan.cause = Some(Refusal::BodyUnavailable(e));
+    plan
 }
 
 /// Whether an open failed because nothing is there.
@@ -458,6 +477,9 @@ impl<'a, F> Exchange<'a, F> {
                 let allow = [("Allow", &b"GET, HEAD"[..])];
                 respond::page_plan(status, head_only, keep_alive, &allow)
             }
+            _ if status == Status::ServiceUnavailable => {
+                respond::page_plan(status, head_only, keep_alive, &[RETRY_AFTER])
+            }
             _ => respond::error_response(status, head_only, keep_alive),
         };
         plan.cause = Some(refusal);
@@ -635,6 +657,7 @@ mod tests {
         let c = cache(&sh);
         let gone = || Done::Open(Err(io::Error::from_raw_os_error(libc::ENOENT)));
         let emfile = || Done::Open(Err(io::Error::from_raw_os_error(libc::EMFILE)));
+        let eio = || Done::Open(Err(io::Error::from_raw_os_error(libc::EIO)));
         let outside = || Done::Open(Err(io::Error::from_raw_os_error(libc::EXDEV)));
         // (request, what the open returns if one is asked for, status, keep-alive)
         type Opened = fn() -> Done<()>;
@@ -642,7 +665,8 @@ mod tests {
         let table: &[(&str, Option<Opened>, u16, bool)] = &[
             ("GET /a.jpg", Some(file), 403, true),
             ("GET /a.html", Some(gone), 404, true),
-            ("GET /a.html", Some(emfile), 500, true),
+            ("GET /a.html", Some(emfile), 503, true),
+            ("GET /a.html", Some(eio), 500, true),
             ("GET /link.html", Some(outside), 403, true),
             ("GET /a.html/", Some(file), 404, true),
             ("GET /.env", None, 404, true),

@@ -252,6 +252,8 @@ pub fn io_status(e: &io::Error) -> Status {
         Some(libc::ENOENT | libc::ENOTDIR | libc::ENAMETOOLONG) => Status::NotFound,
         // EXDEV: openat2 refused to leave the root (a symlink pointing outside); ELOOP: a loop.
         Some(libc::EACCES | libc::EPERM | libc::EXDEV | libc::ELOOP) => Status::Forbidden,
+        // Out of descriptors or memory: a moment later it may work (503 with Retry-After).
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) => Status::ServiceUnavailable,
         _ => Status::InternalServerError,
     }
 }
@@ -424,6 +426,7 @@ mod tests {
         let st = |code| io_status(&io::Error::from_raw_os_error(code));
         assert_eq!(st(libc::ENOENT), Status::NotFound);
         assert_eq!(st(libc::EXDEV), Status::Forbidden);
-        assert_eq!(st(libc::EMFILE), Status::InternalServerError);
+        assert_eq!(st(libc::EMFILE), Status::ServiceUnavailable);
+        assert_eq!(st(libc::EIO), Status::InternalServerError);
     }
 }

@@ -59,6 +59,10 @@ pub trait Transport {
         len: u64,
         deadline: &Deadline,
     ) -> io::Result<()>;
+    /// Secures, before any byte of the response goes out, whatever sending a file body of `len`
+    /// bytes will need besides the file (the uring engine's splice pipe). An error here turns the
+    /// response into a 503, so a client never gets a head whose body cannot follow.
+    fn secure_body(&mut self, len: u64) -> io::Result<()>;
     /// A handle on the socket, for the deadline table and for closing: shutting it down
     /// completes any operation in flight.
     fn handle(&self) -> Rc<dyn Shut>;
@@ -247,7 +251,13 @@ async fn answer<T: Transport>(
     // (method, path) as the log shows them, built only when something will be logged.
     let (plan, who) = match parsed {
         Ok(req) => {
-            let plan = run_exchange(io, ctx, &req).await;
+            let mut plan = run_exchange(io, ctx, &req).await;
+            if let Body::File { len, .. } = plan.body {
+                if let Err(e) = io.secure_body(len) {
+                    let head_only = req.method == http::Method::Head;
+                    plan = exchange::body_unavailable(shared, &req.path, head_only, e);
+                }
+            }
             let who = (logging || plan.status.code() >= 500)
                 .then(|| (req.method.as_str().to_string(), req.raw_path.to_string()));
             (plan, who)
@@ -259,6 +269,7 @@ async fn answer<T: Transport>(
     };
     let status = plan.status.code();
     if status >= 500 {
+        // Every 5xx is the server's problem: say why on stderr.
         let cause = plan
             .cause
             .as_ref()

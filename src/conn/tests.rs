@@ -35,6 +35,8 @@ struct Script {
     shut_write: Cell<bool>,
     /// While set, writes wait (a peer that does not read).
     stall_writes: Cell<bool>,
+    /// While set, a file body cannot be secured (as when descriptors run out).
+    no_body_source: Cell<bool>,
     wake: Notify,
     files: RefCell<HashMap<Vec<u8>, (Meta, Bytes)>>,
     /// File-system operations the server asked for, in order: "stat a.html", "open a.html", ...
@@ -137,6 +139,13 @@ impl Transport for Scripted {
     ) -> io::Result<()> {
         head.extend_from_slice(&file.bytes[offset as usize..(offset + len) as usize]);
         self.write_all(head, deadline).await.0
+    }
+
+    fn secure_body(&mut self, _len: u64) -> io::Result<()> {
+        match self.0.no_body_source.get() {
+            true => Err(io::Error::from_raw_os_error(libc::EMFILE)),
+            false => Ok(()),
+        }
     }
 
     fn handle(&self) -> Rc<dyn Shut> {
@@ -581,5 +590,25 @@ fn an_oversized_head_is_431_and_a_long_request_line_414() {
             q.take(),
             page("431 Request Header Fields Too Large", "close", "")
         );
+    });
+}
+
+#[test]
+fn a_body_that_cannot_be_secured_gets_503_never_a_truncated_200() {
+    run(|| async {
+        // Too big for the cache, so it is sent from the file.
+        let p = Pair::start(|c| c.files.cache_max_file_bytes = 0);
+        p.file("big.png", &[7u8; 1000], MTIME);
+        p.script.no_body_source.set(true);
+        p.send("GET /big.png HTTP/1.1\r\nHost: h\r\n\r\n").await;
+        let out = p.take();
+        assert!(
+            out.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("\r\nRetry-After: 1\r\n"), "{out}");
+        assert!(out.contains("\r\nConnection: close\r\n"), "{out}");
+        assert!(!out.contains("200 OK"), "{out}");
+        assert_eq!(p.logged()[0].0, 503);
     });
 }

@@ -88,7 +88,8 @@ impl Shut for TcpStream {
 pub struct UringConn {
     stream: Rc<TcpStream>,
     root: RawFd,
-    /// Created on the first spliced response, kept for the next ones while it is clean.
+    /// The pipe secured for the response about to be spliced ([`Transport::secure_body`]); it
+    /// goes back to the worker's pool afterwards, so idle connections hold none.
     pipe: Option<Rc<Pipe>>,
 }
 
@@ -106,7 +107,32 @@ const SPLICE_MIN: u64 = 64 * 1024;
 /// Pipe capacity asked for (the default limit for unprivileged users is 1 MiB).
 const PIPE_SIZE: usize = 1 << 20;
 
+thread_local! {
+    /// Clean pipes of this worker, reused across connections.
+    static PIPES: std::cell::RefCell<Vec<Pipe>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Pipes a worker keeps for reuse; more are closed.
+const POOLED_PIPES: usize = 16;
+
 impl Pipe {
+    /// A pipe from the worker's pool, or a new one.
+    fn take() -> io::Result<Pipe> {
+        match PIPES.with_borrow_mut(|p| p.pop()) {
+            Some(p) => Ok(p),
+            None => Pipe::new(),
+        }
+    }
+
+    /// Returns a pipe that holds no bytes to the worker's pool.
+    fn give_back(self) {
+        PIPES.with_borrow_mut(|p| {
+            if p.len() < POOLED_PIPES {
+                p.push(self);
+            }
+        });
+    }
+
     fn new() -> io::Result<Pipe> {
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two descriptors into `fds`, which we then own.
@@ -161,13 +187,14 @@ impl UringConn {
         end: u64,
         deadline: &Deadline,
     ) -> io::Result<()> {
+        let pipe = match self.pipe.take() {
+            Some(p) => p,
+            // Secured before the head by the caller; made here only if it was not.
+            None => Rc::new(Pipe::take()?),
+        };
         if let (Err(e), _) = self.write_buf(head, deadline).await {
             return Err(e);
         }
-        let pipe = match &self.pipe {
-            Some(p) => p.clone(),
-            None => Rc::new(Pipe::new()?),
-        };
         let file = Rc::new(file);
         let chunk = pipe.capacity;
         let sock = self.stream.as_raw_fd();
@@ -202,7 +229,11 @@ impl UringConn {
         }
         .await;
         // A pipe left holding bytes would corrupt the next response: only a clean one is kept.
-        self.pipe = result.is_ok().then_some(pipe);
+        if result.is_ok() {
+            if let Ok(pipe) = Rc::try_unwrap(pipe) {
+                pipe.give_back();
+            }
+        }
         if let Ok(file) = Rc::try_unwrap(file) {
             close_in_ring(file);
         }
@@ -291,6 +322,13 @@ impl Transport for UringConn {
         close_in_ring(file);
         read?;
         self.write_buf(buf, deadline).await.0
+    }
+
+    fn secure_body(&mut self, len: u64) -> io::Result<()> {
+        if len >= SPLICE_MIN && self.pipe.is_none() {
+            self.pipe = Some(Rc::new(Pipe::take()?));
+        }
+        Ok(())
     }
 
     fn handle(&self) -> Rc<dyn Shut> {

@@ -59,6 +59,7 @@ statuses! {
     RangeNotSatisfiable = 416 "Range Not Satisfiable";
     HeaderFieldsTooLarge = 431 "Request Header Fields Too Large";
     InternalServerError = 500 "Internal Server Error";
+    ServiceUnavailable = 503 "Service Unavailable";
     HttpVersionNotSupported = 505 "HTTP Version Not Supported";
 }
 

@@ -89,6 +89,8 @@ pub struct Opts {
     /// Extra command-line arguments.
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// A descriptor limit (soft and hard) for the server process.
+    pub nofile: Option<u64>,
 }
 
 impl Opts {
@@ -99,6 +101,7 @@ impl Opts {
             workers: 2,
             args: Vec::new(),
             env: Vec::new(),
+            nofile: None,
         }
     }
 
@@ -203,6 +206,22 @@ impl Server {
         cmd.arg("--config").arg(&cfg).args(&o.args);
         for (k, v) in &o.env {
             cmd.env(k, v);
+        }
+        if let Some(n) = o.nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe and only touches the child being started.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let mut child = cmd
             .current_dir(dir.path())
