@@ -217,8 +217,8 @@ fn draw_cost(lab: &Lab, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let m = &lab.setup.machine;
     let root = root.titled(
         &format!(
-            "uring-httpd lab {}: where the server's cost goes (medians; kernel {}, {} cores)",
-            m.date, m.kernel, m.cores
+            "lab {}: server cost per request (medians, {} cores)",
+            m.date, m.cores
         ),
         ("sans-serif", 22),
     )?;
@@ -326,7 +326,8 @@ fn split_panel(
             }
         }
     }
-    let top = if top > 0.0 { top * 1.45 } else { 1.0 };
+    // Head room for the legend (one line per server).
+    let top = if top > 0.0 { top * 2.0 } else { 1.0 };
     let mut chart = ChartBuilder::on(area)
         .caption(
             format!(

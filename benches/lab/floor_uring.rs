@@ -24,7 +24,7 @@ use crate::floor_proto::{self, HeadCounter, Owed, Reply};
 const ENTRIES: u32 = 4096;
 /// Provided buffers in the ring (a power of two) and the size of each.
 const BUFS: u16 = 2048;
-const BUF_LEN: usize = 4096;
+const BUF_LEN: usize = 2048;
 const BGID: u16 = 7;
 /// Connections beyond this many (by fd number) are closed on accept.
 pub const MAX_CONNS: usize = 16384;

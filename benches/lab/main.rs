@@ -296,6 +296,10 @@ fn run(opts: &Options) -> Result<(), String> {
     if opts.strace && !strace {
         notes.push("strace is not installed: no syscalls/req figures".into());
     }
+    let perf = strace && have("perf");
+    if strace && !perf {
+        notes.push("perf is not installed: no untraced syscalls/req figures".into());
+    }
     if contenders.iter().any(|c| c.is_floor()) && !contenders.contains(&Contender::FloorUring) {
         notes.push("floor-uring not run: no × uring floor figures".into());
     }
@@ -343,7 +347,7 @@ fn run(opts: &Options) -> Result<(), String> {
         0
     };
     let estimate = runs as u64 * (opts.duration_s + opts.warmup_s + 1)
-        + passes as u64 * (opts.strace_s + opts.warmup_s + 2);
+        + passes as u64 * (2 * opts.strace_s + opts.warmup_s + 2);
     eprintln!(
         "lab: {} round(s) × {} files × {} connection counts × {} servers = {runs} runs of {} s, \
          plus {passes} strace passes; about {} min. Server on CPU {}, wrk on CPU {}.",
@@ -421,13 +425,19 @@ fn run(opts: &Options) -> Result<(), String> {
                     "strace {contender} {} c={STRACE_CONNECTIONS} {} s",
                     fx.name, opts.strace_s
                 ));
-                let outcome = syscall_pass(&env, contender, fx, opts, wrk_cpu);
+                let outcome = syscall_pass(&env, contender, fx, opts, wrk_cpu, perf);
                 progress.end(&match &outcome {
                     Ok(t) => format!(
-                        "{} syscalls / {} requests = {:.2}",
+                        "strace: {} syscalls / {} requests = {:.2}; perf: {}",
                         t.calls,
                         t.requests,
-                        t.calls as f64 / t.requests.max(1) as f64
+                        t.calls as f64 / t.requests.max(1) as f64,
+                        match &t.perf {
+                            Some(Ok((c, r))) =>
+                                format!("{c} / {r} = {:.3}", *c as f64 / (*r).max(1) as f64),
+                            Some(Err(e)) => format!("failed: {e}"),
+                            None => "not run".into(),
+                        }
                     ),
                     Err(e) => format!("FAILED: {e}"),
                 });
@@ -580,6 +590,7 @@ fn syscall_pass(
     fx: &Fixture,
     opts: &Options,
     wrk_cpu: Option<usize>,
+    perf: bool,
 ) -> Result<Traced, String> {
     let mut server = Running::start(env, contender, &fx.name)?;
     servers::verify_fixture(server.addr, &format!("/{}", fx.name), fx.bytes)?;
@@ -592,6 +603,20 @@ fn syscall_pass(
     ))
     .map_err(|e| format!("warm-up: {e}"))?;
     server.refresh_tree();
+    // First the untraced count (perf), then strace, on the same warm server.
+    let perf = perf.then(|| {
+        let out = env.work.join(format!("perf-{contender}-{}.txt", fx.name));
+        let pass = measure::PerfPass::attach(&server.serving_pids(), &out, wrk_cpu)?;
+        let result = wrk::run(&load(
+            &server,
+            fx,
+            STRACE_CONNECTIONS,
+            opts.strace_s,
+            wrk_cpu,
+        ));
+        let calls = pass.finish()?;
+        Ok((calls, result?.requests))
+    });
     let summary = env.work.join(format!("strace-{contender}-{}.txt", fx.name));
     let pass = measure::StracePass::attach(&server.serving_pids(), &summary, wrk_cpu)?;
     let result = wrk::run(&load(
@@ -609,5 +634,6 @@ fn syscall_pass(
         calls,
         requests: result.requests,
         by_name,
+        perf,
     })
 }

@@ -11,13 +11,14 @@ usage: cargo bench --bench lab [-- OPTIONS]
   --rounds N           rounds of every (server, file, connections) run (default 3)
   --duration S         seconds per measured wrk run (default 5; --quick: 2)
   --warmup S           seconds of warm-up load before each measured run (default 1)
-  --strace-secs S      seconds of the strace pass per server and file (default 3; --quick: 2)
+  --strace-secs S      seconds of each syscall-counting run per server and file: one untraced
+                       under `perf stat`, one under `strace -f -c` (default 3; --quick: 2)
   --connections LIST   comma-separated connection counts (default 1,50,256,1024)
   --servers LIST       comma-separated, from uring, epoll, nginx, lighttpd, h2o, floor-uring,
                        floor-epoll; `floors` means both floors (default: all; a server whose
                        binary is not installed is skipped with a note)
   --files LIST         comma-separated, from 2k.html, 100k.png, 10m.txt (default: all three)
-  --no-strace          skip the strace passes (no syscalls/req, no syscall mix)
+  --no-strace          skip the syscall passes (no syscalls/req, no syscall mix)
   --out DIR            where the report goes (default benches/results)
 
 The floors run only on files of at most 64 KiB (they hold the response in memory).

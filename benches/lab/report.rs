@@ -56,6 +56,9 @@ pub struct Measured {
 pub struct Traced {
     pub calls: u64,
     pub requests: u64,
+    /// The untraced count from `perf stat` over a run of the same length on the same server:
+    /// (syscalls, requests), or why there is none.
+    pub perf: Option<Result<(u64, u64), String>>,
     /// Calls per syscall name, most frequent first.
     pub by_name: Vec<(String, u64)>,
 }
@@ -75,6 +78,17 @@ impl SyscallPass {
     pub fn per_request(&self) -> Option<f64> {
         match &self.outcome {
             Ok(t) if t.requests > 0 => Some(t.calls as f64 / t.requests as f64),
+            _ => None,
+        }
+    }
+
+    /// Syscalls per request counted by perf, untraced.
+    pub fn perf_per_request(&self) -> Option<f64> {
+        match &self.outcome {
+            Ok(Traced {
+                perf: Some(Ok((calls, reqs))),
+                ..
+            }) if *reqs > 0 => Some(*calls as f64 / *reqs as f64),
             _ => None,
         }
     }
@@ -424,7 +438,9 @@ impl Lab {
             "- **Syscalls/req**: a separate {} s pass under `strace -f -c` at {} connections per \
              server and file (traced runs are much slower, so they are kept out of the throughput \
              figures; syscalls per request barely depend on concurrency, so the figure is repeated \
-             on every row). io_uring operations are not syscalls: one `io_uring_enter` carries many",
+             on every row), preceded on the same server by a run of the same length counted \
+             untraced with `perf stat -e raw_syscalls:sys_enter`. io_uring operations are not \
+             syscalls: one `io_uring_enter` carries many",
             s.strace_s, s.strace_connections
         );
         for n in &s.notes {
@@ -536,9 +552,9 @@ impl Lab {
             let _ = writeln!(o, "## strace passes: syscalls and the syscall mix\n");
             let _ = writeln!(
                 o,
-                "| server | file | conns | seconds | syscalls | requests | syscalls/req | top syscalls per request |"
+                "| server | file | conns | seconds | syscalls | requests | syscalls/req | untraced syscalls/req (perf) | top syscalls per request |"
             );
-            let _ = writeln!(o, "|:---|:---|---:|---:|---:|---:|---:|:---|");
+            let _ = writeln!(o, "|:---|:---|---:|---:|---:|---:|---:|---:|:---|");
             for p in &self.syscalls {
                 let (calls, reqs) = match &p.outcome {
                     Ok(t) => (t.calls.to_string(), t.requests.to_string()),
@@ -546,12 +562,13 @@ impl Lab {
                 };
                 let _ = writeln!(
                     o,
-                    "| {} | {} | {} | {} | {calls} | {reqs} | {} | {} |",
+                    "| {} | {} | {} | {} | {calls} | {reqs} | {} | {} | {} |",
                     p.contender,
                     self.fixtures[p.fixture].name,
                     p.connections,
                     p.secs,
                     opt(p.per_request(), 2),
+                    opt(p.perf_per_request(), 3),
                     mix(&p.top(5)),
                 );
             }
@@ -562,13 +579,18 @@ impl Lab {
         o.push_str(
             "- **req/s**: completed responses per second reported by wrk (higher is better); \
              **p50/p99**: wrk's latency percentiles in milliseconds.\n\
-             - **CPU µs/req**: server CPU time (utime + stime from `/proc/PID/stat`, all threads; \
-             nginx master + worker) during the measured run divided by the requests wrk completed. \
+             - **CPU µs/req**: server CPU time (utime + stime from `/proc/PID/stat` of the server's \
+             whole process tree, all threads: nginx master + worker, h2o and its helper child) \
+             during the measured run divided by the requests wrk completed. \
              The server core's capacity is 1 000 000 µs per second, so 1e6 / (CPU µs/req) is the \
              rate the server could reach if it got the whole core; when req/s is far below that, \
              the client (wrk on the other core) or the network path is the limit, not the server.\n\
              - **syscalls/req**: from the separate strace pass (see above); the **syscall mix** \
-             lists the most frequent syscalls of that pass per request.\n\
+             lists the most frequent syscalls of that pass per request. strace stops the server at \
+             every syscall, so a traced server batches more per wait and strace undercounts wait \
+             calls: **untraced syscalls/req (perf)** counts `raw_syscalls:sys_enter` with \
+             `perf stat` over a second run of the same length on the same server, untraced (when \
+             perf is installed and allowed).\n\
              - **× uring floor**: this server's CPU µs/req divided by `floor-uring`'s in the same \
              case (file and connections): 1.00× is the least CPU a server on raw io_uring spends on \
              loopback TCP for this response; the rest is the server's own work. `floor-epoll` is the \
@@ -582,7 +604,8 @@ impl Lab {
              server used ≥ 90% of its core, **wrk** when wrk used ≥ 90% of its core while the \
              server had idle time — then req/s measures wrk and only CPU µs/req ranks the servers — \
              and `neither` when both had idle time (latency or the loopback path).\n\
-             - **peak RSS**: `VmHWM` of the serving process (nginx: its worker) at the end of the run.\n\
+             - **peak RSS**: `VmHWM` of the serving process at the end of the run (nginx: its \
+             worker; h2o: the larger of its process and helper).\n\
              - **vs nginx**: this row's req/s divided by nginx's (best of sendfile on/off, the winner \
              named in its row with the loser's req/s); above 1.00× beats nginx. **uring/epoll**: \
              the uring engine's req/s divided by the epoll engine's. In the ratio table, CPU ratios \
@@ -653,6 +676,7 @@ impl Lab {
             o,
             "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|"
         );
+        let mut wrk_bound = Vec::new();
         for &c in &s.concurrencies {
             let floor = cells
                 .get(&(Contender::FloorUring, f, c))
@@ -666,6 +690,10 @@ impl Lab {
                     _ => "—".into(),
                 };
                 let pct = |v: Option<f64>| v.map_or("—".into(), |v| format!("{:.0}%", 100.0 * v));
+                let limit = limited_by(cell.server_core, cell.wrk_core);
+                if limit == "**wrk**" {
+                    wrk_bound.push(format!("{contender} at {c} conns"));
+                }
                 let _ = writeln!(
                     o,
                     "| {c} | {contender} | {} | {} | {} | {} | {} | {share} | {} ({}) | {} | {} | {} |",
@@ -681,11 +709,21 @@ impl Lab {
                     opt(cell.vcs_per_req, 3),
                     pct(cell.server_core),
                     pct(cell.wrk_core),
-                    limited_by(cell.server_core, cell.wrk_core),
+                    limit,
                 );
             }
         }
         o.push('\n');
+        if !wrk_bound.is_empty() {
+            let _ = writeln!(
+                o,
+                "**wrk, not the server, limited req/s** for {}: wrk used ≥ {:.0}% of its core while \
+                 the server had idle time, so these req/s are wrk's ceiling; compare these servers \
+                 by CPU µs/req.\n",
+                wrk_bound.join(", "),
+                100.0 * SATURATED
+            );
+        }
     }
 
     /// CPU per request of every contender as a multiple of `floor-uring`'s, per case.
@@ -821,13 +859,22 @@ impl Lab {
             }
         }
         for p in &self.syscalls {
-            if let Err(e) = &p.outcome {
-                out.push(format!(
+            match &p.outcome {
+                Err(e) => out.push(format!(
                     "strace pass {} {}: {}",
                     p.contender,
                     self.fixtures[p.fixture].name,
                     one_line(e)
-                ));
+                )),
+                Ok(Traced {
+                    perf: Some(Err(e)), ..
+                }) => out.push(format!(
+                    "perf count {} {}: {}",
+                    p.contender,
+                    self.fixtures[p.fixture].name,
+                    one_line(e)
+                )),
+                Ok(_) => {}
             }
         }
         out
