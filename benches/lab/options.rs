@@ -23,8 +23,9 @@ usage: cargo bench --bench lab [-- OPTIONS]
 
 The floors run only on files of at most 64 KiB (they hold the response in memory).
 The lab binary also serves as the floor responders (the lab starts them itself):
-  lab floor-uring PORT FILE     raw io_uring fixed-response server on 127.0.0.1:PORT
-  lab floor-epoll PORT FILE     raw edge-triggered epoll fixed-response server
+  cargo bench --bench lab -- floor-uring PORT FILE   raw io_uring fixed-response server
+                                                     on 127.0.0.1:PORT (0: any free port)
+  cargo bench --bench lab -- floor-epoll PORT FILE   raw edge-triggered epoll one
 ";
 
 /// Every server the lab knows, in the order of its tables.
@@ -96,7 +97,9 @@ fn list(flag: &str, v: &str, known: &[&str]) -> Result<Vec<String>, String> {
 
 pub fn parse(args: &[String]) -> Result<Command, String> {
     if let Some(sub @ ("floor-uring" | "floor-epoll")) = args.first().map(String::as_str) {
-        let (Some(port), Some(file), None) = (args.get(1), args.get(2), args.get(3)) else {
+        // `cargo bench --bench lab -- floor-uring PORT FILE` appends `--bench`.
+        let rest: Vec<&String> = args[1..].iter().filter(|a| *a != "--bench").collect();
+        let (Some(port), Some(file), None) = (rest.first(), rest.get(1), rest.get(2)) else {
             return Err(format!("usage: {sub} PORT FILE"));
         };
         let port = port
@@ -207,7 +210,7 @@ pub fn self_test() -> Result<(), String> {
     if o.servers.len() != SERVERS.len() || o.files.len() != 3 || o.rounds != 3 {
         return Err(format!("args self-test failed (defaults): {o:?}"));
     }
-    match parse(&args(&["floor-epoll", "0", "/x/2k.html"]))? {
+    match parse(&args(&["floor-epoll", "0", "/x/2k.html", "--bench"]))? {
         Command::Floor {
             uring: false,
             port: 0,
