@@ -1,173 +1,74 @@
 //! The engine lab: `cargo bench --bench lab [-- OPTIONS]`.
 //!
 //! It serves three fixture files (2 KiB html, 100 KiB png, 10 MiB txt, generated in a temporary
-//! directory) with uring-httpd's io_uring engine, its epoll engine and nginx (when
-//! `/usr/sbin/nginx` exists, with sendfile on and off), loads each with wrk at several
-//! connection counts, and writes a Markdown table and an SVG chart to `benches/results/`.
-//! Rounds alternate the servers so machine noise hits all of them alike; the figures reported are
-//! medians across rounds. Syscalls per request come from a separate, shorter strace pass.
+//! directory) with uring-httpd's io_uring engine, its epoll engine, nginx (with sendfile on and
+//! off), lighttpd and h2o (each when installed), and two fixed-response floor responders on raw
+//! io_uring and raw epoll (this binary, run as `floor-uring` / `floor-epoll`), loads each with wrk
+//! at several connection counts, and writes a Markdown report, SVG charts and the raw figures to
+//! `benches/results/`. Rounds alternate the servers so machine noise hits all of them alike; the
+//! figures reported are medians across rounds. Syscalls per request and the syscall mix come from
+//! a separate, shorter strace pass. `benches/README.md` explains how to run and read it.
 //!
-//! This file owns the command line, the fixtures and the schedule; [`servers`] starts and stops
-//! the servers, [`wrk`] drives the load, [`measure`] reads /proc and strace, [`report`] and
-//! [`chart`] turn the samples into files.
+//! This file owns the schedule and the fixtures; [`options`] reads the command line, [`servers`]
+//! starts and stops the servers, [`floor_uring`] and [`floor_epoll`] are the floors, [`wrk`]
+//! drives the load, [`measure`] reads /proc and strace, [`report`] and [`chart`] turn the samples
+//! into files.
 //!
 //! cargo passes `--bench` to bench targets; without it (e.g. `cargo test --benches`) the binary
-//! only runs its parser self-tests and exits, so a test run never starts a 20-minute lab.
+//! only runs its parser self-tests and exits, so a test run never starts a 20-minute lab. The
+//! same tests run under `cargo test` through `tests/lab.rs`.
 
 mod chart;
+mod floor_epoll;
+mod floor_proto;
+mod floor_uring;
 mod measure;
+mod options;
 mod report;
 mod servers;
 mod wrk;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command as Process, ExitCode};
 use std::time::{Duration, Instant};
 
-use report::{Fixture, Lab, Measured, Sample, Setup, SyscallPass};
+use options::{Command, Options};
+use report::{Fixture, Lab, Measured, Sample, Setup, SyscallPass, Traced};
 use servers::{Contender, Env, Running};
-
-const USAGE: &str = "\
-usage: cargo bench --bench lab [-- OPTIONS]
-
-  --quick              1 round, 2 s runs, connections 1 and 256 only
-  --rounds N           rounds of every (server, file, connections) run (default 3)
-  --duration S         seconds per measured wrk run (default 5; --quick: 2)
-  --warmup S           seconds of warm-up load before each measured run (default 1)
-  --strace-secs S      seconds of the strace pass per server and file (default 3; --quick: 2)
-  --connections LIST   comma-separated connection counts (default 1,50,256,1024)
-  --servers LIST       comma-separated, from uring,epoll,nginx (default: all three)
-  --out DIR            where the report goes (default benches/results)
-";
 
 /// Connections used for the strace pass.
 const STRACE_CONNECTIONS: usize = 50;
-
-#[derive(Debug, Clone)]
-struct Options {
-    bench: bool,
-    quick: bool,
-    rounds: usize,
-    duration_s: u64,
-    warmup_s: u64,
-    strace_s: u64,
-    concurrencies: Vec<usize>,
-    servers: Vec<String>,
-    out: PathBuf,
-}
-
-fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
-    let mut bench = false;
-    let mut quick = false;
-    let (mut rounds, mut duration, mut warmup, mut strace, mut conns, mut servers, mut out) =
-        (None, None, None, None, None, None, None);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
-        let mut value = |name: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        let number = |name: &str, v: String| -> Result<u64, String> {
-            v.parse::<u64>()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| format!("{name} wants a positive integer, not {v:?}"))
-        };
-        match flag {
-            "--bench" => bench = true,
-            "--quick" => quick = true,
-            "--rounds" => rounds = Some(number(flag, value(flag)?)? as usize),
-            "--duration" => duration = Some(number(flag, value(flag)?)?),
-            "--warmup" => warmup = Some(number(flag, value(flag)?)?),
-            "--strace-secs" => strace = Some(number(flag, value(flag)?)?),
-            "--connections" => {
-                let v = value(flag)?;
-                let list = v
-                    .split(',')
-                    .map(|s| number(flag, s.trim().to_string()).map(|n| n as usize))
-                    .collect::<Result<Vec<_>, _>>()?;
-                conns = Some(list);
-            }
-            "--servers" => {
-                let v = value(flag)?;
-                let list: Vec<String> = v.split(',').map(|s| s.trim().to_lowercase()).collect();
-                if let Some(bad) = list
-                    .iter()
-                    .find(|s| !["uring", "epoll", "nginx"].contains(&s.as_str()))
-                {
-                    return Err(format!("unknown server {bad:?} (uring, epoll, nginx)"));
-                }
-                servers = Some(list);
-            }
-            "--out" => out = Some(PathBuf::from(value(flag)?)),
-            "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    let mut concurrencies = conns.unwrap_or_else(|| {
-        if quick {
-            vec![1, 256]
-        } else {
-            vec![1, 50, 256, 1024]
-        }
-    });
-    concurrencies.sort_unstable();
-    concurrencies.dedup();
-    Ok(Some(Options {
-        bench,
-        quick,
-        rounds: rounds.unwrap_or(if quick { 1 } else { 3 }),
-        duration_s: duration.unwrap_or(if quick { 2 } else { 5 }),
-        warmup_s: warmup.unwrap_or(1),
-        strace_s: strace.unwrap_or(if quick { 2 } else { 3 }),
-        concurrencies,
-        servers: servers.unwrap_or_else(|| vec!["uring".into(), "epoll".into(), "nginx".into()]),
-        out: out.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results")),
-    }))
-}
 
 fn self_test() -> Result<(), String> {
     wrk::self_test()?;
     measure::self_test()?;
     servers::self_test()?;
     report::self_test()?;
-    let args = |s: &[&str]| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-    let o = parse_args(&args(&[
-        "--bench",
-        "--quick",
-        "--rounds=2",
-        "--servers",
-        "epoll",
-    ]))?
-    .ok_or("args self-test: unexpected help")?;
-    if !(o.bench && o.quick && o.rounds == 2 && o.duration_s == 2)
-        || o.concurrencies != [1, 256]
-        || o.servers != ["epoll"]
-    {
-        return Err(format!("args self-test failed: {o:?}"));
-    }
-    if parse_args(&args(&["--rounds", "0"])).is_ok() || parse_args(&args(&["--what"])).is_ok() {
-        return Err("args self-test failed: bad input accepted".into());
-    }
+    options::self_test()?;
     Ok(())
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = match parse_args(&args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{USAGE}");
+    let opts = match options::parse(&args) {
+        Ok(Command::Lab(o)) => o,
+        Ok(Command::Help) => {
+            print!("{}", options::USAGE);
             return ExitCode::SUCCESS;
         }
+        Ok(Command::Floor { uring, port, file }) => {
+            let r = if uring {
+                floor_uring::run(port, &file)
+            } else {
+                floor_epoll::run(port, &file)
+            };
+            if let Err(e) = r {
+                eprintln!("lab floor: {e}");
+            }
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
-            eprintln!("lab: {e}\n{USAGE}");
+            eprintln!("lab: {e}\n{}", options::USAGE);
             return ExitCode::from(2);
         }
     };
@@ -254,7 +155,7 @@ fn make_fixtures(root: &Path) -> Result<Vec<Fixture>, String> {
 fn revision() -> String {
     let dir = env!("CARGO_MANIFEST_DIR");
     let git = |args: &[&str]| {
-        Command::new("git")
+        Process::new("git")
             .arg("-C")
             .arg(dir)
             .args(args)
@@ -281,19 +182,36 @@ fn revision() -> String {
     }
 }
 
-fn nginx_version(nginx: &Path) -> Option<String> {
-    let out = Command::new(nginx).arg("-v").output().ok()?;
-    let text = String::from_utf8_lossy(&out.stderr).to_string();
-    text.trim()
-        .strip_prefix("nginx version: nginx/")
-        .map(str::to_string)
-        .or(Some(text.trim().to_string()))
+/// The version a server prints for `flag` (on stdout or stderr), after `prefix` when present.
+fn version(program: &Path, flag: &str, prefix: &str) -> Option<String> {
+    let out = Process::new(program).arg(flag).output().ok()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = text.lines().next()?.trim();
+    let v = first
+        .find(prefix)
+        .map_or(first, |i| &first[i + prefix.len()..]);
+    Some(v.split_whitespace().next().unwrap_or(v).to_string())
+}
+
+/// A server's binary: `default` when it exists, else `name` on PATH.
+fn find(default: &str, name: &str) -> Option<PathBuf> {
+    if Path::new(default).is_file() {
+        return Some(PathBuf::from(default));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// Pins to CPUs 1 (server) and 0 (wrk) when both exist and taskset works.
 fn pinning(cores: usize) -> (Option<usize>, Option<usize>) {
     let works = |cpu: &str| {
-        Command::new("taskset")
+        Process::new("taskset")
             .args(["-c", cpu, "true"])
             .status()
             .is_ok_and(|s| s.success())
@@ -343,29 +261,47 @@ fn run(opts: &Options) -> Result<(), String> {
     } else {
         (None, None)
     };
-    let nginx = Path::new(servers::NGINX);
-    let nginx = nginx.is_file().then(|| nginx.to_path_buf());
+    let nginx = find(servers::NGINX, "nginx");
+    let lighttpd = find(servers::LIGHTTPD, "lighttpd");
+    let h2o = find(servers::H2O, "h2o");
     let mut contenders = Vec::new();
+    let skip = |notes: &mut Vec<String>, name: &str, package: &str| {
+        let line =
+            format!("{name} skipped: it is not installed (Debian: apt-get install {package})");
+        eprintln!("lab: {line}");
+        notes.push(line);
+    };
     for s in &opts.servers {
         match s.as_str() {
             "uring" => contenders.push(Contender::Uring),
             "epoll" => contenders.push(Contender::Epoll),
-            _ if nginx.is_some() => {
+            "nginx" if nginx.is_some() => {
                 contenders.extend([Contender::NginxSendfileOn, Contender::NginxSendfileOff])
             }
-            _ => notes.push(format!(
-                "nginx skipped: {} is not installed (Debian: apt-get install nginx-light)",
-                servers::NGINX
-            )),
+            "nginx" => skip(&mut notes, "nginx", "nginx-light"),
+            "lighttpd" if lighttpd.is_some() => contenders.push(Contender::Lighttpd),
+            "lighttpd" => skip(&mut notes, "lighttpd", "lighttpd"),
+            "h2o" if h2o.is_some() => contenders.push(Contender::H2o),
+            "h2o" => skip(&mut notes, "h2o", "h2o"),
+            "floor-uring" => contenders.push(Contender::FloorUring),
+            "floor-epoll" => contenders.push(Contender::FloorEpoll),
+            other => return Err(format!("unknown server {other:?}")),
         }
     }
     contenders.dedup();
     if contenders.is_empty() {
         return Err("no server to measure".into());
     }
-    let strace = have("strace");
-    if !strace {
+    let strace = opts.strace && have("strace");
+    if opts.strace && !strace {
         notes.push("strace is not installed: no syscalls/req figures".into());
+    }
+    let perf = strace && have("perf");
+    if strace && !perf {
+        notes.push("perf is not installed: no untraced syscalls/req figures".into());
+    }
+    if contenders.iter().any(|c| c.is_floor()) && !contenders.contains(&Contender::FloorUring) {
+        notes.push("floor-uring not run: no × uring floor figures".into());
     }
 
     let tmp = tempfile::Builder::new()
@@ -377,10 +313,16 @@ fn run(opts: &Options) -> Result<(), String> {
     for d in [&root, &work] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
-    let fixtures = make_fixtures(&root)?;
+    let fixtures: Vec<Fixture> = make_fixtures(&root)?
+        .into_iter()
+        .filter(|f| opts.files.contains(&f.name))
+        .collect();
     let env = Env {
         bin: PathBuf::from(env!("CARGO_BIN_EXE_uring-httpd")),
+        lab: std::env::current_exe().map_err(|e| format!("the lab's own path: {e}"))?,
         nginx: nginx.clone(),
+        lighttpd: lighttpd.clone(),
+        h2o: h2o.clone(),
         root: root.canonicalize().map_err(|e| e.to_string())?,
         work,
         cpu: server_cpu,
@@ -390,14 +332,22 @@ fn run(opts: &Options) -> Result<(), String> {
     let cases: Vec<(usize, usize)> = (0..fixtures.len())
         .flat_map(|f| opts.concurrencies.iter().map(move |&c| (f, c)))
         .collect();
-    let runs = opts.rounds * cases.len() * contenders.len();
+    // The contenders of a file: the floors only serve small files.
+    let serving = |f: usize| -> Vec<Contender> {
+        contenders
+            .iter()
+            .copied()
+            .filter(|c| c.serves(fixtures[f].bytes))
+            .collect()
+    };
+    let runs = opts.rounds * cases.iter().map(|&(f, _)| serving(f).len()).sum::<usize>();
     let passes = if strace {
-        fixtures.len() * contenders.len()
+        (0..fixtures.len()).map(|f| serving(f).len()).sum()
     } else {
         0
     };
     let estimate = runs as u64 * (opts.duration_s + opts.warmup_s + 1)
-        + passes as u64 * (opts.strace_s + opts.warmup_s + 2);
+        + passes as u64 * (2 * opts.strace_s + opts.warmup_s + 2);
     eprintln!(
         "lab: {} round(s) × {} files × {} connection counts × {} servers = {runs} runs of {} s, \
          plus {passes} strace passes; about {} min. Server on CPU {}, wrk on CPU {}.",
@@ -420,9 +370,10 @@ fn run(opts: &Options) -> Result<(), String> {
     for round in 0..opts.rounds {
         for (k, &(f, c)) in cases.iter().enumerate() {
             // Rotate the order every case and every round, so each server takes each position.
-            let n = contenders.len();
+            let these = serving(f);
+            let n = these.len();
             for i in 0..n {
-                let contender = contenders[(i + round + k) % n];
+                let contender = these[(i + round + k) % n];
                 let fx = &fixtures[f];
                 progress.begin(&format!(
                     "round {}/{} {contender} {} c={c}",
@@ -433,11 +384,19 @@ fn run(opts: &Options) -> Result<(), String> {
                 let outcome = measure_run(&env, contender, fx, c, opts, wrk_cpu);
                 progress.end(&match &outcome {
                     Ok(m) => {
+                        let num = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.2}"));
+                        let pct =
+                            |v: Option<f64>| v.map_or("?".into(), |v| format!("{:.0}%", 100.0 * v));
                         let mut s = format!(
-                            "{} req/s, p99 {} ms, {} µs CPU/req",
+                            "{} req/s, p99 {} ms, {} µs CPU/req (user {}, kernel {}); \
+                             cores: server {}, wrk {}",
                             report::rate(m.wrk.req_per_s),
-                            m.wrk.p99_ms.map_or("?".into(), |v| format!("{v:.2}")),
-                            m.cpu_us_per_req.map_or("?".into(), |v| format!("{v:.1}")),
+                            num(m.wrk.p99_ms),
+                            num(m.cpu_us_per_req),
+                            num(m.user_us_per_req),
+                            num(m.sys_us_per_req),
+                            pct(m.server_core),
+                            pct(m.wrk.core_share()),
                         );
                         let errs = m.wrk.errors.total() + m.wrk.non_2xx;
                         if errs > 0 {
@@ -461,16 +420,24 @@ fn run(opts: &Options) -> Result<(), String> {
     let mut syscalls = Vec::new();
     if strace {
         for (f, fx) in fixtures.iter().enumerate() {
-            for &contender in &contenders {
+            for contender in serving(f) {
                 progress.begin(&format!(
                     "strace {contender} {} c={STRACE_CONNECTIONS} {} s",
                     fx.name, opts.strace_s
                 ));
-                let outcome = syscall_pass(&env, contender, fx, opts, wrk_cpu);
+                let outcome = syscall_pass(&env, contender, fx, opts, wrk_cpu, perf);
                 progress.end(&match &outcome {
-                    Ok((calls, reqs)) => format!(
-                        "{calls} syscalls / {reqs} requests = {:.2}",
-                        *calls as f64 / (*reqs).max(1) as f64
+                    Ok(t) => format!(
+                        "strace: {} syscalls / {} requests = {:.2}; perf: {}",
+                        t.calls,
+                        t.requests,
+                        t.calls as f64 / t.requests.max(1) as f64,
+                        match &t.perf {
+                            Some(Ok((c, r))) =>
+                                format!("{c} / {r} = {:.3}", *c as f64 / (*r).max(1) as f64),
+                            Some(Err(e)) => format!("failed: {e}"),
+                            None => "not run".into(),
+                        }
                     ),
                     Err(e) => format!("FAILED: {e}"),
                 });
@@ -499,7 +466,13 @@ fn run(opts: &Options) -> Result<(), String> {
             wrk_cpu,
             workers: env.workers,
             revision: revision(),
-            nginx_version: nginx.as_deref().and_then(nginx_version),
+            nginx_version: nginx.as_deref().and_then(|p| version(p, "-v", "nginx/")),
+            lighttpd_version: lighttpd
+                .as_deref()
+                .and_then(|p| version(p, "-v", "lighttpd/")),
+            h2o_version: h2o
+                .as_deref()
+                .and_then(|p| version(p, "--version", "h2o version ")),
             quick: opts.quick,
             notes,
         },
@@ -507,7 +480,11 @@ fn run(opts: &Options) -> Result<(), String> {
         samples,
         syscalls,
     };
-    write_outputs(&lab, &opts.out)
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results"));
+    write_outputs(&lab, &out)
 }
 
 fn write_outputs(lab: &Lab, out: &Path) -> Result<(), String> {
@@ -520,13 +497,16 @@ fn write_outputs(lab: &Lab, out: &Path) -> Result<(), String> {
     let md = lab.markdown();
     let md_path = out.join(format!("{stem}.md"));
     let svg_path = out.join(format!("{stem}.svg"));
+    let cost_path = out.join(format!("{stem}-cost.svg"));
     std::fs::write(&md_path, &md).map_err(|e| format!("{}: {e}", md_path.display()))?;
     chart::write_svg(lab, &svg_path)?;
+    chart::write_cost_svg(lab, &cost_path)?;
     let tsv_path = out.join(format!("{stem}.tsv"));
     std::fs::write(&tsv_path, lab.raw_tsv()).map_err(|e| format!("{}: {e}", tsv_path.display()))?;
     for (from, to) in [
         (&md_path, "latest.md"),
         (&svg_path, "latest.svg"),
+        (&cost_path, "latest-cost.svg"),
         (&tsv_path, "latest.tsv"),
     ] {
         std::fs::copy(from, out.join(to))
@@ -534,9 +514,11 @@ fn write_outputs(lab: &Lab, out: &Path) -> Result<(), String> {
     }
     println!("{md}");
     eprintln!(
-        "lab: wrote {}, {} and {} (every run's figures); copies: latest.md, latest.svg, latest.tsv",
+        "lab: wrote {}, {}, {} and {} (every run's figures); copies: latest.md, latest.svg, \
+         latest-cost.svg, latest.tsv",
         md_path.display(),
         svg_path.display(),
+        cost_path.display(),
         tsv_path.display()
     );
     Ok(())
@@ -566,14 +548,17 @@ fn measure_run(
     opts: &Options,
     wrk_cpu: Option<usize>,
 ) -> Result<Measured, String> {
-    let mut server = Running::start(env, contender)?;
+    let mut server = Running::start(env, contender, &fx.name)?;
     servers::verify_fixture(server.addr, &format!("/{}", fx.name), fx.bytes)?;
     wrk::run(&load(&server, fx, connections, opts.warmup_s, wrk_cpu))
         .map_err(|e| format!("warm-up: {e}"))?;
+    server.refresh_tree();
     let counters_before = server.counters();
-    let cpu_before = server.cpu_ticks()?;
+    let before = server.usage()?;
+    let started = Instant::now();
     let result = wrk::run(&load(&server, fx, connections, opts.duration_s, wrk_cpu))?;
-    let cpu_after = server.cpu_ticks()?;
+    let wall = started.elapsed().as_secs_f64();
+    let used = server.usage()?.since(&before);
     let counters_after = server.counters();
     let peak_rss_kib = server.peak_rss_kib().ok();
     let server_non_2xx = match (counters_before, counters_after) {
@@ -581,14 +566,17 @@ fn measure_run(
         _ => None,
     };
     server.stop();
-    let cpu_us_per_req = (result.requests > 0).then(|| {
-        (cpu_after.saturating_sub(cpu_before)) as f64 * 1e6
-            / measure::clock_ticks() as f64
-            / result.requests as f64
-    });
+    let tick_us = 1e6 / measure::clock_ticks() as f64;
+    let cpu_us = (used.user_ticks + used.sys_ticks) as f64 * tick_us;
+    let per_req = |v: f64| (result.requests > 0).then(|| v / result.requests as f64);
     Ok(Measured {
+        cpu_us_per_req: per_req(cpu_us),
+        user_us_per_req: per_req(used.user_ticks as f64 * tick_us),
+        sys_us_per_req: per_req(used.sys_ticks as f64 * tick_us),
+        vcs_per_req: per_req(used.voluntary as f64),
+        ivcs_per_req: per_req(used.involuntary as f64),
+        server_core: (wall > 0.0).then(|| cpu_us / 1e6 / wall),
         wrk: result,
-        cpu_us_per_req,
         peak_rss_kib,
         server_non_2xx,
         diagnostics: server.diagnostics(),
@@ -602,8 +590,9 @@ fn syscall_pass(
     fx: &Fixture,
     opts: &Options,
     wrk_cpu: Option<usize>,
-) -> Result<(u64, u64), String> {
-    let server = Running::start(env, contender)?;
+    perf: bool,
+) -> Result<Traced, String> {
+    let mut server = Running::start(env, contender, &fx.name)?;
     servers::verify_fixture(server.addr, &format!("/{}", fx.name), fx.bytes)?;
     wrk::run(&load(
         &server,
@@ -613,6 +602,21 @@ fn syscall_pass(
         wrk_cpu,
     ))
     .map_err(|e| format!("warm-up: {e}"))?;
+    server.refresh_tree();
+    // First the untraced count (perf), then strace, on the same warm server.
+    let perf = perf.then(|| {
+        let out = env.work.join(format!("perf-{contender}-{}.txt", fx.name));
+        let pass = measure::PerfPass::attach(&server.serving_pids(), &out, wrk_cpu)?;
+        let result = wrk::run(&load(
+            &server,
+            fx,
+            STRACE_CONNECTIONS,
+            opts.strace_s,
+            wrk_cpu,
+        ));
+        let calls = pass.finish()?;
+        Ok((calls, result?.requests))
+    });
     let summary = env.work.join(format!("strace-{contender}-{}.txt", fx.name));
     let pass = measure::StracePass::attach(&server.serving_pids(), &summary, wrk_cpu)?;
     let result = wrk::run(&load(
@@ -622,8 +626,14 @@ fn syscall_pass(
         opts.strace_s,
         wrk_cpu,
     ));
-    let calls = pass.finish();
+    let counted = pass.finish();
     drop(server);
     let result = result?;
-    Ok((calls?, result.requests))
+    let (by_name, calls) = counted?;
+    Ok(Traced {
+        calls,
+        requests: result.requests,
+        by_name,
+        perf,
+    })
 }

@@ -1,6 +1,7 @@
 //! Results: the raw samples of every run, their medians across rounds, the nginx best-of
-//! (sendfile on or off), the ratios, and the Markdown report written to `benches/results/` and
-//! printed on stdout.
+//! (sendfile on or off), the ratios, the distance of every server to the floor responders, where
+//! the CPU went (user or kernel, context switches, the syscall mix) and which side limited req/s,
+//! and the Markdown report written to `benches/results/` and printed on stdout.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -34,12 +35,32 @@ pub struct Sample {
 #[derive(Debug, Clone)]
 pub struct Measured {
     pub wrk: WrkResult,
+    /// Server CPU (user + kernel) per request, and its two parts.
     pub cpu_us_per_req: Option<f64>,
+    pub user_us_per_req: Option<f64>,
+    pub sys_us_per_req: Option<f64>,
+    /// Voluntary and involuntary context switches of the server per request.
+    pub vcs_per_req: Option<f64>,
+    pub ivcs_per_req: Option<f64>,
+    /// Server CPU time over the run's wall-clock time: 1.0 is one full core.
+    pub server_core: Option<f64>,
     pub peak_rss_kib: Option<u64>,
     /// Non-2xx responses counted by uring-httpd's status page during the run (not for nginx).
     pub server_non_2xx: Option<u64>,
     /// Warnings and errors the server logged.
     pub diagnostics: Vec<String>,
+}
+
+/// What one strace pass counted.
+#[derive(Debug, Clone, Default)]
+pub struct Traced {
+    pub calls: u64,
+    pub requests: u64,
+    /// The untraced count from `perf stat` over a run of the same length on the same server:
+    /// (syscalls, requests), or why there is none.
+    pub perf: Option<Result<(u64, u64), String>>,
+    /// Calls per syscall name, most frequent first.
+    pub by_name: Vec<(String, u64)>,
 }
 
 /// One strace pass.
@@ -49,16 +70,66 @@ pub struct SyscallPass {
     pub fixture: usize,
     pub connections: usize,
     pub secs: u64,
-    /// (syscalls, requests completed) or why there is none.
-    pub outcome: Result<(u64, u64), String>,
+    /// The counts, or why there are none.
+    pub outcome: Result<Traced, String>,
 }
 
 impl SyscallPass {
     pub fn per_request(&self) -> Option<f64> {
-        match self.outcome {
-            Ok((calls, reqs)) if reqs > 0 => Some(calls as f64 / reqs as f64),
+        match &self.outcome {
+            Ok(t) if t.requests > 0 => Some(t.calls as f64 / t.requests as f64),
             _ => None,
         }
+    }
+
+    /// Syscalls per request counted by perf, untraced.
+    pub fn perf_per_request(&self) -> Option<f64> {
+        match &self.outcome {
+            Ok(Traced {
+                perf: Some(Ok((calls, reqs))),
+                ..
+            }) if *reqs > 0 => Some(*calls as f64 / *reqs as f64),
+            _ => None,
+        }
+    }
+
+    /// The `n` most frequent syscalls with their calls per request.
+    pub fn top(&self, n: usize) -> Vec<(String, f64)> {
+        match &self.outcome {
+            Ok(t) if t.requests > 0 => t
+                .by_name
+                .iter()
+                .take(n)
+                .map(|(name, c)| (name.clone(), *c as f64 / t.requests as f64))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// `io_uring_enter 0.08, epoll_wait 0.01`: a syscall mix for a table cell.
+pub fn mix(top: &[(String, f64)]) -> String {
+    if top.is_empty() {
+        return "—".into();
+    }
+    top.iter()
+        .map(|(name, per)| format!("{name} {}", opt(Some(*per), 2)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Shares of a core at or above which a side counts as saturated.
+pub const SATURATED: f64 = 0.90;
+
+/// Which side limited req/s, from the server's and wrk's shares of their cores: `wrk` when wrk
+/// had its core full and the server had idle time, `server` when the server had its core full,
+/// `neither` when both had idle time (latency, the loopback path or the connection count limit).
+pub fn limited_by(server_core: Option<f64>, wrk_core: Option<f64>) -> &'static str {
+    match (server_core, wrk_core) {
+        (Some(s), _) if s >= SATURATED => "server",
+        (Some(_), Some(w)) if w >= SATURATED => "**wrk**",
+        (Some(_), Some(_)) => "neither",
+        _ => "?",
     }
 }
 
@@ -78,6 +149,8 @@ pub struct Setup {
     pub workers: usize,
     pub revision: String,
     pub nginx_version: Option<String>,
+    pub lighttpd_version: Option<String>,
+    pub h2o_version: Option<String>,
     pub quick: bool,
     /// Things the reader must know (skipped servers, missing tools).
     pub notes: Vec<String>,
@@ -101,6 +174,14 @@ pub struct Cell {
     pub cpu_us: Option<f64>,
     pub rss_mib: Option<f64>,
     pub syscalls: Option<f64>,
+    pub user_us: Option<f64>,
+    pub sys_us: Option<f64>,
+    /// Context switches (voluntary + involuntary) per request.
+    pub cs_per_req: Option<f64>,
+    pub vcs_per_req: Option<f64>,
+    /// Shares of a core used by the server and by wrk.
+    pub server_core: Option<f64>,
+    pub wrk_core: Option<f64>,
     /// Socket errors plus non-2xx responses, summed over rounds.
     pub errors: u64,
     pub failed_runs: usize,
@@ -123,20 +204,52 @@ pub fn median(values: impl IntoIterator<Item = f64>) -> Option<f64> {
     })
 }
 
-/// Which of the three columns a row belongs to.
+/// Which row of the main tables (and line of the chart) a contender belongs to; nginx's two
+/// settings share one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Column {
     Uring,
     Epoll,
     Nginx,
+    Lighttpd,
+    H2o,
+    FloorUring,
+    FloorEpoll,
 }
 
 impl Column {
+    pub const ALL: [Column; 7] = [
+        Column::Uring,
+        Column::Epoll,
+        Column::Nginx,
+        Column::Lighttpd,
+        Column::H2o,
+        Column::FloorUring,
+        Column::FloorEpoll,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Column::Uring => "uring",
             Column::Epoll => "epoll",
             Column::Nginx => "nginx",
+            Column::Lighttpd => "lighttpd",
+            Column::H2o => "h2o",
+            Column::FloorUring => "floor-uring",
+            Column::FloorEpoll => "floor-epoll",
+        }
+    }
+
+    /// The contender shown in this column (nginx: decided per case by [`Lab::shown`]).
+    fn single(self) -> Option<Contender> {
+        match self {
+            Column::Uring => Some(Contender::Uring),
+            Column::Epoll => Some(Contender::Epoll),
+            Column::Nginx => None,
+            Column::Lighttpd => Some(Contender::Lighttpd),
+            Column::H2o => Some(Contender::H2o),
+            Column::FloorUring => Some(Contender::FloorUring),
+            Column::FloorEpoll => Some(Contender::FloorEpoll),
         }
     }
 }
@@ -180,6 +293,15 @@ impl Lab {
                         .filter_map(|m| m.peak_rss_kib.map(|k| k as f64 / 1024.0)),
                 ),
                 syscalls,
+                user_us: median(ok.iter().filter_map(|m| m.user_us_per_req)),
+                sys_us: median(ok.iter().filter_map(|m| m.sys_us_per_req)),
+                cs_per_req: median(
+                    ok.iter()
+                        .filter_map(|m| Some(m.vcs_per_req? + m.ivcs_per_req?)),
+                ),
+                vcs_per_req: median(ok.iter().filter_map(|m| m.vcs_per_req)),
+                server_core: median(ok.iter().filter_map(|m| m.server_core)),
+                wrk_core: median(ok.iter().filter_map(|m| m.wrk.core_share())),
                 errors: ok
                     .iter()
                     .map(|m| m.wrk.errors.total() + m.wrk.non_2xx)
@@ -192,17 +314,17 @@ impl Lab {
         out
     }
 
-    /// The three columns per (fixture, concurrency): uring, epoll, and nginx's better sendfile
-    /// setting (by median req/s).
+    /// The columns per (fixture, concurrency): one per server, nginx's better sendfile setting
+    /// (by median req/s) in one.
     pub fn shown(&self) -> BTreeMap<(usize, usize, Column), Shown> {
         let cells = self.cells();
         let mut out = BTreeMap::new();
         for f in 0..self.fixtures.len() {
             for &c in &self.setup.concurrencies {
-                for (col, contender) in [
-                    (Column::Uring, Contender::Uring),
-                    (Column::Epoll, Contender::Epoll),
-                ] {
+                for col in Column::ALL {
+                    let Some(contender) = col.single() else {
+                        continue;
+                    };
                     if let Some(cell) = cells.get(&(contender, f, c)) {
                         out.insert(
                             (f, c, col),
@@ -276,11 +398,26 @@ impl Lab {
             "- **Servers**: {} — uring-httpd `--engine uring` / `--engine epoll` (access log off, \
              keep-alive 65 s, its defaults otherwise); nginx {} from `benches/nginx/lab.conf` (`worker_processes {}`, \
              `access_log off`, `open_file_cache max=1000 inactive=60s`, `keepalive_requests 1000000`), \
-             run with `sendfile on` + `tcp_nopush on` and with `sendfile off`; the better median \
-             req/s is kept",
+             run with `sendfile on` + `tcp_nopush on` and with `sendfile off`, the better median \
+             req/s shown in the main table; lighttpd {} from `benches/lighttpd/lab.conf` (one \
+             process, no access log, sendfile backend, `server.max-keep-alive-requests = 1000000`); \
+             h2o {} from `benches/h2o/lab.conf` (`num-threads: 1`, worker mode, no access log); \
+             `floor-uring` / `floor-epoll`: the lab's fixed-response floor responders (raw io_uring \
+             with multishot accept and recv on a provided buffer ring, SINGLE_ISSUER | \
+             DEFER_TASKRUN; raw edge-triggered epoll), serving only files up to 64 KiB",
             servers.join(", "),
             s.nginx_version.as_deref().unwrap_or("(absent)"),
-            s.workers
+            s.workers,
+            s.lighttpd_version.as_deref().unwrap_or("(absent)"),
+            s.h2o_version.as_deref().unwrap_or("(absent)"),
+        );
+        let _ = writeln!(
+            o,
+            "- **Server CPU**: utime and stime from `/proc/PID/stat` of every process the server \
+             started (the started process and its descendants: nginx master + worker, h2o's process \
+             + helper child; all threads of each), read before and after the measured run; context \
+             switches from `/proc/PID/task/TID/status` of the same processes. **wrk's CPU**: its \
+             rusage from `wait4`"
         );
         let _ = writeln!(
             o,
@@ -301,7 +438,9 @@ impl Lab {
             "- **Syscalls/req**: a separate {} s pass under `strace -f -c` at {} connections per \
              server and file (traced runs are much slower, so they are kept out of the throughput \
              figures; syscalls per request barely depend on concurrency, so the figure is repeated \
-             on every row). io_uring operations are not syscalls: one `io_uring_enter` carries many",
+             on every row), preceded on the same server by a run of the same length counted \
+             untraced with `perf stat -e raw_syscalls:sys_enter`. io_uring operations are not \
+             syscalls: one `io_uring_enter` carries many",
             s.strace_s, s.strace_connections
         );
         for n in &s.notes {
@@ -322,7 +461,7 @@ impl Lab {
             for &c in &s.concurrencies {
                 let nginx_rate = shown.get(&(f, c, Column::Nginx)).map(|x| x.cell.req_s);
                 let epoll_rate = shown.get(&(f, c, Column::Epoll)).map(|x| x.cell.req_s);
-                for col in [Column::Uring, Column::Epoll, Column::Nginx] {
+                for col in Column::ALL {
                     let Some(x) = shown.get(&(f, c, col)) else {
                         continue;
                     };
@@ -371,7 +510,10 @@ impl Lab {
                 }
             }
             o.push('\n');
+            self.cpu_table(&mut o, f);
         }
+
+        self.floor_table(&mut o);
 
         let _ = writeln!(o, "## Ratios (medians)\n");
         let _ = writeln!(
@@ -407,25 +549,27 @@ impl Lab {
         o.push('\n');
 
         if !self.syscalls.is_empty() {
-            let _ = writeln!(o, "## strace passes\n");
+            let _ = writeln!(o, "## strace passes: syscalls and the syscall mix\n");
             let _ = writeln!(
                 o,
-                "| server | file | conns | seconds | syscalls | requests | syscalls/req |"
+                "| server | file | conns | seconds | syscalls | requests | syscalls/req | untraced syscalls/req (perf) | top syscalls per request |"
             );
-            let _ = writeln!(o, "|:---|:---|---:|---:|---:|---:|---:|");
+            let _ = writeln!(o, "|:---|:---|---:|---:|---:|---:|---:|---:|:---|");
             for p in &self.syscalls {
-                let (calls, reqs) = match p.outcome {
-                    Ok((c, r)) => (c.to_string(), r.to_string()),
+                let (calls, reqs) = match &p.outcome {
+                    Ok(t) => (t.calls.to_string(), t.requests.to_string()),
                     Err(_) => ("failed".into(), "—".into()),
                 };
                 let _ = writeln!(
                     o,
-                    "| {} | {} | {} | {} | {calls} | {reqs} | {} |",
+                    "| {} | {} | {} | {} | {calls} | {reqs} | {} | {} | {} |",
                     p.contender,
                     self.fixtures[p.fixture].name,
                     p.connections,
                     p.secs,
-                    opt(p.per_request(), 2)
+                    opt(p.per_request(), 2),
+                    opt(p.perf_per_request(), 3),
+                    mix(&p.top(5)),
                 );
             }
             o.push('\n');
@@ -435,13 +579,33 @@ impl Lab {
         o.push_str(
             "- **req/s**: completed responses per second reported by wrk (higher is better); \
              **p50/p99**: wrk's latency percentiles in milliseconds.\n\
-             - **CPU µs/req**: server CPU time (utime + stime from `/proc/PID/stat`, all threads; \
-             nginx master + worker) during the measured run divided by the requests wrk completed. \
+             - **CPU µs/req**: server CPU time (utime + stime from `/proc/PID/stat` of the server's \
+             whole process tree, all threads: nginx master + worker, h2o and its helper child) \
+             during the measured run divided by the requests wrk completed. \
              The server core's capacity is 1 000 000 µs per second, so 1e6 / (CPU µs/req) is the \
              rate the server could reach if it got the whole core; when req/s is far below that, \
              the client (wrk on the other core) or the network path is the limit, not the server.\n\
-             - **syscalls/req**: from the separate strace pass (see above).\n\
-             - **peak RSS**: `VmHWM` of the serving process (nginx: its worker) at the end of the run.\n\
+             - **syscalls/req**: from the separate strace pass (see above); the **syscall mix** \
+             lists the most frequent syscalls of that pass per request. strace stops the server at \
+             every syscall, so a traced server batches more per wait and strace undercounts wait \
+             calls: **untraced syscalls/req (perf)** counts `raw_syscalls:sys_enter` with \
+             `perf stat` over a second run of the same length on the same server, untraced (when \
+             perf is installed and allowed).\n\
+             - **× uring floor**: this server's CPU µs/req divided by `floor-uring`'s in the same \
+             case (file and connections): 1.00× is the least CPU a server on raw io_uring spends on \
+             loopback TCP for this response; the rest is the server's own work. `floor-epoll` is the \
+             same responder on raw edge-triggered epoll; the floors serve one fixed response (the \
+             file, with a head as long as uring-httpd's) and parse nothing but `\\r\\n\\r\\n`.\n\
+             - **user / kernel µs/req**: the CPU µs/req split into utime and stime; **cs/req**: \
+             voluntary + involuntary context switches of the server per request (voluntary in \
+             brackets: a thread that blocked).\n\
+             - **server core / wrk core**: CPU time over wall-clock time of the server (all its \
+             processes) and of wrk, each pinned to its own core; **limited by**: `server` when the \
+             server used ≥ 90% of its core, **wrk** when wrk used ≥ 90% of its core while the \
+             server had idle time — then req/s measures wrk and only CPU µs/req ranks the servers — \
+             and `neither` when both had idle time (latency or the loopback path).\n\
+             - **peak RSS**: `VmHWM` of the serving process at the end of the run (nginx: its \
+             worker; h2o: the larger of its process and helper).\n\
              - **vs nginx**: this row's req/s divided by nginx's (best of sendfile on/off, the winner \
              named in its row with the loser's req/s); above 1.00× beats nginx. **uring/epoll**: \
              the uring engine's req/s divided by the epoll engine's. In the ratio table, CPU ratios \
@@ -494,11 +658,127 @@ impl Lab {
         o
     }
 
+    /// Per fixture: every contender (both nginx settings) with where its CPU went and what
+    /// limited its req/s.
+    fn cpu_table(&self, o: &mut String, f: usize) {
+        let cells = self.cells();
+        let s = &self.setup;
+        let _ = writeln!(
+            o,
+            "CPU per request, where it went, and which side limited req/s ({}):\n",
+            self.fixtures[f].name
+        );
+        let _ = writeln!(
+            o,
+            "| conns | server | req/s | CPU µs/req | × uring floor | user µs/req | kernel µs/req | kernel share | cs/req (vol.) | server core | wrk core | limited by |"
+        );
+        let _ = writeln!(
+            o,
+            "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|"
+        );
+        let mut wrk_bound = Vec::new();
+        for &c in &s.concurrencies {
+            let floor = cells
+                .get(&(Contender::FloorUring, f, c))
+                .and_then(|x| x.cpu_us);
+            for &contender in &s.contenders {
+                let Some(cell) = cells.get(&(contender, f, c)) else {
+                    continue;
+                };
+                let share = match (cell.user_us, cell.sys_us) {
+                    (Some(u), Some(k)) if u + k > 0.0 => format!("{:.0}%", 100.0 * k / (u + k)),
+                    _ => "—".into(),
+                };
+                let pct = |v: Option<f64>| v.map_or("—".into(), |v| format!("{:.0}%", 100.0 * v));
+                let limit = limited_by(cell.server_core, cell.wrk_core);
+                if limit == "**wrk**" {
+                    wrk_bound.push(format!("{contender} at {c} conns"));
+                }
+                let _ = writeln!(
+                    o,
+                    "| {c} | {contender} | {} | {} | {} | {} | {} | {share} | {} ({}) | {} | {} | {} |",
+                    rate(cell.req_s),
+                    opt(cell.cpu_us, 2),
+                    match (cell.cpu_us, floor) {
+                        (Some(a), Some(b)) => ratio(a, b),
+                        _ => "—".into(),
+                    },
+                    opt(cell.user_us, 2),
+                    opt(cell.sys_us, 2),
+                    opt(cell.cs_per_req, 3),
+                    opt(cell.vcs_per_req, 3),
+                    pct(cell.server_core),
+                    pct(cell.wrk_core),
+                    limit,
+                );
+            }
+        }
+        o.push('\n');
+        if !wrk_bound.is_empty() {
+            let _ = writeln!(
+                o,
+                "**wrk, not the server, limited req/s** for {}: wrk used ≥ {:.0}% of its core while \
+                 the server had idle time, so these req/s are wrk's ceiling; compare these servers \
+                 by CPU µs/req.\n",
+                wrk_bound.join(", "),
+                100.0 * SATURATED
+            );
+        }
+    }
+
+    /// CPU per request of every contender as a multiple of `floor-uring`'s, per case.
+    fn floor_table(&self, o: &mut String) {
+        let cells = self.cells();
+        let s = &self.setup;
+        if !s.contenders.contains(&Contender::FloorUring) {
+            return;
+        }
+        let others: Vec<Contender> = s
+            .contenders
+            .iter()
+            .copied()
+            .filter(|c| *c != Contender::FloorUring)
+            .collect();
+        let _ = writeln!(
+            o,
+            "## Distance to the floor: CPU µs/req ÷ floor-uring's (medians)\n\n\
+             The floor is `floor-uring`, the raw io_uring fixed-response responder, for every \
+             server; `floor-uring` column: its own CPU µs/req. Only files the floors serve (≤ 64 KiB).\n"
+        );
+        let mut head = String::from("| file | conns | floor-uring µs/req |");
+        let mut rule = String::from("|:---|---:|---:|");
+        for c in &others {
+            let _ = write!(head, " {c} |");
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(o, "{head}\n{rule}");
+        for (f, fx) in self.fixtures.iter().enumerate() {
+            for &c in &s.concurrencies {
+                let Some(floor) = cells
+                    .get(&(Contender::FloorUring, f, c))
+                    .and_then(|x| x.cpu_us)
+                else {
+                    continue;
+                };
+                let mut line = format!("| {} | {c} | {} |", fx.name, opt(Some(floor), 2));
+                for other in &others {
+                    let v = cells.get(&(*other, f, c)).and_then(|x| x.cpu_us);
+                    let _ = write!(line, " {} |", v.map_or("—".into(), |v| ratio(v, floor)));
+                }
+                let _ = writeln!(o, "{line}");
+            }
+        }
+        o.push('\n');
+    }
+
     /// Every run's raw figures, tab-separated, one line per run (the medians' inputs).
     pub fn raw_tsv(&self) -> String {
+        // New columns go after `error`, so readers of the first fifteen keep working.
         let mut o = String::from(
             "round\tserver\tfile\tconnections\treq_per_s\trequests\tmib_per_s\tp50_ms\tp99_ms\t\
-             cpu_us_per_req\tpeak_rss_kib\tsocket_errors\tnon_2xx\tserver_non_2xx\terror\n",
+             cpu_us_per_req\tpeak_rss_kib\tsocket_errors\tnon_2xx\tserver_non_2xx\terror\t\
+             user_us_per_req\tsys_us_per_req\tvoluntary_cs_per_req\tinvoluntary_cs_per_req\t\
+             server_core\twrk_core\n",
         );
         let num = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.4}"));
         for s in &self.samples {
@@ -513,7 +793,7 @@ impl Lab {
             let _ = match &s.outcome {
                 Ok(m) => writeln!(
                     o,
-                    "{:.2}\t{}\t{:.1}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t",
+                    "{:.2}\t{}\t{:.1}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t\t{}\t{}\t{}\t{}\t{}\t{}",
                     m.wrk.req_per_s,
                     m.wrk.requests,
                     m.wrk.bytes_read / m.wrk.elapsed_s.max(1e-9) / (1024.0 * 1024.0),
@@ -524,8 +804,14 @@ impl Lab {
                     m.wrk.errors.total(),
                     m.wrk.non_2xx,
                     m.server_non_2xx.map_or(String::new(), |k| k.to_string()),
+                    num(m.user_us_per_req),
+                    num(m.sys_us_per_req),
+                    num(m.vcs_per_req),
+                    num(m.ivcs_per_req),
+                    num(m.server_core),
+                    num(m.wrk.core_share()),
                 ),
-                Err(e) => writeln!(o, "\t\t\t\t\t\t\t\t\t\t{}", one_line(e)),
+                Err(e) => writeln!(o, "\t\t\t\t\t\t\t\t\t\t{}\t\t\t\t\t\t", one_line(e)),
             };
         }
         o
@@ -573,13 +859,22 @@ impl Lab {
             }
         }
         for p in &self.syscalls {
-            if let Err(e) = &p.outcome {
-                out.push(format!(
+            match &p.outcome {
+                Err(e) => out.push(format!(
                     "strace pass {} {}: {}",
                     p.contender,
                     self.fixtures[p.fixture].name,
                     one_line(e)
-                ));
+                )),
+                Ok(Traced {
+                    perf: Some(Err(e)), ..
+                }) => out.push(format!(
+                    "perf count {} {}: {}",
+                    p.contender,
+                    self.fixtures[p.fixture].name,
+                    one_line(e)
+                )),
+                Ok(_) => {}
             }
         }
         out
@@ -642,10 +937,25 @@ pub fn self_test() -> Result<(), String> {
         && ratio(3.0, 2.0) == "1.50×"
         && ratio(1.0, 0.0) == "—"
         && opt(Some(0.1234), 3) == "0.123"
-        && opt(Some(1234.5), 3) == "1234.5";
+        && opt(Some(1234.5), 3) == "1234.5"
+        && limited_by(Some(0.95), Some(1.0)) == "server"
+        && limited_by(Some(0.6), Some(0.97)) == "**wrk**"
+        && limited_by(Some(0.6), Some(0.5)) == "neither"
+        && limited_by(None, Some(1.0)) == "?"
+        && mix(&[("read".into(), 1.0), ("io_uring_enter".into(), 0.083)])
+            == "read 1.00, io_uring_enter 0.08"
+        && mix(&[]) == "—";
     if ok {
         Ok(())
     } else {
         Err("report self-test failed".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn medians_and_formatting() {
+        super::self_test().unwrap();
     }
 }

@@ -3,9 +3,15 @@
 //! it (after a normal run, an error or a panic) sends SIGTERM, then SIGKILL after a grace period,
 //! and reaps every process it started.
 //!
-//! Contenders are uring-httpd with `--engine uring`, the same binary with `--engine epoll`, and
-//! nginx (when installed) twice, with `sendfile on` and `sendfile off`. All listen on 127.0.0.1 on
-//! a free port, run one worker and keep no access log.
+//! Contenders are uring-httpd with `--engine uring`, the same binary with `--engine epoll`, nginx
+//! (when installed) twice, with `sendfile on` and `sendfile off`, lighttpd and h2o (when
+//! installed), and the two floor responders, which are this lab binary run as
+//! `floor-uring PORT FILE` / `floor-epoll PORT FILE`. All listen on 127.0.0.1 on a free port, run
+//! one worker (process or thread) and keep no access log.
+//!
+//! CPU is measured over the whole process tree a server starts (the started process and every
+//! descendant found after the warm-up, all threads of each): for nginx the master and its worker,
+//! for h2o its process and helper child, for the others their one process.
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,9 +29,18 @@ use crate::measure;
 
 /// nginx's configuration template, filled by [`nginx_conf`].
 const NGINX_TEMPLATE: &str = include_str!("../nginx/lab.conf");
+/// lighttpd's and h2o's templates, filled by [`fill`].
+const LIGHTTPD_TEMPLATE: &str = include_str!("../lighttpd/lab.conf");
+const H2O_TEMPLATE: &str = include_str!("../h2o/lab.conf");
 
 /// Where nginx is looked for.
 pub const NGINX: &str = "/usr/sbin/nginx";
+/// Where lighttpd and h2o are looked for (Debian's paths), by name then on PATH.
+pub const LIGHTTPD: &str = "/usr/sbin/lighttpd";
+pub const H2O: &str = "/usr/bin/h2o";
+
+/// The largest file a floor responder serves (it keeps 32 copies of the response in memory).
+pub const FLOOR_MAX_BYTES: u64 = 64 * 1024;
 
 /// A server configuration taking part in the fight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -34,6 +49,10 @@ pub enum Contender {
     Epoll,
     NginxSendfileOn,
     NginxSendfileOff,
+    Lighttpd,
+    H2o,
+    FloorUring,
+    FloorEpoll,
 }
 
 impl Contender {
@@ -43,7 +62,20 @@ impl Contender {
             Contender::Epoll => "epoll",
             Contender::NginxSendfileOn => "nginx-sf-on",
             Contender::NginxSendfileOff => "nginx-sf-off",
+            Contender::Lighttpd => "lighttpd",
+            Contender::H2o => "h2o",
+            Contender::FloorUring => "floor-uring",
+            Contender::FloorEpoll => "floor-epoll",
         }
+    }
+
+    pub fn is_floor(self) -> bool {
+        matches!(self, Contender::FloorUring | Contender::FloorEpoll)
+    }
+
+    /// Whether this contender serves `bytes`-long files in the lab.
+    pub fn serves(self, bytes: u64) -> bool {
+        !self.is_floor() || bytes <= FLOOR_MAX_BYTES
     }
 
     pub fn is_nginx(self) -> bool {
@@ -65,7 +97,11 @@ impl fmt::Display for Contender {
 pub struct Env {
     /// The uring-httpd binary cargo built for this bench.
     pub bin: PathBuf,
+    /// This lab binary, which runs the floor responders.
+    pub lab: PathBuf,
     pub nginx: Option<PathBuf>,
+    pub lighttpd: Option<PathBuf>,
+    pub h2o: Option<PathBuf>,
     /// Directory holding the fixture files (the document root of every server).
     pub root: PathBuf,
     /// Scratch directory for configurations, nginx's prefix, strace summaries.
@@ -80,11 +116,13 @@ pub struct Running {
     pub contender: Contender,
     pub addr: SocketAddr,
     child: Option<Child>,
-    /// nginx worker processes (empty for uring-httpd).
+    /// Processes below the started one (nginx's workers, h2o's helper), as last looked up.
     workers: Vec<i32>,
+    /// The command name of those processes, checked before killing one by pid.
+    comm: &'static str,
     /// Lines the server wrote on stderr besides the start-up line (warnings, errors).
     stderr: Arc<Mutex<Vec<String>>>,
-    /// nginx's error log, read for diagnostics.
+    /// The server's error log (nginx, lighttpd, h2o), read for diagnostics.
     error_log: Option<PathBuf>,
 }
 
@@ -141,33 +179,68 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-/// Fills the nginx template.
-pub fn nginx_conf(prefix: &Path, root: &Path, port: u16, workers: usize, sendfile: bool) -> String {
+fn running_as_root() -> bool {
     // SAFETY: geteuid cannot fail and touches no memory.
-    let user = if unsafe { libc::geteuid() } == 0 {
-        "user root root;".to_string()
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Fills a template's `{{USER}}`, `{{PREFIX}}`, `{{ROOT}}` and `{{PORT}}`; `user` is the line
+/// for `{{USER}}` when running as root (servers would otherwise drop to a user that cannot read
+/// the lab's private temporary directory).
+pub fn fill(template: &str, user: &str, prefix: &Path, root: &Path, port: u16) -> String {
+    let user = if running_as_root() {
+        user
     } else {
-        "# (not root: no `user` directive)".to_string()
+        "# (not root: no user directive)"
     };
-    let on_off = |b: bool| if b { "on" } else { "off" };
-    NGINX_TEMPLATE
-        .replace("{{USER}}", &user)
-        .replace("{{WORKERS}}", &workers.to_string())
+    template
+        .replace("{{USER}}", user)
         .replace("{{PREFIX}}", &prefix.display().to_string())
         .replace("{{ROOT}}", &root.display().to_string())
         .replace("{{PORT}}", &port.to_string())
+}
+
+/// Fills the nginx template.
+pub fn nginx_conf(prefix: &Path, root: &Path, port: u16, workers: usize, sendfile: bool) -> String {
+    let on_off = |b: bool| if b { "on" } else { "off" };
+    fill(NGINX_TEMPLATE, "user root root;", prefix, root, port)
+        .replace("{{WORKERS}}", &workers.to_string())
         .replace("{{SENDFILE}}", on_off(sendfile))
         .replace("{{TCP_NOPUSH}}", on_off(sendfile))
 }
 
+/// Fills the lighttpd template.
+pub fn lighttpd_conf(prefix: &Path, root: &Path, port: u16) -> String {
+    fill(
+        LIGHTTPD_TEMPLATE,
+        "# (root: lighttpd keeps running as root without server.username)",
+        prefix,
+        root,
+        port,
+    )
+}
+
+/// Fills the h2o template.
+pub fn h2o_conf(prefix: &Path, root: &Path, port: u16) -> String {
+    fill(H2O_TEMPLATE, "user: root", prefix, root, port)
+}
+
 impl Running {
-    /// Starts `contender` and waits until it accepts connections.
-    pub fn start(env: &Env, contender: Contender) -> Result<Running, String> {
+    /// Starts `contender` serving the lab's root (a floor: serving `file` under it, whatever the
+    /// path asked) and waits until it accepts connections.
+    pub fn start(env: &Env, contender: Contender, file: &str) -> Result<Running, String> {
         match contender {
             Contender::Uring => Self::start_ours(env, contender, "uring"),
             Contender::Epoll => Self::start_ours(env, contender, "epoll"),
             Contender::NginxSendfileOn => Self::start_nginx(env, contender, true),
             Contender::NginxSendfileOff => Self::start_nginx(env, contender, false),
+            Contender::Lighttpd => Self::start_lighttpd(env),
+            Contender::H2o => Self::start_h2o(env),
+            Contender::FloorUring | Contender::FloorEpoll => {
+                let mut cmd = pinned(env.cpu, &env.lab);
+                cmd.arg(contender.label()).arg("0").arg(env.root.join(file));
+                Self::start_announcing(cmd, contender, &env.lab)
+            }
         }
     }
 
@@ -189,19 +262,30 @@ impl Running {
             .arg(&cfg)
             .args(["--port", "0", "--engine", engine, "--workers"])
             .arg(env.workers.to_string())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
+            .env("RUST_LOG", "info");
+        Self::start_announcing(cmd, contender, &env.bin)
+    }
+
+    /// Starts a server that reports its address on stderr the way uring-httpd does (uring-httpd,
+    /// the floors).
+    fn start_announcing(
+        mut cmd: Command,
+        contender: Contender,
+        program: &Path,
+    ) -> Result<Running, String> {
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", env.bin.display()))?;
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
         let (rx, stderr) = drain_stderr(&mut child, listening_addr);
         let mut running = Running {
             contender,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             child: Some(child),
             workers: Vec::new(),
+            comm: "",
             stderr,
             error_log: None,
         };
@@ -234,45 +318,106 @@ impl Running {
     fn start_nginx(env: &Env, contender: Contender, sendfile: bool) -> Result<Running, String> {
         let nginx = env.nginx.as_ref().ok_or("nginx is not installed")?;
         let prefix = env.work.join(format!("nginx-{}", contender.label()));
+        let conf = prefix.join("nginx.conf");
+        let error_log = prefix.join("error.log");
+        Self::start_on_port(
+            contender,
+            &prefix,
+            &error_log,
+            "nginx",
+            env.workers,
+            |port| {
+                write_conf(
+                    &conf,
+                    &nginx_conf(&prefix, &env.root, port, env.workers, sendfile),
+                )?;
+                let mut cmd = pinned(env.cpu, nginx);
+                cmd.arg("-p")
+                    .arg(format!("{}/", prefix.display()))
+                    .arg("-c")
+                    .arg(&conf)
+                    .arg("-e")
+                    .arg(&error_log)
+                    .args(["-g", "daemon off;"]);
+                Ok(cmd)
+            },
+        )
+    }
+
+    fn start_lighttpd(env: &Env) -> Result<Running, String> {
+        let lighttpd = env.lighttpd.as_ref().ok_or("lighttpd is not installed")?;
+        let prefix = env.work.join("lighttpd");
+        let conf = prefix.join("lighttpd.conf");
+        Self::start_on_port(
+            Contender::Lighttpd,
+            &prefix,
+            &prefix.join("error.log"),
+            "lighttpd",
+            0,
+            |port| {
+                write_conf(&conf, &lighttpd_conf(&prefix, &env.root, port))?;
+                let mut cmd = pinned(env.cpu, lighttpd);
+                cmd.arg("-D").arg("-f").arg(&conf);
+                Ok(cmd)
+            },
+        )
+    }
+
+    fn start_h2o(env: &Env) -> Result<Running, String> {
+        let h2o = env.h2o.as_ref().ok_or("h2o is not installed")?;
+        let prefix = env.work.join("h2o");
+        let conf = prefix.join("h2o.conf");
+        Self::start_on_port(
+            Contender::H2o,
+            &prefix,
+            &prefix.join("error.log"),
+            "h2o",
+            0,
+            |port| {
+                write_conf(&conf, &h2o_conf(&prefix, &env.root, port))?;
+                let mut cmd = pinned(env.cpu, h2o);
+                cmd.args(["-m", "worker", "-c"]).arg(&conf);
+                Ok(cmd)
+            },
+        )
+    }
+
+    /// Starts a server that is told its port (nginx, lighttpd, h2o): `command(port)` writes its
+    /// configuration and returns the command line. Ready once the port accepts connections and
+    /// at least `min_children` child processes exist. The port is chosen here, so another
+    /// program may take it in between: a few are tried.
+    fn start_on_port(
+        contender: Contender,
+        prefix: &Path,
+        error_log: &Path,
+        comm: &'static str,
+        min_children: usize,
+        command: impl Fn(u16) -> Result<Command, String>,
+    ) -> Result<Running, String> {
         for d in ["", "logs", "tmp"] {
             std::fs::create_dir_all(prefix.join(d))
                 .map_err(|e| format!("{}: {e}", prefix.display()))?;
         }
-        let conf = prefix.join("nginx.conf");
-        let error_log = prefix.join("error.log");
-        let _ = std::fs::remove_file(&error_log);
-        // The port is chosen here and handed to nginx, so another program may take it in between:
-        // try a few.
         let mut last_err = String::new();
         for _ in 0..5 {
+            let _ = std::fs::remove_file(error_log);
             let port = free_port()?;
-            std::fs::write(
-                &conf,
-                nginx_conf(&prefix, &env.root, port, env.workers, sendfile),
-            )
-            .map_err(|e| format!("{}: {e}", conf.display()))?;
-            let mut cmd = pinned(env.cpu, nginx);
-            cmd.arg("-p")
-                .arg(format!("{}/", prefix.display()))
-                .arg("-c")
-                .arg(&conf)
-                .arg("-e")
-                .arg(&error_log)
-                .args(["-g", "daemon off;"])
-                .stdin(Stdio::null())
+            let mut cmd = command(port)?;
+            cmd.stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
             let mut child = cmd
                 .spawn()
-                .map_err(|e| format!("cannot start {}: {e}", nginx.display()))?;
+                .map_err(|e| format!("cannot start {contender}: {e}"))?;
             let (_rx, stderr) = drain_stderr(&mut child, |_| None);
             let mut running = Running {
                 contender,
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
                 child: Some(child),
                 workers: Vec::new(),
+                comm,
                 stderr,
-                error_log: Some(error_log.clone()),
+                error_log: Some(error_log.to_path_buf()),
             };
             let deadline = Instant::now() + Duration::from_secs(10);
             let mut listening = false;
@@ -283,8 +428,8 @@ impl Running {
                             .is_ok();
                 }
                 if listening {
-                    running.workers = measure::children(running.pid());
-                    if running.workers.len() >= env.workers {
+                    running.workers = measure::descendants(running.pid());
+                    if running.workers.len() >= min_children {
                         return Ok(running);
                     }
                 }
@@ -308,26 +453,38 @@ impl Running {
             .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
     }
 
-    /// The processes whose CPU time counts: uring-httpd's process (all threads), nginx's master
-    /// and workers.
+    /// Looks up the started process's descendants again (after the warm-up, before measuring).
+    pub fn refresh_tree(&mut self) {
+        let pid = self.pid();
+        for d in measure::descendants(pid) {
+            if !self.workers.contains(&d) {
+                self.workers.push(d);
+            }
+        }
+    }
+
+    /// The processes whose CPU time counts: the whole tree the server started (uring-httpd's and
+    /// lighttpd's one process, nginx's master and workers, h2o's process and its helper), all
+    /// threads of each.
     pub fn cpu_pids(&self) -> Vec<i32> {
         let mut v = vec![self.pid()];
         v.extend(&self.workers);
         v
     }
 
-    /// The processes that serve requests: uring-httpd's process, nginx's workers.
+    /// The processes to trace and to read peak RSS from: the started process and, when it has
+    /// children, those too (nginx's master is idle, so tracing it costs nothing).
     pub fn serving_pids(&self) -> Vec<i32> {
-        if self.workers.is_empty() {
-            vec![self.pid()]
-        } else {
+        if self.contender.is_nginx() && !self.workers.is_empty() {
             self.workers.clone()
+        } else {
+            self.cpu_pids()
         }
     }
 
-    /// utime + stime in clock ticks over [`Running::cpu_pids`].
-    pub fn cpu_ticks(&self) -> Result<u64, String> {
-        self.cpu_pids().into_iter().map(measure::cpu_ticks).sum()
+    /// CPU time and context switches of [`Running::cpu_pids`] now.
+    pub fn usage(&self) -> Result<measure::Usage, String> {
+        measure::Usage::read(&self.cpu_pids())
     }
 
     /// Peak RSS of the serving process(es), in KiB (the largest, for several nginx workers).
@@ -339,9 +496,9 @@ impl Running {
         Ok(peak)
     }
 
-    /// uring-httpd's own counters from its status page (`None` for nginx).
+    /// uring-httpd's own counters from its status page (`None` for the others).
     pub fn counters(&self) -> Option<Counters> {
-        if self.contender.is_nginx() {
+        if !matches!(self.contender, Contender::Uring | Contender::Epoll) {
             return None;
         }
         let r = http_get(self.addr, "/server-status").ok()?;
@@ -366,6 +523,11 @@ impl Running {
                 && !l.contains(" INFO ")
                 && !l.contains("[notice]")
                 && !l.contains("[info]")
+                && !l.contains("[INFO]")
+                && !l.contains("server started (lighttpd")
+                && !l.contains("server stopped by UID")
+                && !l.contains("is ready to serve requests")
+                && !l.contains("received SIGTERM")
         });
         v
     }
@@ -386,11 +548,11 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        // nginx workers outliving their master (after a SIGKILL) are killed by pid, checking the
-        // pid still names an nginx process.
+        // Children outliving their parent (after a SIGKILL) are killed by pid, checking the pid
+        // still names a process of the server's name.
         for &w in &self.workers {
             let comm = std::fs::read_to_string(format!("/proc/{w}/comm")).unwrap_or_default();
-            if comm.trim() == "nginx" {
+            if !self.comm.is_empty() && comm.trim().starts_with(self.comm) {
                 let _ = kill(Pid::from_raw(w), Signal::SIGKILL);
             }
         }
@@ -401,6 +563,10 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn write_conf(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// uring-httpd's counters (the subset the lab reads).
@@ -459,13 +625,29 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<Response, String> {
         "GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| format!("send to {addr}: {e}"))?;
+    // Read until the body is complete by Content-Length, or the end of stream: a floor answers
+    // `Connection: close` with a keep-alive response and keeps the connection open.
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| format!("read from {addr}: {e}"))?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of head in the response")?;
+    let mut chunk = [0u8; 16384];
+    let split = loop {
+        let n = s
+            .read(&mut chunk)
+            .map_err(|e| format!("read from {addr}: {e}"))?;
+        raw.extend_from_slice(&chunk[..n]);
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n");
+        if let Some(split) = split {
+            let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+            let len = head.lines().find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+            });
+            if n == 0 || len.is_some_and(|len| raw.len() >= split + 4 + len) {
+                break split;
+            }
+        } else if n == 0 {
+            return Err("no end of head in the response".into());
+        }
+    };
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let status = head
         .split_whitespace()
@@ -512,9 +694,27 @@ pub fn self_test() -> Result<(), String> {
     if conf.contains("{{") || !conf.contains("listen 127.0.0.1:8 reuseport") {
         return Err(format!("servers self-test failed: nginx template:\n{conf}"));
     }
+    let conf = lighttpd_conf(Path::new("/p"), Path::new("/r"), 9);
+    if conf.contains("{{") || !conf.contains("server.port = 9\n") {
+        return Err(format!(
+            "servers self-test failed: lighttpd template:\n{conf}"
+        ));
+    }
+    let conf = h2o_conf(Path::new("/p"), Path::new("/r"), 10);
+    if conf.contains("{{") || !conf.contains("port: 10\n") || !conf.contains("file.dir: \"/r\"") {
+        return Err(format!("servers self-test failed: h2o template:\n{conf}"));
+    }
     let c = Counters::parse("requests_total: 10\nrequests_2xx: 7\nrequests_4xx: 3\n");
     if c.requests != 10 || c.non_2xx != 3 {
         return Err("servers self-test failed: counters".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn start_up_lines_templates_counters() {
+        super::self_test().unwrap();
+    }
 }

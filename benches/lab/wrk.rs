@@ -49,6 +49,19 @@ pub struct WrkResult {
     pub errors: SocketErrors,
     /// Responses with a status outside 2xx/3xx.
     pub non_2xx: u64,
+    /// wrk's own CPU time (user + system, from `wait4`'s rusage) and its wall-clock life, in
+    /// seconds: their ratio says whether wrk had its core to the full (set by [`run`]).
+    pub cpu_s: Option<f64>,
+    pub wall_s: f64,
+}
+
+impl WrkResult {
+    /// The share of one core wrk used over its life, when known.
+    pub fn core_share(&self) -> Option<f64> {
+        self.cpu_s
+            .filter(|_| self.wall_s > 0.0)
+            .map(|c| c / self.wall_s)
+    }
 }
 
 /// Seconds wrk waits for a response before counting a timeout: large enough that a 10 MiB
@@ -92,28 +105,53 @@ pub fn run(load: &Load) -> Result<WrkResult, String> {
         s
     });
     let deadline = Instant::now() + load.duration + Duration::from_secs(20);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("wrk did not finish in time ({})", load.url));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("waiting for wrk: {e}")),
+    let started = Instant::now();
+    let pid = child.id() as libc::pid_t;
+    // wait4 instead of Child::try_wait: it also returns the child's rusage (taskset execs wrk, so
+    // the pid is wrk's).
+    let (code, usage) = loop {
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: status and ru are valid for writes; pid is our own unreaped child.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        if r == pid {
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                -1
+            };
+            break (code, ru);
         }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return Err(format!(
+                "waiting for wrk: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("wrk did not finish in time ({})", load.url));
+        }
+        std::thread::sleep(Duration::from_millis(5));
     };
+    let wall_s = started.elapsed().as_secs_f64();
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu_s = secs(usage.ru_utime) + secs(usage.ru_stime);
     let stdout = reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
-    if !status.success() {
+    if code != 0 {
         return Err(format!(
-            "wrk exited with {status}: {}{}",
+            "wrk exited with status {code}: {}{}",
             stderr.trim(),
             stdout.trim()
         ));
     }
-    parse(&stdout).map_err(|e| format!("{e}; wrk said:\n{stdout}{stderr}"))
+    let mut result = parse(&stdout).map_err(|e| format!("{e}; wrk said:\n{stdout}{stderr}"))?;
+    result.cpu_s = Some(cpu_s);
+    result.wall_s = wall_s;
+    Ok(result)
 }
 
 /// Parses a wrk report (wrk 4.x text output).

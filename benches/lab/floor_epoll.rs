@@ -1,0 +1,179 @@
+//! The epoll floor responder (`lab floor-epoll PORT FILE`): the least work a server on raw,
+//! edge-triggered epoll can do per keep-alive request, beside [`crate::floor_uring`].
+//!
+//! One thread, one epoll instance; the listener and every connection are registered
+//! edge-triggered (connections for in, out and peer half-close at once, so each is registered
+//! exactly once). A readable connection is read until a short read (the queue is drained; as in
+//! nginx, a short read without a pending half-close needs no extra read to see EAGAIN), the
+//! request heads in the bytes are counted ([`crate::floor_proto`]), and the owed responses go out
+//! with one send per batch; what the socket does not take is kept per connection (owed responses
+//! and an offset) and sent when epoll reports it writable. Peer close, EAGAIN, EINTR and partial
+//! sends are handled. Bounded: at most [`MAX_CONNS`] connections (more are closed at once), one
+//! fixed read buffer, and the process dies with the lab (PR_SET_PDEATHSIG).
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use crate::floor_proto::{self, HeadCounter, Owed, Reply};
+
+/// Connections beyond this many (by fd number) are closed on accept.
+pub const MAX_CONNS: usize = 16384;
+/// Events taken per `epoll_wait`.
+const EVENTS: usize = 512;
+/// The read buffer, shared by all connections (each read is consumed at once).
+const READ_LEN: usize = 64 * 1024;
+/// epoll data of the listener (connections use their fd).
+const LISTENER: u64 = u64::MAX;
+
+#[derive(Default)]
+struct Conn {
+    heads: HeadCounter,
+    owed: Owed,
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn register(epfd: i32, fd: i32, events: u32, data: u64) -> Result<(), String> {
+    let mut ev = libc::epoll_event { events, u64: data };
+    // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+    if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+        return Err(format!(
+            "epoll_ctl ADD {fd}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Sends what `c` owes until done or the socket is full; false when the connection failed.
+fn flush(fd: i32, c: &mut Conn, reply: &Reply) -> bool {
+    while !c.owed.is_empty() {
+        let chunk = reply.chunk(&c.owed);
+        // SAFETY: chunk is a live slice of the reply; its length is passed.
+        let n = unsafe { libc::send(fd, chunk.as_ptr().cast(), chunk.len(), libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            c.owed.sent(n as usize, reply.len());
+            if (n as usize) < chunk.len() {
+                // The socket buffer is full: EPOLLOUT will say when there is room.
+                return true;
+            }
+        } else {
+            match errno() {
+                libc::EINTR => {}
+                libc::EAGAIN => return true,
+                _ => return false,
+            }
+        }
+    }
+    true
+}
+
+/// Reads until a short read, EAGAIN or end of stream; counts the heads into `c.owed`. False when
+/// the connection is over (peer closed or failed).
+fn drain(fd: i32, c: &mut Conn, buf: &mut [u8], half_closed: bool) -> bool {
+    loop {
+        // SAFETY: buf is a live, writable buffer of buf.len() bytes.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n > 0 {
+            let n = n as usize;
+            c.owed.add(c.heads.feed(&buf[..n]));
+            if n < buf.len() && !half_closed {
+                return true;
+            }
+        } else if n == 0 {
+            return false;
+        } else {
+            match errno() {
+                libc::EINTR => {}
+                libc::EAGAIN => return true,
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// Runs the floor until killed.
+pub fn run(port: u16, file: &Path) -> Result<(), String> {
+    floor_proto::bound_to_parent();
+    let reply = Reply::for_file(file)?;
+    let listener = floor_proto::listen(port, true)?;
+    let lfd = listener.as_raw_fd();
+    // SAFETY: epoll_create1 takes a flag only.
+    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epfd < 0 {
+        return Err(format!(
+            "epoll_create1: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    register(epfd, lfd, (libc::EPOLLIN | libc::EPOLLET) as u32, LISTENER)?;
+    floor_proto::announce("floor-epoll", &listener, &reply)?;
+    let mut conns: Vec<Option<Conn>> = Vec::new();
+    let mut buf = vec![0u8; READ_LEN];
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+    let conn_events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+    loop {
+        // SAFETY: `events` holds EVENTS writable entries.
+        let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), EVENTS as i32, -1) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return Err(format!("epoll_wait: {}", std::io::Error::last_os_error()));
+        }
+        for ev in &events[..n as usize] {
+            let (bits, data) = (ev.events, ev.u64);
+            if data == LISTENER {
+                loop {
+                    // SAFETY: null address pointers are allowed; the flags are valid.
+                    let fd = unsafe {
+                        libc::accept4(
+                            lfd,
+                            std::ptr::null_mut(),
+                            std::ptr::null_mut(),
+                            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                        )
+                    };
+                    if fd < 0 {
+                        match errno() {
+                            libc::EINTR | libc::ECONNABORTED => continue,
+                            // EAGAIN: all taken; anything else (EMFILE): try at the next edge.
+                            _ => break,
+                        }
+                    }
+                    if fd as usize >= MAX_CONNS
+                        || register(epfd, fd, conn_events, fd as u64).is_err()
+                    {
+                        // SAFETY: fd was just accepted and is not used elsewhere.
+                        unsafe { libc::close(fd) };
+                        continue;
+                    }
+                    floor_proto::nodelay(fd);
+                    if conns.len() <= fd as usize {
+                        conns.resize_with(fd as usize + 1, || None);
+                    }
+                    conns[fd as usize] = Some(Conn::default());
+                }
+                continue;
+            }
+            let fd = data as i32;
+            let Some(c) = conns.get_mut(fd as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            let mut alive = bits & (libc::EPOLLERR | libc::EPOLLHUP) as u32 == 0;
+            if alive && bits & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0 {
+                alive = drain(fd, c, &mut buf, bits & libc::EPOLLRDHUP as u32 != 0);
+            }
+            if alive {
+                alive = flush(fd, c, &reply);
+            }
+            if !alive {
+                conns[fd as usize] = None;
+                // SAFETY: fd is a connection of this process; closing also deregisters it.
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+}
