@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, ToSocketAddrs};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
@@ -57,8 +57,9 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
-    /// Address to listen on; default `0.0.0.0`.
-    pub host: IpAddr,
+    /// Address or host name to listen on; default `0.0.0.0`. `::` listens on IPv6 and IPv4 (dual
+    /// stack); a name is resolved once at start (see [`resolve_host`]).
+    pub host: String,
     /// TCP port to listen on; default 8080.
     pub port: u16,
     /// Worker threads; 0 (the default) means one per online CPU, at most 1024.
@@ -158,7 +159,7 @@ pub struct Log {
     /// "-" for stdout, "off" for none, anything else is a file path (relative to the config file).
     /// Default `access.log`.
     pub access: String,
-    /// Level of the server's own diagnostics on stderr (error, warn, info, debug, trace); default
+    /// Level of the server's own diagnostics on stderr: one of [`LEVELS`], any case; default
     /// `info`.
     pub level: String,
 }
@@ -166,7 +167,7 @@ pub struct Log {
 impl Default for Server {
     fn default() -> Self {
         Server {
-            host: IpAddr::from([0, 0, 0, 0]),
+            host: "0.0.0.0".into(),
             port: 8080,
             workers: 0,
             engine: EngineChoice::Auto,
@@ -262,8 +263,8 @@ impl std::error::Error for ConfigError {}
 /// Values given on the command line; each one replaces the file's.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    /// Replaces `server.host`.
-    pub host: Option<IpAddr>,
+    /// Replaces `server.host`; checked and resolved the same way.
+    pub host: Option<String>,
     /// Replaces `server.port`.
     pub port: Option<u16>,
     /// Replaces `files.root`; a relative path is relative to the current directory.
@@ -285,6 +286,11 @@ pub struct Loaded {
     pub access: AccessTarget,
     /// Worker count with 0 resolved to the number of online CPUs.
     pub workers: usize,
+    /// `server.host` as an address: the address itself, or what its name resolved to.
+    pub host: IpAddr,
+    /// When `server.host` is a name that resolved to several addresses, which one is used and
+    /// why, for the start-up log.
+    pub host_note: Option<String>,
     /// Where the settings came from, for the start-up line.
     pub source: String,
 }
@@ -346,8 +352,8 @@ pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<Loaded, Confi
 
     // Command-line values replace the file's; a relative --root is relative to the cwd.
     let mut root = base.join(&config.files.root);
-    if let Some(h) = ov.host {
-        config.server.host = h;
+    if let Some(h) = &ov.host {
+        config.server.host = h.clone();
     }
     if let Some(p) = ov.port {
         config.server.port = p;
@@ -468,16 +474,21 @@ pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<Loaded, Confi
             message: m.1,
         })?;
     }
-    if tracing_subscriber::EnvFilter::try_new(&config.log.level).is_err() {
+    // Checked against the list, not by EnvFilter, which takes any word for a target name:
+    // "verbose" would be a filter that silences everything, the listening line included.
+    let level = config.log.level.to_ascii_lowercase();
+    if !LEVELS.contains(&level.as_str()) {
         return Err(err(
             "log",
             "level",
             format!(
-                "{:?} is not a level (error, warn, info, debug, trace)",
-                config.log.level
+                "{:?} is not a level (one of {})",
+                config.log.level,
+                LEVELS.join(", ")
             ),
         ));
     }
+    config.log.level = level;
     let access = match config.log.access.as_str() {
         "off" => AccessTarget::Off,
         "-" => AccessTarget::Stdout,
@@ -490,6 +501,15 @@ pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<Loaded, Confi
         }
         p => AccessTarget::File(base.join(p)),
     };
+    let (host, host_note) = resolve_host(&config.server.host).map_err(|message| match ov.host {
+        Some(_) => ConfigError {
+            file: "command line".into(),
+            line: None,
+            key: Some("--host".into()),
+            message,
+        },
+        None => err("server", "host", message),
+    })?;
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -499,6 +519,8 @@ pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<Loaded, Confi
         root,
         access,
         workers,
+        host,
+        host_note,
         source,
     })
 }
@@ -669,6 +691,75 @@ fn find_nth_table_line(text: &str, header: &str, n: usize) -> Option<usize> {
         .map(|(i, _)| i + 1)
 }
 
+/// The values `log.level` accepts, in any case. `off` silences the diagnostics, the listening
+/// line included (start-up errors are still printed).
+pub const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// Turns `server.host` into the address to listen on: an IPv4 or IPv6 address (brackets
+/// allowed: `[::1]`), or a host name resolved now, once. A name that resolves to several
+/// addresses listens on one of them, the first IPv4 one if there is one (see [`pick_address`]),
+/// and the note says so. The error is a message for a [`ConfigError`].
+pub fn resolve_host(host: &str) -> Result<(IpAddr, Option<String>), String> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok((ip, None));
+    }
+    if !is_host_name(host) {
+        return Err(format!(
+            "{host:?} is not an IP address or a host name (e.g. \"0.0.0.0\", \"::\", \"localhost\")"
+        ));
+    }
+    let resolved = (host, 0)
+        .to_socket_addrs()
+        .map_err(|e| format!("host name {host:?} does not resolve: {e}"))?;
+    let mut all: Vec<IpAddr> = Vec::new();
+    for a in resolved {
+        if !all.contains(&a.ip()) {
+            all.push(a.ip());
+        }
+    }
+    let Some(ip) = pick_address(&all) else {
+        return Err(format!("host name {host:?} resolves to no address"));
+    };
+    let note = (all.len() > 1).then(|| {
+        let list: Vec<String> = all.iter().map(IpAddr::to_string).collect();
+        format!(
+            "server.host {host:?} resolves to {}; listening on {ip} only (set host = \"::\" to \
+             listen on every IPv6 and IPv4 address)",
+            list.join(", ")
+        )
+    });
+    Ok((ip, note))
+}
+
+/// The address a name with several addresses listens on: the first IPv4 one, else the first.
+/// IPv4 because every client can reach it (`localhost` is ::1 first on many systems, and
+/// clients that do not try both families would then fail over IPv4), and because it does not
+/// depend on the resolver's order (`/etc/gai.conf`).
+pub fn pick_address(all: &[IpAddr]) -> Option<IpAddr> {
+    all.iter().find(|a| a.is_ipv4()).or(all.first()).copied()
+}
+
+/// A DNS host name (RFC 1123): dot-separated labels of letters, digits and hyphens, 1 to 63
+/// bytes each, not starting or ending with a hyphen, 253 bytes at most, an optional final dot.
+fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 /// Maps a byte offset in the TOML text to its 1-based line and the dotted key written there.
 fn locate_span(text: &str, offset: usize) -> (Option<usize>, Option<String>) {
     let offset = offset.min(text.len());
@@ -826,6 +917,124 @@ mod tests {
         .unwrap();
         let e = load(&cfg, true, &Overrides::default()).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("files.allowed_extensions"));
+    }
+
+    /// Loads `text` as a config file serving `dir`.
+    fn load_text(dir: &Path, text: &str, ov: &Overrides) -> Result<Loaded, ConfigError> {
+        let cfg = dir.join("c.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let ov = Overrides {
+            root: Some(dir.to_path_buf()),
+            ..ov.clone()
+        };
+        load(&cfg, true, &ov)
+    }
+
+    #[test]
+    fn log_levels_are_a_fixed_list_in_any_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let ov = Overrides::default();
+        for (given, want) in [
+            ("error", "error"),
+            ("WARN", "warn"),
+            ("Info", "info"),
+            ("debug", "debug"),
+            ("trace", "trace"),
+            ("off", "off"),
+        ] {
+            let text = format!("[log]\nlevel = \"{given}\"\n");
+            let l = load_text(dir.path(), &text, &ov).unwrap();
+            assert_eq!(l.config.log.level, want);
+        }
+        for bad in [
+            "verbose",
+            "",
+            "info,debug",
+            "warning",
+            "uring_httpd=debug",
+            "5",
+        ] {
+            let text = format!("[server]\nport = 1\n[log]\n\nlevel = \"{bad}\"\n");
+            let e = load_text(dir.path(), &text, &ov).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("log.level"), "{bad}");
+            assert_eq!(e.line, Some(5), "{bad}");
+            assert!(
+                e.message.contains("error, warn, info, debug, trace, off"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_are_addresses_or_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let ov = Overrides::default();
+        let table = [
+            ("0.0.0.0", "0.0.0.0"),
+            ("127.0.0.1", "127.0.0.1"),
+            ("::", "::"),
+            ("::1", "::1"),
+            ("[::1]", "::1"),
+            ("localhost", "127.0.0.1"),
+            ("LocalHost", "127.0.0.1"),
+        ];
+        for (host, want) in table {
+            let text = format!("[server]\nhost = \"{host}\"\n");
+            let l = load_text(dir.path(), &text, &ov).unwrap();
+            assert_eq!(l.host.to_string(), want, "{host}");
+        }
+        // Not names, so never looked up: errors name the key and its line.
+        for bad in [
+            "",
+            "not an ip",
+            "host_name",
+            "-x",
+            "a..b",
+            "x:80",
+            "[::1",
+            "1.2.3.4.5/8",
+        ] {
+            let text = format!("[server]\n\nhost = \"{bad}\"\n");
+            let e = load_text(dir.path(), &text, &ov).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("server.host"), "{bad}");
+            assert_eq!(e.line, Some(3), "{bad}");
+            assert!(
+                e.message.contains("is not an IP address or a host name"),
+                "{e}"
+            );
+        }
+        // The command line is checked the same way, and named.
+        let ov = Overrides {
+            host: Some("bad host".into()),
+            ..Overrides::default()
+        };
+        let e = load_text(dir.path(), "", &ov).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "command line: key `--host`: \"bad host\" is not an IP address or a host name \
+             (e.g. \"0.0.0.0\", \"::\", \"localhost\")"
+        );
+        let ov = Overrides {
+            host: Some("localhost".into()),
+            ..Overrides::default()
+        };
+        let l = load_text(dir.path(), "[server]\nhost = \"::\"\n", &ov).unwrap();
+        assert_eq!(l.host.to_string(), "127.0.0.1");
+    }
+
+    #[test]
+    fn a_name_with_several_addresses_listens_on_the_first_ipv4_one() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            pick_address(&[ip("::1"), ip("127.0.0.1")]),
+            Some(ip("127.0.0.1"))
+        );
+        assert_eq!(
+            pick_address(&[ip("10.0.0.2"), ip("::1"), ip("10.0.0.1")]),
+            Some(ip("10.0.0.2"))
+        );
+        assert_eq!(pick_address(&[ip("::1"), ip("fe80::1")]), Some(ip("::1")));
+        assert_eq!(pick_address(&[]), None);
     }
 
     #[test]

@@ -259,6 +259,10 @@ impl<'a, F> Exchange<'a, F> {
         if req.body_len > config.limits.max_request_bytes as u64 {
             return self.refuse(Refusal::BodyTooLarge(req.body_len));
         }
+        if req.method == Method::Options {
+            let plan = respond::options_plan(self.keep_alive);
+            return self.send(plan);
+        }
         let status_path = config.server.status_path.as_bytes();
         if !status_path.is_empty() && req.path == status_path {
             let plan = self.status_page();
@@ -474,7 +478,7 @@ impl<'a, F> Exchange<'a, F> {
         let head_only = self.req.method == Method::Head;
         let mut plan = match refusal {
             Refusal::Method => {
-                let allow = [("Allow", &b"GET, HEAD"[..])];
+                let allow = [("Allow", respond::ALLOW)];
                 respond::page_plan(status, head_only, keep_alive, &allow)
             }
             _ if status == Status::ServiceUnavailable => {
@@ -492,7 +496,7 @@ impl<'a, F> Exchange<'a, F> {
         let keep_alive = self.keep_alive && !refusal.closes();
         let head_only = self.req.method == Method::Head;
         let extra: &[(&str, &[u8])] = match refusal {
-            Refusal::Method => &[("Allow", b"GET, HEAD")],
+            Refusal::Method => &[("Allow", respond::ALLOW)],
             _ => &[],
         };
         let mut plan = respond::custom_page(status, head_only, keep_alive, extra, info, file);
@@ -696,7 +700,23 @@ mod tests {
         let r = req("POST /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
         let plan = sent(Exchange::new(&sh, &c, &r, ConnState::default()).start(Instant::now()));
         assert_eq!(plan.status, Status::MethodNotAllowed);
-        assert!(head(&plan).contains("\r\nAllow: GET, HEAD\r\n"));
+        assert!(head(&plan).contains("\r\nAllow: GET, HEAD, OPTIONS\r\n"));
+    }
+
+    #[test]
+    fn options_is_204_with_allow_and_no_length() {
+        let sh = shared(Config::default());
+        let c = cache(&sh);
+        for target in ["*", "/a.html", "/no/such/file"] {
+            let raw = format!("OPTIONS {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let r = req(&raw);
+            let plan = sent(Exchange::new(&sh, &c, &r, ConnState::default()).start(Instant::now()));
+            assert_eq!(plan.status, Status::NoContent, "{target}");
+            let text = head(&plan);
+            assert!(text.contains("\r\nAllow: GET, HEAD, OPTIONS\r\n"), "{text}");
+            assert!(!text.contains("Content-Length"), "{text}");
+            assert!(plan.keep_alive && matches!(plan.body, Body::Empty));
+        }
     }
 
     #[test]

@@ -6,7 +6,6 @@
 //! worker stopped unexpectedly while serving.
 
 use std::io::IsTerminal;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,9 +21,9 @@ struct Cli {
     /// Config file; when the default is absent, built-in defaults are used.
     #[arg(short, long, value_name = "PATH")]
     config: Option<PathBuf>,
-    /// Address to listen on (overrides server.host).
+    /// Address or host name to listen on, e.g. 127.0.0.1, ::, localhost (overrides server.host).
     #[arg(long)]
-    host: Option<IpAddr>,
+    host: Option<String>,
     /// Port to listen on; 0 picks a free one (overrides server.port).
     #[arg(short, long)]
     port: Option<u16>,
@@ -58,6 +57,9 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&loaded.config.log.level);
+    if let Some(note) = &loaded.host_note {
+        tracing::info!("{note}");
+    }
 
     // Block the stop signals before any thread starts, so every thread inherits the mask and the
     // signals wait here for sigwait instead of killing the process mid-response.

@@ -89,9 +89,9 @@ pub fn file_plan<F>(
             let t = t.trim();
             t == "*" || t.trim_start_matches("W/") == etag
         }),
-        (None, Some(ims)) => {
-            httpdate::parse_http_date(ims).is_ok_and(|since| info.mtime() <= since)
-        }
+        // A date in the future is not a valid validator (RFC 9110 §13.1.3): ignored.
+        (None, Some(ims)) => httpdate::parse_http_date(ims)
+            .is_ok_and(|since| info.mtime() <= since && since <= std::time::SystemTime::now()),
         (None, None) => false,
     };
     if not_modified {
@@ -146,6 +146,23 @@ pub fn file_plan<F>(
         status,
         head: head.finish(len, keep_alive),
         body,
+        keep_alive,
+        cause: None,
+    }
+}
+
+/// The methods this server allows, for `Allow` on 405 and on the answer to `OPTIONS`.
+pub const ALLOW: &[u8] = b"GET, HEAD, OPTIONS";
+
+/// The answer to `OPTIONS` (for a path or `*`): 204 with `Allow`, and no `Content-Length`, which
+/// RFC 9110 §8.6 forbids on a 204.
+pub fn options_plan<F>(keep_alive: bool) -> Plan<F> {
+    let mut head = Head::new(response::buffer(), Status::NoContent);
+    head.header("Allow", ALLOW);
+    Plan {
+        status: Status::NoContent,
+        head: head.finish_without_length(keep_alive),
+        body: Body::Empty,
         keep_alive,
         cause: None,
     }
@@ -386,10 +403,17 @@ mod tests {
             status(&format!("If-None-Match: W/{}, \"x\"\r\n", info.etag)),
             Status::NotModified
         );
-        let later = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let later = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(1_750_000_000));
         assert_eq!(
             status(&format!("If-Modified-Since: {later}\r\n")),
             Status::NotModified
+        );
+        // A date in the future is ignored (RFC 9110 §13.1.3), even though the file is older.
+        let future =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(86_400));
+        assert_eq!(
+            status(&format!("If-Modified-Since: {future}\r\n")),
+            Status::Ok
         );
         let earlier = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(1_600_000_000));
         assert_eq!(

@@ -96,7 +96,7 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
         .map_err(|e| StartError::Root(loaded.root.clone(), e))?
         .into();
     let (access, writer) = log::start(&loaded.access).map_err(StartError::Log)?;
-    let addr = SocketAddr::new(loaded.config.server.host, loaded.config.server.port);
+    let addr = SocketAddr::new(loaded.host, loaded.config.server.port);
     let listeners = engine::listener::bind_all(addr, loaded.workers).map_err(StartError::Listen)?;
     let addr = listeners[0].local_addr().map_err(StartError::Listen)?;
     let shared = Shared::new(

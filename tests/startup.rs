@@ -60,7 +60,8 @@ fn unknown_key_names_file_line_and_key() {
 fn wrong_type_names_file_line_and_key() {
     let err = config_error("[server]\nworkers = \"many\"\n");
     assert!(err.contains("uring.toml:2: key `server.workers`"), "{err}");
-    let err = config_error("[server]\nhost = \"not-an-ip\"\n");
+    // Not a host name either, so it is refused without a DNS lookup.
+    let err = config_error("[server]\nhost = \"not an ip\"\n");
     assert!(err.contains("uring.toml:2: key `server.host`"), "{err}");
     let err = config_error("[server]\nport = 70000\n");
     assert!(err.contains("uring.toml:2: key `server.port`"), "{err}");
@@ -339,6 +340,55 @@ fn listens_on_ipv6_loopback() {
     assert_eq!(fetch(&addr, "/").body, b"six\n");
     stop(child);
     let log = std::fs::read_to_string(dir.path().join("access.log")).unwrap();
+    assert!(log.contains(" ::1 / 200 GET "), "{log}");
+}
+
+#[test]
+fn log_level_must_be_a_level() {
+    // EnvFilter took "verbose" for a target name and silenced everything.
+    let err = config_error("[server]\nport = 0\n[log]\nlevel = \"verbose\"\n");
+    assert!(err.contains("uring.toml:4: key `log.level`"), "{err}");
+    assert!(err.contains("\"verbose\" is not a level"), "{err}");
+    // Any case is fine, and the listening line shows at info.
+    let dir = site("levels\n");
+    std::fs::write(
+        dir.path().join("uring.toml"),
+        "[server]\nhost = \"127.0.0.1\"\nport = 0\n[log]\nlevel = \"INFO\"\n",
+    )
+    .unwrap();
+    let (child, addr, _) = spawn_listening(dir.path(), &[]);
+    assert_eq!(fetch(&addr, "/").body, b"levels\n");
+    stop(child);
+}
+
+#[test]
+fn host_names_and_the_cli_host_are_resolved() {
+    let dir = site("named\n");
+    let (child, addr, _) = spawn_listening(dir.path(), &["--host", "localhost", "--port", "0"]);
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    assert_eq!(fetch(&addr, "/").body, b"named\n");
+    stop(child);
+    let out = run_failing(dir.path(), &["--host", "no such host", "--port", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("command line: key `--host`: \"no such host\" is not an IP address"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn listening_on_any_ipv6_address_accepts_ipv4_too() {
+    let dir = site("dual\n");
+    let (child, addr, _) = spawn_listening(dir.path(), &["--host", "::", "--port", "0"]);
+    assert!(addr.starts_with("[::]:"), "{addr}");
+    let port = addr.rsplit(':').next().unwrap();
+    assert_eq!(fetch(&format!("127.0.0.1:{port}"), "/").body, b"dual\n");
+    assert_eq!(fetch(&format!("[::1]:{port}"), "/").body, b"dual\n");
+    stop(child);
+    // The IPv4 client is logged as IPv4, not as ::ffff:127.0.0.1.
+    let log = std::fs::read_to_string(dir.path().join("access.log")).unwrap();
+    assert!(log.contains(" 127.0.0.1 / 200 GET "), "{log}");
     assert!(log.contains(" ::1 / 200 GET "), "{log}");
 }
 

@@ -1,6 +1,14 @@
-//! One connection's life, written once for every engine: read a head, parse it, run its
-//! [`Exchange`] with the engine's primitives, send, log, count; keep-alive, pipelining, request
-//! bodies skipped, timeouts and graceful shutdown.
+//! One connection's life, written once for every engine: read a head, parse it, read and discard
+//! its body, run its [`Exchange`] with the engine's primitives, send, log, count; keep-alive,
+//! pipelining, timeouts and graceful shutdown.
+//!
+//! A request is answered once it is complete: a body (Content-Length, or chunked and checked by
+//! [`chunked::Decoder`]) is read and thrown away first, so a body that never arrives is not
+//! answered but ends in a 408 at `header_timeout_secs` (which covers the whole request, from its
+//! first byte), and a malformed chunked body is answered with 400 instead of a response to a
+//! request that was not well-formed. A body larger than `max_request_bytes` is not waited for
+//! (413 at once), nor is one the client holds back for `Expect: 100-continue` (answered at once,
+//! then the connection closes).
 //!
 //! This module decides nothing a client can observe about a response: that is the exchange's
 //! job. The engine supplies a [`Transport`] (how bytes move and how files are stat'ed and
@@ -22,7 +30,8 @@ use crate::deadline::{Deadline, Deadlines, Shut};
 use crate::exchange::{self, ConnState, Done, Exchange, Refusal, Step};
 use crate::files::Meta;
 use crate::files::cache::FileCache;
-use crate::http::{self, Request, response};
+use crate::http::chunked::{self, Progress};
+use crate::http::{self, ParseError, Request, Status, response};
 use crate::log::Record;
 use crate::respond::{Body, Plan};
 
@@ -120,8 +129,36 @@ impl Ctx {
     }
 }
 
+/// A request body being read and thrown away before its request is answered.
+enum Skip {
+    /// This many bytes of a Content-Length body remain.
+    Length(u64),
+    /// A chunked body, checked as it goes.
+    Chunked(chunked::Decoder),
+}
+
+impl Skip {
+    /// Consumes the body's bytes from the front of `input`.
+    fn feed(&mut self, input: &[u8]) -> Result<Progress, chunked::Error> {
+        match self {
+            Skip::Length(left) => {
+                let n = (*left).min(input.len() as u64);
+                *left -= n;
+                Ok(if *left == 0 {
+                    Progress::Done(n as usize)
+                } else {
+                    Progress::NeedMore
+                })
+            }
+            Skip::Chunked(d) => d.feed(input),
+        }
+    }
+}
+
 /// Serves one accepted connection until it closes.
 pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
+    // IPv4 clients of a dual-stack (`::`) listener arrive as `::ffff:a.b.c.d`: log them as IPv4.
+    let peer = peer.to_canonical();
     let limits = &ctx.shared.config.limits;
     let max = limits.max_request_bytes;
     let keep_alive_for = Duration::from_secs(limits.keep_alive_timeout_secs);
@@ -130,56 +167,95 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
     let timer = ctx.deadlines.register(socket.clone());
 
     let mut buf = Vec::with_capacity(max);
-    // Body bytes of the previous request still to be read and thrown away.
-    let mut skip: u64 = 0;
-    // When the first byte of the current head arrived: the header timeout runs from there.
+    // A parsed head at the front of `buf` (this many bytes) whose body is being read and thrown
+    // away; the body's bytes are removed from `buf` as they arrive, and the head is answered
+    // once the body is complete.
+    let mut body: Option<(usize, Skip)> = None;
+    // When the first byte of the current request arrived: the header timeout runs from there.
     let mut head_started: Option<Instant> = None;
     let mut idle_since = ctx.clock.now();
 
     loop {
-        if skip > 0 && !buf.is_empty() {
-            let n = skip.min(buf.len() as u64) as usize;
-            buf.drain(..n);
-            skip -= n as u64;
+        // The body of the parsed head, as far as it has arrived; `complete` once it has.
+        let mut complete = false;
+        let mut bad_body = None;
+        if let Some((head_len, skip)) = &mut body {
+            let head_len = *head_len;
+            match skip.feed(&buf[head_len..]) {
+                Ok(Progress::NeedMore) => buf.truncate(head_len),
+                Ok(Progress::Done(n)) => {
+                    buf.drain(head_len..head_len + n);
+                    complete = true;
+                }
+                Err(chunked::Error::Syntax(reason)) => {
+                    let e = ParseError {
+                        status: Status::BadRequest,
+                        reason,
+                    };
+                    bad_body = Some(Refusal::Malformed(e));
+                }
+                Err(chunked::Error::TooLarge(n)) => bad_body = Some(Refusal::BodyTooLarge(n)),
+            }
         }
-        if skip == 0 && !buf.is_empty() {
+        let parsed = if let Some(refusal) = bad_body {
+            Some(Err(refusal))
+        } else if complete {
+            body = None;
+            // The same head parsed before its body was read; it parses the same way again.
+            Some(
+                http::parse(&buf)
+                    .and_then(|r| r.ok_or(REPARSE))
+                    .map_err(Refusal::Malformed),
+            )
+        } else if body.is_none() && !buf.is_empty() {
             head_started.get_or_insert_with(|| ctx.clock.now());
-            let parsed = match http::parse(&buf) {
+            match http::parse(&buf) {
                 Ok(None) if buf.len() < max => None,
-                Ok(Some(req)) => Some(Ok(req)),
-                Ok(None) => Some(Err(Refusal::Malformed(http::request::oversize(&buf)))),
-                Err(e) => Some(Err(Refusal::Malformed(e))),
-            };
-            if let Some(parsed) = parsed {
-                let consumed = parsed.as_ref().ok().map(|r| (r.head_len, r.body_len));
-                let outcome = answer(&mut io, ctx, peer, parsed, &buf, &timer).await;
-                head_started = None;
-                idle_since = ctx.clock.now();
-                match (outcome, consumed) {
-                    (Outcome::KeepAlive, Some((head_len, body_len))) => {
-                        buf.drain(..head_len);
-                        skip = body_len;
+                Ok(Some(req)) => match body_to_skip(&req, max) {
+                    Some(skip) => {
+                        body = Some((req.head_len, skip));
                         continue;
                     }
-                    (Outcome::Failed, _) => {
-                        socket.shut(Shutdown::Both);
-                        return;
+                    None => Some(Ok(req)),
+                },
+                Ok(None) => Some(Err(Refusal::Malformed(http::request::oversize(&buf)))),
+                Err(e) => Some(Err(Refusal::Malformed(e))),
+            }
+        } else {
+            None
+        };
+        if let Some(parsed) = parsed {
+            let consumed = parsed.as_ref().ok().map(|r| r.head_len);
+            // A body that was not read first (too large, or held back for 100-continue) is
+            // still coming.
+            let body_unread =
+                !complete && parsed.as_ref().is_ok_and(|r| r.body_len > 0 || r.chunked);
+            let outcome = answer(&mut io, ctx, peer, parsed, &buf, &timer).await;
+            head_started = None;
+            idle_since = ctx.clock.now();
+            match (outcome, consumed) {
+                (Outcome::KeepAlive, Some(head_len)) if !body_unread => {
+                    buf.drain(..head_len);
+                    continue;
+                }
+                (Outcome::Failed, _) => {
+                    socket.shut(Shutdown::Both);
+                    return;
+                }
+                (_, consumed) => {
+                    // Unread input (a refused head, a pipelined request, an unread body) needs a
+                    // lingering close; a clean close can just drop the socket.
+                    let unread = body_unread || consumed.is_none_or(|h| buf.len() > h);
+                    if unread {
+                        linger(&mut io, &*socket, buf, &timer).await;
                     }
-                    (_, consumed) => {
-                        // Unread input (a refused head, a pipelined request, an unread body)
-                        // needs a lingering close; a clean close can just drop the socket.
-                        let unread = consumed.is_none_or(|(h, b)| buf.len() > h || b > 0);
-                        if unread {
-                            linger(&mut io, &*socket, buf, &timer).await;
-                        }
-                        return;
-                    }
+                    return;
                 }
             }
         }
 
         // More bytes are needed. Idle connections go away as soon as shutdown starts.
-        let idle = buf.is_empty() && skip == 0;
+        let idle = buf.is_empty() && body.is_none();
         match ctx.phase.get() {
             Phase::Aborting => {
                 socket.shut(Shutdown::Both);
@@ -190,8 +266,11 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
         }
         match head_started {
             Some(t) => timer.read_by(t + header_for),
-            None if skip > 0 => timer.read_by(idle_since + header_for),
             None => timer.idle_until(idle_since + keep_alive_for),
+        }
+        // A body is read behind its head; a head that fills the buffer leaves no room for it.
+        if buf.len() == buf.capacity() {
+            buf.reserve(4096);
         }
         let (read, b) = io.read(buf).await;
         buf = b;
@@ -201,13 +280,11 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
         }
         match read {
             Ok(n) if n > 0 && !timer.expired() => {
-                if skip == 0 && head_started.is_none() {
-                    head_started = Some(ctx.clock.now());
-                }
+                head_started.get_or_insert_with(|| ctx.clock.now());
             }
             _ if timer.expired() => {
-                // A head that never completed gets a 408 (logged with what arrived of it); an idle
-                // keep-alive just closes.
+                // A request that never completed (its head or its body) gets a 408, logged with
+                // what arrived of it; an idle keep-alive just closes.
                 if head_started.is_some() {
                     let timed_out = Err(Refusal::Timeout);
                     let _ = answer(&mut io, ctx, peer, timed_out, &buf, &timer).await;
@@ -222,6 +299,27 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
                 return;
             }
         }
+    }
+}
+
+/// A head that parsed once and not the second time: cannot happen, but is answered, not panicked.
+const REPARSE: ParseError = ParseError {
+    status: Status::BadRequest,
+    reason: "request head changed while its body was read",
+};
+
+/// The body to read and discard before answering `req`, if any. Not a body larger than `max`
+/// (the exchange answers 413 at once), nor one the client holds back until it hears from us
+/// (`Expect: 100-continue`).
+fn body_to_skip(req: &Request<'_>, max: usize) -> Option<Skip> {
+    if req.expect_continue {
+        None
+    } else if req.chunked {
+        Some(Skip::Chunked(chunked::Decoder::new(max as u64)))
+    } else if req.body_len > 0 && req.body_len <= max as u64 {
+        Some(Skip::Length(req.body_len))
+    } else {
+        None
     }
 }
 

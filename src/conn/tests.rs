@@ -359,12 +359,207 @@ fn a_request_body_is_skipped_even_when_it_arrives_in_pieces() {
             "\"6553f100.0-1\"",
             "keep-alive",
         );
-        assert_eq!(p.take(), format!("{a}A"));
+        // A request is answered once its body is complete.
+        assert_eq!(p.take(), "");
         // The rest of the body (4 of its 10 bytes) looks like a request but is not one.
         p.send(".htm").await;
-        assert_eq!(p.take(), "");
+        assert_eq!(p.take(), format!("{a}A"));
         p.send("GET /a.html HTTP/1.1\r\nHost: h\r\n\r\n").await;
         assert_eq!(p.take(), format!("{a}A"));
+    });
+}
+
+const A: &str = "GET /a.html HTTP/1.1\r\nHost: h\r\n\r\n";
+
+fn a_ok(keep: &str) -> String {
+    let head = ok_head(1, "text/html; charset=utf-8", "\"6553f100.0-1\"", keep);
+    format!("{head}A")
+}
+
+#[test]
+fn a_chunked_body_in_pieces_is_decoded_and_the_connection_goes_on() {
+    run(|| async {
+        let p = Pair::start(|_| {});
+        p.file("a.html", b"A", MTIME);
+        // Pieces split inside the size line, the extension, the data and the trailers.
+        let pieces = [
+            "GET /a.html HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1",
+            "4;ext=\"x\"\r",
+            // 0x14 = 20 bytes of data that look like a request line.
+            "\nGET /x.html HTTP/1.1\r",
+            "\n0\r\nX-Trailer: ",
+            "1\r\n",
+        ];
+        for piece in pieces {
+            p.send(piece).await;
+            assert_eq!(p.take(), "", "answered before the body ended: {piece:?}");
+        }
+        // The empty line ending the trailers, and a pipelined request behind it.
+        p.send(&format!("\r\n{A}")).await;
+        assert_eq!(
+            p.take(),
+            format!("{}{}", a_ok("keep-alive"), a_ok("keep-alive"))
+        );
+        assert!(!p.closed());
+        assert_eq!(
+            p.ops(),
+            ["open a.html", "read"],
+            "the body was never looked up"
+        );
+        assert_eq!(p.logged().len(), 2);
+    });
+}
+
+#[test]
+fn a_malformed_chunked_body_is_400_and_closes() {
+    // A bad size, data longer than its size, a bad extension, whitespace after a bare size, a bad
+    // trailer, a bare LF.
+    let table = [
+        "zz\r\n",
+        "5\r\nhelloXX",
+        "5;=x\r\n",
+        "5 \r\n",
+        "0\r\nbad trailer\r\n",
+        "5\nhello",
+    ];
+    for body in table {
+        run(|| async {
+            let p = Pair::start(|_| {});
+            p.file("a.html", b"A", MTIME);
+            p.send(&format!(
+                "GET /a.html HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n{body}{A}"
+            ))
+            .await;
+            let bad = page("400 Bad Request", "close", "");
+            assert_eq!(p.take(), bad, "{body:?}");
+            assert!(p.script.shut_write.get(), "{body:?}");
+            let records: Vec<Record> = p.log.try_iter().collect();
+            assert_eq!(records.len(), 1);
+            assert_eq!((records[0].status, &*records[0].path), (400, "/a.html"));
+            assert_eq!(p.ops(), Vec::<String>::new(), "{body:?}");
+        });
+    }
+}
+
+#[test]
+fn a_chunked_body_over_the_limit_is_413_at_once() {
+    run(|| async {
+        let p = Pair::start(|c| c.limits.max_request_bytes = 1000);
+        // 0x3e9 = 1001 bytes announced: refused before any of them is read.
+        p.send("GET /a.html HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3e9\r\n")
+            .await;
+        assert_eq!(p.take(), page("413 Content Too Large", "close", ""));
+        // Two chunks that only together exceed it.
+        let q = Pair::start(|c| c.limits.max_request_bytes = 1000);
+        q.send("GET /a.html HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await;
+        q.send(&format!("1f4\r\n{}\r\n", "x".repeat(500))).await;
+        assert_eq!(q.take(), "");
+        q.send("1f5\r\n").await;
+        assert_eq!(q.take(), page("413 Content Too Large", "close", ""));
+        q.wait(3).await;
+        assert!(q.closed(), "the lingering close is bounded");
+    });
+}
+
+#[test]
+fn a_body_that_never_arrives_is_not_answered_but_times_out_with_408() {
+    for (framing, partial) in [
+        ("Content-Length: 10", "12345"),
+        ("Transfer-Encoding: chunked", "a\r\n12345"),
+    ] {
+        run(|| async {
+            let p = Pair::start(|c| c.limits.header_timeout_secs = 10);
+            p.file("a.html", b"A", MTIME);
+            p.send(&format!(
+                "GET /a.html HTTP/1.1\r\nHost: h\r\n{framing}\r\n\r\n"
+            ))
+            .await;
+            p.wait(5).await;
+            p.send(partial).await;
+            // The timeout runs from the request's first byte, not from the last byte read.
+            p.wait(4).await;
+            assert_eq!(p.take(), "", "{framing}");
+            assert!(!p.closed());
+            p.wait(2).await;
+            assert_eq!(
+                p.take(),
+                page("408 Request Timeout", "close", ""),
+                "{framing}"
+            );
+            assert!(p.closed());
+            assert_eq!(p.logged()[0].0, 408);
+        });
+    }
+}
+
+#[test]
+fn a_body_cut_short_by_the_client_gets_no_answer() {
+    run(|| async {
+        let p = Pair::start(|_| {});
+        p.file("a.html", b"A", MTIME);
+        p.send("GET /a.html HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n12345")
+            .await;
+        p.script.eof.set(true);
+        p.send("").await;
+        assert!(p.closed());
+        assert_eq!(p.take(), "");
+        assert_eq!(p.logged(), []);
+    });
+}
+
+#[test]
+fn expect_100_continue_is_answered_at_once_then_the_connection_closes() {
+    run(|| async {
+        let p = Pair::start(|_| {});
+        p.file("a.html", b"A", MTIME);
+        p.send(
+            "GET /a.html HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        )
+        .await;
+        assert_eq!(p.take(), a_ok("close"));
+        assert!(p.script.shut_write.get());
+        // The body may still come: it is drained by the lingering close, never parsed.
+        p.send("hello").await;
+        assert_eq!(p.take(), "");
+    });
+}
+
+#[test]
+fn a_crlf_after_a_body_is_skipped_before_the_next_request() {
+    run(|| async {
+        let p = Pair::start(|_| {});
+        p.file("a.html", b"A", MTIME);
+        p.send(&format!(
+            "POST /a.html HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello\r\n{A}"
+        ))
+        .await;
+        let allow = "Allow: GET, HEAD, OPTIONS\r\n";
+        let refused = page("405 Method Not Allowed", "keep-alive", allow);
+        assert_eq!(p.take(), format!("{refused}{}", a_ok("keep-alive")));
+        assert!(!p.closed());
+    });
+}
+
+#[test]
+fn options_is_204_with_allow_and_no_body() {
+    run(|| async {
+        let p = Pair::start(|_| {});
+        p.send("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\nOPTIONS /a.html HTTP/1.1\r\nHost: h\r\n\r\n")
+            .await;
+        let head = format!(
+            "HTTP/1.1 204 No Content\r\nServer: {SERVER}\r\nDate: D\r\n\
+             Allow: GET, HEAD, OPTIONS\r\nConnection: keep-alive\r\nX-Content-Type-Options: nosniff\r\n\r\n"
+        );
+        assert_eq!(p.take(), format!("{head}{head}"));
+        assert_eq!(p.ops(), Vec::<String>::new(), "no file is looked at");
+        assert_eq!(
+            p.logged(),
+            [
+                (204, "*".into(), wire(&head)),
+                (204, "/a.html".into(), wire(&head))
+            ]
+        );
     });
 }
 

@@ -5,6 +5,10 @@
 //! connections. Before binding, a plain socket without SO_REUSEPORT is bound to the address: if
 //! anyone listens there already (another uring-httpd included), that bind fails and start-up stops
 //! with a clear message instead.
+//!
+//! Listening on `::` is dual stack: IPV6_V6ONLY is turned off explicitly, because its default
+//! comes from the `net.ipv6.bindv6only` sysctl, which some systems and containers set to 1, and
+//! `host = "::"` should mean every address, IPv4 included, wherever it runs.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -31,6 +35,9 @@ pub fn bind_all(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> 
 fn socket_for(addr: SocketAddr) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
+    if addr.ip().is_unspecified() && addr.is_ipv6() {
+        s.set_only_v6(false)?;
+    }
     Ok(s)
 }
 

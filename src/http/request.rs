@@ -1,10 +1,12 @@
 //! Request-head parsing: bytes in, a [`Request`] borrowing from them or a [`ParseError`] carrying
 //! its status. A request allocates nothing unless its path needs percent-decoding.
 //!
-//! httparse does the tokenising; this module adds the rules a server must enforce on top of it:
-//! framing checks that stop request smuggling (Content-Length / Transfer-Encoding conflicts),
-//! `Host` for HTTP/1.1, version and target validation, percent-decoding, and the keep-alive
-//! decision. It does no I/O and knows nothing about files.
+//! httparse does the tokenising; this module adds the rules a server must enforce on top of it
+//! (RFC 9112): framing checks that stop request smuggling (Content-Length / Transfer-Encoding
+//! conflicts), exactly one valid `Host` (required on HTTP/1.1), version, method and target
+//! validation, a bound on the empty lines tolerated before a request line, percent-decoding, and
+//! the keep-alive decision. It does no I/O and knows nothing about files; a chunked body is
+//! decoded by [`super::chunked`], driven by the connection.
 
 use std::borrow::Cow;
 
@@ -13,6 +15,17 @@ use super::Status;
 /// Headers accepted per request; more is answered with 431.
 pub const MAX_HEADERS: usize = 64;
 
+/// Longest method accepted, in bytes; a longer one is answered with 400 as soon as its 33rd byte
+/// arrives, without waiting for the rest of the line. The longest registered method
+/// (`UPDATEREDIRECTREF`, 17 bytes) fits with room to spare, and the access log keeps the same
+/// 32 bytes of a method that did not parse.
+pub const MAX_METHOD: usize = 32;
+
+/// Empty lines skipped before a request line (RFC 9112 §2.2 asks servers to skip at least one:
+/// some clients send a CRLF after a body); more is 400, so a stream of blank lines cannot hold a
+/// connection open.
+pub const MAX_EMPTY_LINES: usize = 8;
+
 /// The request method.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method<'a> {
@@ -20,6 +33,8 @@ pub enum Method<'a> {
     Get,
     /// `HEAD`.
     Head,
+    /// `OPTIONS`: answered with 204 and `Allow`, for a path or for `*`.
+    Options,
     /// Any other method, as sent; answered with 405.
     Other(&'a str),
 }
@@ -30,6 +45,7 @@ impl Method<'_> {
         match self {
             Method::Get => "GET",
             Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
             Method::Other(m) => m,
         }
     }
@@ -51,11 +67,13 @@ pub struct Request<'a> {
     pub method: Method<'a>,
     /// The HTTP version of the request line.
     pub version: Version,
-    /// The target's path as sent (still percent-encoded, query removed): what the log shows.
+    /// The target's path as sent (still percent-encoded, query and fragment removed): what the
+    /// log shows. `*` for `OPTIONS *`.
     pub raw_path: &'a str,
     /// The query string as sent, without the `?` (`None` when the target has none).
     pub query: Option<&'a str>,
-    /// The percent-decoded path, always starting with `/`. Empty for methods that are refused.
+    /// The percent-decoded path, always starting with `/`. Empty for methods that are refused and
+    /// for `OPTIONS *`.
     pub path: Cow<'a, [u8]>,
     /// The connection may stay open after the response.
     pub keep_alive: bool,
@@ -63,8 +81,13 @@ pub struct Request<'a> {
     pub head_len: usize,
     /// Bytes of body announced by Content-Length (read and discarded by the connection).
     pub body_len: u64,
-    /// A chunked body follows: its end is not known here, so the connection closes after.
-    pub body_unframed: bool,
+    /// A chunked body follows, decoded and discarded by the connection with
+    /// [`super::chunked::Decoder`].
+    pub chunked: bool,
+    /// An HTTP/1.1 request with a body sent `Expect: 100-continue`: the client may wait for an
+    /// answer before it sends the body, so it is answered at once (RFC 9110 §10.1.1) and the
+    /// connection closes after it (`keep_alive` is false).
+    pub expect_continue: bool,
     /// The `If-None-Match` header's value, if sent.
     pub if_none_match: Option<Cow<'a, str>>,
     /// The `If-Modified-Since` header's value, if sent.
@@ -93,6 +116,7 @@ fn bad(reason: &'static str) -> ParseError {
 
 /// Parses one request head from the front of `buf`. `Ok(None)` means more bytes are needed.
 pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
+    precheck(buf)?;
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -132,8 +156,14 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
     let method = match method {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
+        "OPTIONS" => Method::Options,
         m => Method::Other(m),
     };
+    // httparse lets UTF-8 through; a request-target is ASCII (RFC 9112 §3.2, RFC 3986), and
+    // anything else must be percent-encoded.
+    if !target.is_ascii() {
+        return Err(bad("non-ASCII byte in the request target"));
+    }
 
     let mut hosts = 0;
     let mut content_length: Option<u64> = None;
@@ -144,10 +174,16 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
     let mut if_modified_since = None;
     let mut range = None;
     let mut if_range = None;
+    let mut expect_continue = false;
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
             hosts += 1;
+            if !valid_host(h.value.trim_ascii()) {
+                return Err(bad("invalid Host"));
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            expect_continue |= h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case("content-length") {
             let n = parse_content_length(h.value).ok_or(bad("invalid Content-Length"))?;
             if content_length.is_some_and(|prev| prev != n) {
@@ -181,7 +217,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
     if hosts > 1 {
         return Err(bad("more than one Host header"));
     }
-    let mut body_unframed = false;
+    let mut chunked = false;
     if let Some(te) = transfer_encoding {
         if content_length.is_some() {
             return Err(bad("both Content-Length and Transfer-Encoding"));
@@ -193,9 +229,14 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
         if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
             return Err(bad("Transfer-Encoding without final chunked"));
         }
-        body_unframed = true;
+        chunked = true;
     }
-    let keep_alive = !close && !body_unframed && (version == Version::Http11 || keep_alive_token);
+    // HTTP/1.0 clients do not know 100-continue, and a request without a body has nothing to
+    // wait for.
+    let expect_continue = expect_continue
+        && version == Version::Http11
+        && (chunked || content_length.is_some_and(|n| n > 0));
+    let keep_alive = !close && !expect_continue && (version == Version::Http11 || keep_alive_token);
 
     let query = target
         .split('#')
@@ -203,9 +244,10 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
         .and_then(|t| t.split_once('?'))
         .map(|(_, q)| q);
     let (raw_path, path) = match method {
-        Method::Get | Method::Head => decode_target(target)?,
+        Method::Options if target == "*" => ("*", Cow::Borrowed(&[][..])),
+        Method::Get | Method::Head | Method::Options => decode_target(target)?,
         Method::Other(_) => (
-            target.split('?').next().unwrap_or(""),
+            target.split(['?', '#']).next().unwrap_or(""),
             Cow::Borrowed(&[][..]),
         ),
     };
@@ -219,7 +261,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
         keep_alive,
         head_len,
         body_len: content_length.unwrap_or(0),
-        body_unframed,
+        chunked,
+        expect_continue,
         if_none_match,
         if_modified_since,
         range,
@@ -246,8 +289,7 @@ pub fn oversize(buf: &[u8]) -> ParseError {
 /// The method and target of a request line that did not parse, for the access log: the first
 /// two space-separated tokens, or `-`.
 pub fn line_hint(buf: &[u8]) -> (String, String) {
-    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
-    let mut tokens = line
+    let mut tokens = request_line(buf)
         .trim_ascii()
         .split(|&b| b == b' ')
         .filter(|t| !t.is_empty());
@@ -257,20 +299,131 @@ pub fn line_hint(buf: &[u8]) -> (String, String) {
     };
     let method = next(32);
     let target = next(1024);
-    let path = target.split('?').next().unwrap_or("-").to_string();
+    let path = target.split(['?', '#']).next().unwrap_or("-").to_string();
     (method, path)
 }
 
+/// Refuses, before httparse sees them, what it would let through or only notice late: more than
+/// [`MAX_EMPTY_LINES`] empty lines before the request line, and a method longer than
+/// [`MAX_METHOD`] (noticed at its 33rd byte, even while the line is unfinished).
+fn precheck(buf: &[u8]) -> Result<(), ParseError> {
+    let mut i = 0;
+    let mut lines = 0;
+    loop {
+        match buf[i..] {
+            [b'\r', b'\n', ..] => i += 2,
+            [b'\n', ..] => i += 1,
+            _ => break,
+        }
+        lines += 1;
+        if lines > MAX_EMPTY_LINES {
+            return Err(bad("too many empty lines before the request line"));
+        }
+    }
+    let method = buf[i..]
+        .iter()
+        .take(MAX_METHOD + 1)
+        .take_while(|&&b| is_tchar(b));
+    if method.count() > MAX_METHOD {
+        return Err(bad("method longer than 32 bytes"));
+    }
+    Ok(())
+}
+
+/// `tchar` of RFC 9110 §5.6.2: the bytes of a token such as a method.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A `Host` value is `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2): an IP literal in
+/// brackets, or a reg-name (IPv4 addresses included) of unreserved characters, percent-escapes
+/// and sub-delimiters. It is never empty (RFC 9110 §4.2.1: an `http` URI has a host). A comma
+/// is refused although it is a sub-delimiter: it is how two Host lines read once an
+/// intermediary joins them into a list.
+fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = match v {
+        [b'[', rest @ ..] => {
+            let Some(end) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            if !valid_ip_literal(&rest[..end]) {
+                return false;
+            }
+            match &rest[end + 1..] {
+                [] => return true,
+                [b':', port @ ..] => (None, port),
+                _ => return false,
+            }
+        }
+        _ => match v.iter().rposition(|&b| b == b':') {
+            Some(i) => (Some(&v[..i]), &v[i + 1..]),
+            None => (Some(v), &[][..]),
+        },
+    };
+    let host_ok = host.is_none_or(|h| {
+        let mut i = 0;
+        while i < h.len() {
+            match h[i] {
+                b'%' if h
+                    .get(i + 1..i + 3)
+                    .is_some_and(|x| x.iter().all(u8::is_ascii_hexdigit)) =>
+                {
+                    i += 2
+                }
+                b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+;=".contains(&b) => {}
+                _ => return false,
+            }
+            i += 1;
+        }
+        !h.is_empty()
+    });
+    // The port may be empty (RFC 3986 allows `host:`); otherwise it is a TCP port number.
+    let port_ok = port.len() <= 5
+        && port.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(port)
+            .ok()
+            .and_then(|p| (!p.is_empty()).then(|| p.parse::<u16>().is_ok()))
+            .unwrap_or(true);
+    host_ok && port_ok
+}
+
+/// The inside of `[...]`: an IPv6 address, or an `IPvFuture` (`v` HEX+ `.` ...).
+fn valid_ip_literal(lit: &[u8]) -> bool {
+    if let [b'v' | b'V', rest @ ..] = lit {
+        let Some(dot) = rest.iter().position(|&b| b == b'.') else {
+            return false;
+        };
+        let (ver, tail) = (&rest[..dot], &rest[dot + 1..]);
+        return !ver.is_empty()
+            && ver.iter().all(u8::is_ascii_hexdigit)
+            && !tail.is_empty()
+            && tail
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:".contains(&b));
+    }
+    std::str::from_utf8(lit).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok())
+}
+
+/// The first line that is not empty: the request line, after the empty lines that may precede it.
+fn request_line(buf: &[u8]) -> &[u8] {
+    let mut lines = buf.split(|&b| b == b'\n');
+    lines
+        .find(|l| !l.trim_ascii().is_empty())
+        .unwrap_or_default()
+}
+
 /// True when the request line ends in something shaped like `HTTP/x.y`, so a version error means
-/// an unsupported version (505) rather than garbage (400).
+/// an unsupported version (505) rather than garbage (400). `HTTP/1` (no minor version) does not
+/// match the grammar (`HTTP/` DIGIT `.` DIGIT) and is a 400.
 fn looks_like_http_version(buf: &[u8]) -> bool {
-    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
-    let tokens: Vec<&[u8]> = line.trim_ascii_end().split(|&b| b == b' ').collect();
+    let tokens: Vec<&[u8]> = request_line(buf)
+        .trim_ascii_end()
+        .split(|&b| b == b' ')
+        .collect();
     let [_, _, version] = tokens[..] else {
         return false;
     };
     matches!(version, [b'H', b'T', b'T', b'P', b'/', a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit())
-        || matches!(version, [b'H', b'T', b'T', b'P', b'/', a] if a.is_ascii_digit())
 }
 
 /// Content-Length is one or more ASCII digits, nothing else (no sign, no list, no spaces inside).
@@ -282,15 +435,22 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-/// Splits off the query, accepts absolute-form targets, and percent-decodes the path.
+/// Splits off the query and the fragment, accepts absolute-form targets, and percent-decodes the
+/// path. A fragment (`#...`) is not part of a request-target (RFC 9112 §3.2) and browsers never
+/// send one; it is ignored as nginx does, so it is never looked up as part of a file name (`%23`
+/// is a literal `#` in a name and is kept).
 fn decode_target(target: &str) -> Result<(&str, Cow<'_, [u8]>), ParseError> {
     let mut t = target;
     for scheme in ["http://", "https://"] {
-        // Compared as bytes: the target may hold UTF-8, and a str slice could split a character.
         let prefix = t.as_bytes().get(..scheme.len());
         if prefix.is_some_and(|p| p.eq_ignore_ascii_case(scheme.as_bytes())) {
+            // The authority ends at the first `/`, `?` or `#`; only a `/` starts a path (in
+            // `http://h?/x` or `http://h#/x` the `/x` is a query or fragment, the path is `/`).
             let rest = &t[scheme.len()..];
-            t = rest.find('/').map_or("/", |i| &rest[i..]);
+            t = match rest.find(['/', '?', '#']) {
+                Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+                _ => "/",
+            };
             break;
         }
     }
@@ -368,12 +528,190 @@ mod tests {
     }
 
     #[test]
-    fn non_ascii_targets_do_not_panic() {
+    fn raw_non_ascii_targets_are_400_and_percent_encoded_ones_decode() {
         for target in ["/abcdeé", "/abcdefé", "/é", "/ééééé.html"] {
             let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
-            let r = parse(raw.as_bytes()).unwrap().unwrap();
-            assert_eq!(&*r.path, target.as_bytes());
+            let e = parse(raw.as_bytes()).unwrap_err();
+            assert_eq!(e.status, Status::BadRequest, "{target}");
+            assert_eq!(e.reason, "non-ASCII byte in the request target");
         }
+        // Invalid UTF-8 is refused by httparse itself.
+        assert_eq!(
+            err("GET /\u{7f}x HTTP/1.1\r\nHost: h\r\n\r\n"),
+            Status::BadRequest
+        );
+        assert_eq!(
+            parse(b"GET /\xff HTTP/1.1\r\nHost: h\r\n\r\n").map_err(|e| e.status),
+            Err(Status::BadRequest)
+        );
+        assert_eq!(
+            &*ok("GET /%C3%A9.html HTTP/1.1\r\nHost: h\r\n\r\n").path,
+            "/é.html".as_bytes()
+        );
+    }
+
+    #[test]
+    fn fragments_are_never_part_of_the_path() {
+        let table = [
+            ("/a.html#x", "/a.html", "/a.html"),
+            ("/a.html?q#x", "/a.html", "/a.html"),
+            ("/a%23b.html", "/a%23b.html", "/a#b.html"),
+            ("http://h#/secret.html", "/", "/"),
+            ("http://h?/secret.html", "/", "/"),
+            ("http://h/x.css#/y", "/x.css", "/x.css"),
+        ];
+        for (target, raw_path, path) in table {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let r = ok(&raw);
+            assert_eq!(r.raw_path, raw_path, "{target}");
+            assert_eq!(&*r.path, path.as_bytes(), "{target}");
+        }
+    }
+
+    #[test]
+    fn host_values() {
+        let valid = [
+            "h",
+            "example.com",
+            "example.com:8080",
+            "example.com:",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[2001:db8::7]",
+            "[v1.fe:80]",
+            "xn--bcher-kva.example",
+            "a%41b",
+            "under_score~",
+        ];
+        for host in valid {
+            assert!(valid_host(host.as_bytes()), "{host} should be valid");
+            let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert_eq!(ok(&raw).method, Method::Get, "{host}");
+        }
+        let invalid = [
+            "",
+            "user@host",
+            "user:pass@host",
+            "host/path",
+            "a, b",
+            "a,b",
+            "a b",
+            "host:port",
+            "host:80:80",
+            "host:65536",
+            "host:000080",
+            ":80",
+            "[::1",
+            "[::1]x",
+            "[::1]:x",
+            "[zz]",
+            "[127.0.0.1]",
+            "[v.x]",
+            "a%4",
+            "a%zz",
+            "h\"",
+            "h?q",
+            "h#f",
+            "ho\\st",
+        ];
+        for host in invalid {
+            assert!(!valid_host(host.as_bytes()), "{host} should be invalid");
+        }
+        for host in ["", "user@host", "host/path", "a, b"] {
+            for version in ["1.1", "1.0"] {
+                let raw = format!("GET / HTTP/{version}\r\nHost: {host}\r\n\r\n");
+                let e = parse(raw.as_bytes()).unwrap_err();
+                assert_eq!(
+                    (e.status, e.reason),
+                    (Status::BadRequest, "invalid Host"),
+                    "{raw:?}"
+                );
+            }
+        }
+        // HTTP/1.0 may omit Host altogether.
+        assert_eq!(ok("GET / HTTP/1.0\r\n\r\n").method, Method::Get);
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped_up_to_a_bound() {
+        for lead in ["\r\n", "\n", "\r\n\r\n", &"\r\n".repeat(MAX_EMPTY_LINES)] {
+            let raw = format!("{lead}GET /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
+            let r = ok(&raw);
+            assert_eq!(&*r.path, b"/a.html");
+            assert_eq!(
+                r.head_len,
+                raw.len(),
+                "the skipped lines belong to this head"
+            );
+        }
+        let many = "\r\n".repeat(MAX_EMPTY_LINES + 1);
+        assert_eq!(
+            err(&many),
+            Status::BadRequest,
+            "refused before any request line"
+        );
+        assert_eq!(parse("\r\n".repeat(MAX_EMPTY_LINES).as_bytes()), Ok(None));
+        assert_eq!(parse(b"\r\n\r"), Ok(None));
+        // What follows the empty lines still decides 505 against 400.
+        assert_eq!(
+            err("\r\nGET / HTTP/2.0\r\nHost: h\r\n\r\n"),
+            Status::HttpVersionNotSupported
+        );
+        assert_eq!(
+            line_hint(b"\r\n\r\nGET /x#y HTTP/9\r\n"),
+            ("GET".into(), "/x".into())
+        );
+    }
+
+    #[test]
+    fn long_methods_are_refused_early() {
+        let longest = "A".repeat(MAX_METHOD);
+        let raw = format!("{longest} / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(ok(&raw).method, Method::Other(&longest));
+        let e = parse(format!("{longest}A").as_bytes()).unwrap_err();
+        assert_eq!(
+            (e.status, e.reason),
+            (Status::BadRequest, "method longer than 32 bytes")
+        );
+        assert_eq!(
+            parse(longest.as_bytes()),
+            Ok(None),
+            "not refused before it is too long"
+        );
+    }
+
+    #[test]
+    fn options_for_a_path_or_the_server() {
+        let r = ok("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(
+            (r.method, r.raw_path, &*r.path),
+            (Method::Options, "*", &b""[..])
+        );
+        let r = ok("OPTIONS /a%20b HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((r.method, &*r.path), (Method::Options, &b"/a b"[..]));
+        assert_eq!(
+            err("OPTIONS /a%zz HTTP/1.1\r\nHost: h\r\n\r\n"),
+            Status::BadRequest
+        );
+        assert_eq!(err("GET * HTTP/1.1\r\nHost: h\r\n\r\n"), Status::BadRequest);
+    }
+
+    #[test]
+    fn expect_continue_with_a_body_closes_after_the_answer() {
+        let r =
+            ok("GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+        assert!(r.expect_continue && !r.keep_alive);
+        let r = ok(
+            "GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert!(r.expect_continue && !r.keep_alive);
+        // Nothing to wait for without a body; HTTP/1.0 ignores it (RFC 9110 §10.1.1).
+        let r = ok("GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n");
+        assert!(!r.expect_continue && r.keep_alive);
+        let r = ok("GET / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+        assert!(!r.expect_continue);
     }
 
     #[test]
@@ -444,6 +782,24 @@ mod tests {
             ("GET /a% HTTP/1.1\r\nHost: h\r\n\r\n", Status::BadRequest),
             ("GET * HTTP/1.1\r\nHost: h\r\n\r\n", Status::BadRequest),
             ("GET x HTTP/1.1\r\nHost: h\r\n\r\n", Status::BadRequest),
+            ("GET / HTTP/1\r\nHost: h\r\n\r\n", Status::BadRequest),
+            ("GET / HTTP/2\r\nHost: h\r\n\r\n", Status::BadRequest),
+            ("GET / HTTP/1.\r\nHost: h\r\n\r\n", Status::BadRequest),
+            ("GET / HTTP/1.1\r\nHost: a, b\r\n\r\n", Status::BadRequest),
+            // Framing is checked before the method: these would otherwise be 405s.
+            (
+                "DELETE / HTTP/1.1\r\nHost: h\r\nContent-Length: 1x\r\n\r\n",
+                Status::BadRequest,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Status::BadRequest,
+            ),
+            (
+                "PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
+                Status::BadRequest,
+            ),
+            ("POST /é HTTP/1.1\r\nHost: h\r\n\r\n", Status::BadRequest),
         ];
         for (raw, want) in cases {
             assert_eq!(
@@ -461,10 +817,12 @@ mod tests {
     }
 
     #[test]
-    fn chunked_body_closes_the_connection() {
+    fn a_chunked_body_keeps_the_connection() {
         let r = ok("GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
-        assert!(r.body_unframed);
-        assert!(!r.keep_alive);
+        assert!(r.chunked);
+        assert!(r.keep_alive, "the connection decodes the body and goes on");
+        let r = ok("GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert!(r.chunked);
     }
 
     #[test]

@@ -45,6 +45,7 @@ macro_rules! statuses {
 
 statuses! {
     Ok = 200 "OK";
+    NoContent = 204 "No Content";
     PartialContent = 206 "Partial Content";
     MovedPermanently = 301 "Moved Permanently";
     PermanentRedirect = 308 "Permanent Redirect";

@@ -449,7 +449,8 @@ pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> Option<Response>
         headers,
         body: Vec::new(),
     };
-    if !head_only && status != 304 {
+    // 204 and 304 have no body (and a 204 no Content-Length).
+    if !head_only && status != 304 && status != 204 {
         let len: usize = resp
             .header("Content-Length")
             .expect("Content-Length")
