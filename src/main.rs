@@ -16,7 +16,8 @@ use uring_httpd::server;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
-    /// Config file; when the default is absent, built-in defaults are used.
+    /// Config file [default: $URING_HTTPD_CONFIG, else ./uring.toml, else built-in defaults].
+    /// Each option below also has a URING_HTTPD_* variable; the command line wins.
     #[arg(short, long, value_name = "PATH")]
     config: Option<PathBuf>,
     /// Address to listen on (overrides server.host).
@@ -45,9 +46,7 @@ fn main() -> ExitCode {
         workers: cli.workers,
         engine: cli.engine,
     };
-    let explicit = cli.config.is_some();
-    let path = cli.config.unwrap_or_else(|| PathBuf::from("uring.toml"));
-    let loaded = match config::load(&path, explicit, &overrides) {
+    let loaded = match config::env::load_layered(cli.config, &overrides) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("uring-httpd: configuration error: {e}");
