@@ -15,6 +15,7 @@ pub mod engine;
 pub mod files;
 pub mod http;
 pub mod log;
+pub mod probe;
 pub mod respond;
 pub mod server;
 pub mod stats;

@@ -1,6 +1,7 @@
 //! The `uring-httpd` command: parse the command line, load the config, start the server, wait for
 //! SIGINT or SIGTERM, shut down gracefully. Exit codes: 0 after a clean shutdown, 2 for a
-//! configuration error, 1 when the server cannot start.
+//! configuration error, 1 when the server cannot start. `uring-httpd probe` is the health check
+//! (see [`uring_httpd::probe`]).
 
 use std::io::IsTerminal;
 use std::net::IpAddr;
@@ -14,8 +15,10 @@ use uring_httpd::server;
 
 /// A static-file HTTP/1.1 server for Linux on io_uring.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Config file [default: $URING_HTTPD_CONFIG, else ./uring.toml, else built-in defaults].
     /// Each option below also has a URING_HTTPD_* variable; the command line wins.
     #[arg(short, long, value_name = "PATH")]
@@ -37,8 +40,18 @@ struct Cli {
     engine: Option<EngineChoice>,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Health check: GET a URL (by default this server's own) and exit 0 on a 2xx or 3xx answer,
+    /// 1 with the reason otherwise, 2 for an unusable URL.
+    Probe(uring_httpd::probe::ProbeArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Probe(args)) = cli.command {
+        return uring_httpd::probe::run(args);
+    }
     let overrides = Overrides {
         host: cli.host,
         port: cli.port,
