@@ -296,9 +296,15 @@ docker stop -t "$GRACE" uh-smoke-epoll >/dev/null
 [ "$(docker inspect -f '{{.State.ExitCode}}' uh-smoke-epoll)" = 0 ] && ok "docker stop on the epoll engine: exit 0" || bad "docker stop on the epoll engine"
 
 run uh-smoke-demand --security-opt seccomp="$DENY" -e URING_HTTPD_HOST=127.0.0.1 -e URING_HTTPD_PORT="$P2" -e URING_HTTPD_ENGINE=uring "$IMAGE"
-for _ in $(seq 1 100); do [ "$(docker inspect -f '{{.State.Running}}' uh-smoke-demand)" = false ] && break; sleep 0.1; done
+# Exited, and its last words copied to the log (the copy can trail the exit a little).
+WHY='engine = "uring" cannot run here: io_uring_setup was refused'
+for _ in $(seq 1 100); do
+    [ "$(docker inspect -f '{{.State.Running}}' uh-smoke-demand)" = false ] &&
+        docker logs uh-smoke-demand 2>&1 | grep -q "$WHY" && break
+    sleep 0.1
+done
 CODE=$(docker inspect -f '{{.State.ExitCode}}' uh-smoke-demand)
-if [ "$CODE" = 1 ] && docker logs uh-smoke-demand 2>&1 | grep -q 'engine = "uring" cannot run here: io_uring_setup was refused'; then
+if [ "$CODE" = 1 ] && docker logs uh-smoke-demand 2>&1 | grep -q "$WHY"; then
     ok "URING_HTTPD_ENGINE=uring there exits 1 and says why"
 else
     bad "URING_HTTPD_ENGINE=uring where io_uring is refused (exit $CODE)"
