@@ -21,6 +21,7 @@ pub mod fault;
 pub mod files;
 pub mod http;
 pub mod log;
+pub mod probe;
 pub mod respond;
 pub mod server;
 pub mod site;

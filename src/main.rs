@@ -4,6 +4,9 @@
 //! Exit codes, chosen here and nowhere else: 0 after a clean shutdown; 1 when the server cannot
 //! start ([`StartError`]) or access-log lines were lost; 2 for a configuration error; 3 when a
 //! worker stopped unexpectedly while serving.
+//!
+//! `uring-httpd probe` is the health check (see [`uring_httpd::probe`]); its own exit codes are
+//! documented there.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -16,9 +19,12 @@ use uring_httpd::server::{self, StartError};
 
 /// A static-file HTTP/1.1 server for Linux on io_uring.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
-    /// Config file; when the default is absent, built-in defaults are used.
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file [default: $URING_HTTPD_CONFIG, else ./uring.toml, else built-in defaults].
+    /// Each option below also has a URING_HTTPD_* variable; the command line wins.
     #[arg(short, long, value_name = "PATH")]
     config: Option<PathBuf>,
     /// Address or host name to listen on, e.g. 127.0.0.1, ::, localhost (overrides server.host).
@@ -38,8 +44,18 @@ struct Cli {
     engine: Option<EngineChoice>,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Health check: GET a URL (by default this server's own) and exit 0 on a 2xx or 3xx answer,
+    /// 1 with the reason otherwise, 2 for an unusable URL.
+    Probe(uring_httpd::probe::ProbeArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Probe(args)) = cli.command {
+        return uring_httpd::probe::run(args);
+    }
     let overrides = Overrides {
         host: cli.host,
         port: cli.port,
@@ -47,9 +63,7 @@ fn main() -> ExitCode {
         workers: cli.workers,
         engine: cli.engine,
     };
-    let explicit = cli.config.is_some();
-    let path = cli.config.unwrap_or_else(|| PathBuf::from("uring.toml"));
-    let loaded = match config::load(&path, explicit, &overrides) {
+    let loaded = match config::env::load_layered(cli.config, &overrides) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("uring-httpd: configuration error: {e}");

@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
+use std::io::BufReader;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{BIN, Engine, Server};
+use common::{BIN, Engine, Listening, Server, listen};
 
 /// Runs the binary to completion; for configurations that must fail before listening.
 fn run_failing(dir: &Path, args: &[&str]) -> Output {
@@ -97,53 +96,6 @@ fn explicit_config_that_does_not_exist_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = run_failing(dir.path(), &["--config", "nope.toml"]);
     assert!(stderr(&out).contains("nope.toml"), "{}", stderr(&out));
-}
-
-/// A started server: its process, its address, what it printed up to the listening line, and
-/// (filled by a thread until it exits) what it printed after.
-struct Listening {
-    child: std::process::Child,
-    addr: String,
-    seen: String,
-    later: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-/// Starts `cmd` with stderr captured and waits for its listening line.
-fn listen(mut cmd: Command) -> Listening {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut seen = String::new();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if let Some(i) = line.find("listening on http://") {
-            let addr = line[i + 20..].split('/').next().unwrap().to_string();
-            let later = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-            let sink = later.clone();
-            std::thread::spawn(move || {
-                for l in lines.map_while(Result::ok) {
-                    let mut s = sink.lock().unwrap();
-                    s.push_str(&l);
-                    s.push('\n');
-                }
-            });
-            return Listening {
-                child,
-                addr,
-                seen,
-                later,
-            };
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("did not start: {seen}");
 }
 
 /// Starts the binary with `args` in `dir`: the child, its address, what it printed.
@@ -254,31 +206,10 @@ fn second_server_on_the_same_port_is_refused() {
     assert_eq!(s.get("/style.css").status, 200);
 }
 
-/// A seccomp filter that makes io_uring_setup fail with EPERM, as Docker's default profile does.
-fn deny_io_uring() -> seccompiler::BpfProgram {
-    use seccompiler::{SeccompAction, SeccompFilter};
-    let rules = [(libc::SYS_io_uring_setup, vec![])].into_iter().collect();
-    let arch = std::env::consts::ARCH.try_into().unwrap();
-    SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch,
-    )
-    .unwrap()
-    .try_into()
-    .unwrap()
-}
-
 fn command_without_io_uring(dir: &Path, args: &[&str]) -> Command {
-    let filter = deny_io_uring();
     let mut cmd = Command::new(BIN);
     cmd.args(args).current_dir(dir).stdin(Stdio::null());
-    // SAFETY: the closure runs between fork and exec; apply_filter only makes two system calls
-    // (prctl and seccomp) on a program built before the fork, and allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || seccompiler::apply_filter(&filter).map_err(std::io::Error::other));
-    }
+    common::without_io_uring(&mut cmd);
     cmd
 }
 
@@ -321,6 +252,9 @@ fn uring_demanded_where_forbidden_exits_with_an_explanation() {
 
 #[test]
 fn auto_picks_uring_where_available() {
+    if common::skip_uring() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("root")).unwrap();
     let (child, _, seen) = spawn_listening(

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_uring-httpd");
@@ -22,7 +22,12 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 macro_rules! engine_tests {
     ($($name:ident),* $(,)?) => {
         mod uring {
-            $( #[test] fn $name() { super::$name($crate::common::Engine::Uring) } )*
+            $( #[test] fn $name() {
+                if $crate::common::skip_uring() {
+                    return;
+                }
+                super::$name($crate::common::Engine::Uring)
+            } )*
         }
         mod epoll {
             $( #[test] fn $name() { super::$name($crate::common::Engine::Epoll) } )*
@@ -31,6 +36,145 @@ macro_rules! engine_tests {
 }
 
 pub use uring_httpd::engine::Engine;
+
+/// Set to `1` to make the io_uring half of the suite fail, instead of being skipped, where
+/// io_uring is unavailable (`.ci/run` sets it, so CI never passes without io_uring unnoticed).
+pub const REQUIRE_URING: &str = "URING_HTTPD_REQUIRE_URING";
+
+/// The variables the server reads; cleared for every server a test starts, so a developer's own
+/// settings cannot change a test.
+pub const SERVER_ENV: [&str; 6] = [
+    "URING_HTTPD_CONFIG",
+    "URING_HTTPD_HOST",
+    "URING_HTTPD_PORT",
+    "URING_HTTPD_ROOT",
+    "URING_HTTPD_WORKERS",
+    "URING_HTTPD_ENGINE",
+];
+
+/// True when an io_uring test should return at once because io_uring is unavailable here (a
+/// container's seccomp profile, `kernel.io_uring_disabled`, an old kernel). The first skip of a
+/// `cargo test` run writes one line saying why, straight to stderr, where libtest's capture of
+/// passing tests' output does not reach. With `URING_HTTPD_REQUIRE_URING=1` it panics instead.
+pub fn skip_uring() -> bool {
+    static WHY: OnceLock<Option<String>> = OnceLock::new();
+    let why = WHY.get_or_init(|| {
+        uring_httpd::engine::probe_uring()
+            .err()
+            .map(|e| e.to_string())
+    });
+    let Some(why) = why else {
+        return false;
+    };
+    if std::env::var_os(REQUIRE_URING).is_some_and(|v| v == "1") {
+        panic!("io_uring is unavailable here and {REQUIRE_URING}=1 requires it: {why}");
+    }
+    static NOTED: Once = Once::new();
+    NOTED.call_once(|| {
+        // cargo runs each test binary as a child of its own; a marker named after that parent
+        // keeps the note to one line per `cargo test`, not one per binary.
+        let first = skip_marker().is_none_or(|m| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(m)
+                .is_ok()
+        });
+        if first {
+            let _ = writeln!(
+                std::io::stderr(),
+                "note: io_uring unavailable, so the io_uring half of the suite is skipped (its \
+                 tests pass without running; the epoll half runs; set {REQUIRE_URING}=1 to fail \
+                 instead): {why}"
+            );
+        }
+    });
+    true
+}
+
+/// `target/tmp/uring-skip-noted-<parent pid>-<parent start time>`, when /proc tells.
+fn skip_marker() -> Option<PathBuf> {
+    let parent = std::os::unix::process::parent_id();
+    let stat = std::fs::read_to_string(format!("/proc/{parent}/stat")).ok()?;
+    // Field 22, starttime, counted after the parenthesised command name (fields 1 and 2).
+    let start = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?;
+    Some(Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("uring-skip-noted-{parent}-{start}")))
+}
+
+/// A seccomp filter that makes io_uring_setup fail with EPERM, as Docker's default profile does
+/// since Docker 25.
+pub fn deny_io_uring() -> seccompiler::BpfProgram {
+    use seccompiler::{SeccompAction, SeccompFilter};
+    let rules = [(libc::SYS_io_uring_setup, vec![])].into_iter().collect();
+    let arch = std::env::consts::ARCH.try_into().unwrap();
+    SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .unwrap()
+    .try_into()
+    .unwrap()
+}
+
+/// Makes `cmd` start under [`deny_io_uring`].
+pub fn without_io_uring(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    let filter = deny_io_uring();
+    // SAFETY: the closure runs between fork and exec; apply_filter only makes two system calls
+    // (prctl and seccomp) on a program built before the fork, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || seccompiler::apply_filter(&filter).map_err(std::io::Error::other))
+    }
+}
+
+/// A started server: its process, its address, what it printed up to the listening line, and
+/// (filled by a thread until it exits) what it printed after.
+pub struct Listening {
+    pub child: Child,
+    pub addr: String,
+    pub seen: String,
+    pub later: Arc<Mutex<String>>,
+}
+
+/// Starts `cmd` with stderr captured and waits for its listening line.
+pub fn listen(mut cmd: Command) -> Listening {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(i) = line.find("listening on http://") {
+            let addr = line[i + 20..].split('/').next().unwrap().to_string();
+            let later = Arc::new(Mutex::new(String::new()));
+            let sink = later.clone();
+            std::thread::spawn(move || {
+                for l in lines.map_while(Result::ok) {
+                    let mut s = sink.lock().unwrap();
+                    s.push_str(&l);
+                    s.push('\n');
+                }
+            });
+            return Listening {
+                child,
+                addr,
+                seen,
+                later,
+            };
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("did not start: {seen}");
+}
 
 /// Bytes with every value 0..=255 several times over, in a PNG wrapper name: a binary file.
 pub fn binary_bytes(len: usize) -> Vec<u8> {
@@ -204,6 +348,9 @@ impl Server {
         std::fs::write(&cfg, base_config(&o)).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.arg("--config").arg(&cfg).args(&o.args);
+        for k in SERVER_ENV {
+            cmd.env_remove(k);
+        }
         for (k, v) in &o.env {
             cmd.env(k, v);
         }
