@@ -28,7 +28,7 @@ use bytes::Bytes;
 use crate::Shared;
 use crate::clock::Instant;
 use crate::files::cache::{self, FileCache, Lookup};
-use crate::files::{self, FileInfo, Kind, Meta, PathError, Target};
+use crate::files::{self, FileInfo, Kind, Meta, PathError};
 use crate::http::{Head, Method, ParseError, Request, Status, response};
 use crate::respond::{self, Body, Plan, Source};
 
@@ -84,7 +84,11 @@ impl Refusal {
     pub fn closes(&self) -> bool {
         matches!(
             self,
-            Refusal::Malformed(_) | Refusal::Timeout | Refusal::BodyTooLarge(_) | Refusal::Escapes
+            Refusal::Malformed(_)
+                | Refusal::Timeout
+                | Refusal::BodyTooLarge(_)
+                | Refusal::Escapes
+                | Refusal::BodyUnavailable(_)
         )
     }
 }
@@ -165,8 +169,8 @@ enum Role {
 enum State {
     /// Nothing asked yet.
     Start,
-    /// Waiting for the stat of a stale cache entry.
-    Revalidating { key: Vec<u8>, target: Target },
+    /// Waiting for the stat of a stale cache entry; `key` names the request's own path.
+    Revalidating { key: Vec<u8> },
     /// Waiting for an open; `key` is set when the file may be cached.
     Opening {
         lookup: Candidate,
@@ -194,17 +198,52 @@ pub struct Exchange<'a, F> {
     _file: PhantomData<F>,
 }
 
-/// What a 503 tells the client: try again in a second.
-const RETRY_AFTER: (&str, &[u8]) = ("Retry-After", b"1");
+/// The headers a refusal's page carries besides the standard ones, by status: what is allowed
+/// on a 405, when to try again on a 503.
+fn refusal_headers(status: Status) -> &'static [(&'static str, &'static [u8])] {
+    match status {
+        Status::MethodNotAllowed => &[("Allow", respond::ALLOW)],
+        Status::ServiceUnavailable => &[("Retry-After", b"1")],
+        _ => &[],
+    }
+}
+
+/// Every refused plan is made here: the built-in page of the refusal's status, or the
+/// configured `page` (its info and open file), with the refusal's headers and the site's; the
+/// connection closes when the refusal says so.
+fn refusal_plan<F>(
+    shared: &Shared,
+    path: &[u8],
+    refusal: Refusal,
+    head_only: bool,
+    keep_alive: bool,
+    page: Option<(&FileInfo, F)>,
+) -> Plan<F> {
+    let status = Status::from(&refusal);
+    let keep_alive = keep_alive && !refusal.closes();
+    let extra = refusal_headers(status);
+    let mut plan = match page {
+        Some((info, file)) => {
+            respond::custom_page(status, head_only, keep_alive, extra, info, file)
+        }
+        None => respond::page_plan(status, head_only, keep_alive, extra),
+    };
+    add_headers(shared, path, &mut plan);
+    plan.cause = Some(refusal);
+    plan
+}
 
 /// The plan when the engine could not secure a planned file body (see
 /// [`Refusal::BodyUnavailable`]): a 503 with `Retry-After`, and the connection closes.
 pub fn body_unavailable<F>(shared: &Shared, path: &[u8], head_only: bool, e: io::Error) -> Plan<F> {
-    let status = Status::ServiceUnavailable;
-    let mut plan = respond::page_plan(status, head_only, false, &[RETRY_AFTER]);
-    add_headers(shared, path, &mut plan);
-    plan.cause = Some(Refusal::BodyUnavailable(e));
-    plan
+    refusal_plan(
+        shared,
+        path,
+        Refusal::BodyUnavailable(e),
+        head_only,
+        false,
+        None,
+    )
 }
 
 /// Whether an open failed because nothing is there.
@@ -215,10 +254,7 @@ fn is_missing(e: &io::Error) -> bool {
 /// The plan for a request refused before it parsed (malformed, too large, too slow): an error
 /// page, and the connection closes.
 pub fn refused<F>(shared: &Shared, refusal: Refusal) -> Plan<F> {
-    let mut plan = respond::error_response(Status::from(&refusal), false, false);
-    add_headers(shared, b"", &mut plan);
-    plan.cause = Some(refusal);
-    plan
+    refusal_plan(shared, b"", refusal, false, false, None)
 }
 
 /// Adds the site's headers for this path and status just before the head's blank line.
@@ -271,39 +307,36 @@ impl<'a, F> Exchange<'a, F> {
         if let Method::Other(_) = req.method {
             return self.refuse(Refusal::Method);
         }
-        // The hot path: a cached file, found without allocating.
-        let policy = &self.shared.policy;
-        let found = cache::with_key(&req.path, policy, |key| {
-            self.cache.borrow().lookup(key, now)
+        // The hot path: a cached file, found without allocating. Otherwise the key is kept, and
+        // the path to open is derived from it: the request path is normalised once.
+        let found = cache::with_key(&req.path, &self.shared.policy, |key| {
+            match self.cache.borrow().lookup(key, now) {
+                Lookup::Fresh(info, body) => Ok((info, body)),
+                other => Err((other, key.to_vec())),
+            }
         });
-        let found = match found {
-            Ok(found) => found,
+        let (found, key) = match found {
+            Ok(Ok((info, body))) => {
+                let plan = self.cached(&info, body);
+                return self.send(plan);
+            }
+            Ok(Err(missed)) => missed,
             Err(PathError::Escapes) => return self.refuse(Refusal::Escapes),
             Err(PathError::Hidden) => return self.refuse(Refusal::Hidden),
         };
-        if let Lookup::Fresh(info, body) = found {
-            let plan = self.cached(&info, body);
-            return self.send(plan);
-        }
-        let target = match files::resolve(&req.path, policy) {
-            Ok(t) => t,
-            Err(PathError::Escapes) => return self.refuse(Refusal::Escapes),
-            Err(PathError::Hidden) => return self.refuse(Refusal::Hidden),
-        };
-        let key = cache::key(&target);
         match found {
             Lookup::Stale(rel) => {
-                self.state = State::Revalidating { key, target };
+                self.state = State::Revalidating { key };
                 Step::Stat(rel)
             }
-            _ => self.open(target.rel, Role::Target, Some(key)),
+            _ => self.open(files::rel_of_key(&key), Role::Target, Some(key)),
         }
     }
 
     /// Continues with the result of the last step.
     pub fn resume(&mut self, done: Done<F>, now: Instant) -> Step<F> {
         match (std::mem::replace(&mut self.state, State::Finished), done) {
-            (State::Revalidating { key, target }, Done::Stat(stat)) => {
+            (State::Revalidating { key }, Done::Stat(stat)) => {
                 let hit = self.cache.borrow_mut().revalidate(&key, stat.ok(), now);
                 match hit {
                     Some((info, body)) => {
@@ -311,7 +344,7 @@ impl<'a, F> Exchange<'a, F> {
                         self.send(plan)
                     }
                     // Changed or gone: look it up afresh.
-                    None => self.open(target.rel, Role::Target, Some(key)),
+                    None => self.open(files::rel_of_key(&key), Role::Target, Some(key)),
                 }
             }
             (State::Opening { lookup, key }, Done::Open(opened)) => {
@@ -473,40 +506,30 @@ impl<'a, F> Exchange<'a, F> {
     }
 
     fn builtin_refusal(&mut self, refusal: Refusal) -> Step<F> {
-        let status = Status::from(&refusal);
-        let keep_alive = self.keep_alive && !refusal.closes();
-        let head_only = self.req.method == Method::Head;
-        let mut plan = match refusal {
-            Refusal::Method => {
-                let allow = [("Allow", respond::ALLOW)];
-                respond::page_plan(status, head_only, keep_alive, &allow)
-            }
-            _ if status == Status::ServiceUnavailable => {
-                respond::page_plan(status, head_only, keep_alive, &[RETRY_AFTER])
-            }
-            _ => respond::error_response(status, head_only, keep_alive),
-        };
-        plan.cause = Some(refusal);
-        self.send(plan)
+        self.refusal_step(refusal, None)
     }
 
     /// A configured error page: the file's bytes with the refusal's status.
     fn custom_error_page(&mut self, refusal: Refusal, info: &FileInfo, file: F) -> Step<F> {
-        let status = Status::from(&refusal);
-        let keep_alive = self.keep_alive && !refusal.closes();
+        self.refusal_step(refusal, Some((info, file)))
+    }
+
+    fn refusal_step(&mut self, refusal: Refusal, page: Option<(&FileInfo, F)>) -> Step<F> {
+        self.state = State::Finished;
         let head_only = self.req.method == Method::Head;
-        let extra: &[(&str, &[u8])] = match refusal {
-            Refusal::Method => &[("Allow", respond::ALLOW)],
-            _ => &[],
-        };
-        let mut plan = respond::custom_page(status, head_only, keep_alive, extra, info, file);
-        plan.cause = Some(refusal);
-        self.send(plan)
+        let (shared, path) = (self.shared, &self.req.path);
+        Step::Send(refusal_plan(
+            shared,
+            path,
+            refusal,
+            head_only,
+            self.keep_alive,
+            page,
+        ))
     }
 
     /// The counters as `name: value` lines.
-    fn status_page(&mut self) -> Plan<F> {
-        self.state = State::Finished;
+    fn status_page(&self) -> Plan<F> {
         let text = self.shared.stats.render().into_bytes();
         let mut head = Head::new(response::buffer(), Status::Ok);
         head.header("Content-Type", b"text/plain; charset=utf-8");
@@ -691,6 +714,26 @@ mod tests {
             assert_eq!(plan.keep_alive, *keep, "{line}");
             assert!(plan.cause.is_some(), "{line}");
         }
+    }
+
+    #[test]
+    fn a_configured_503_page_keeps_retry_after_like_the_built_in_one() {
+        let mut config = Config::default();
+        config.errors.insert("503".into(), "busy.html".into());
+        let sh = shared(config);
+        let c = cache(&sh);
+        let r = req("GET /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
+        let mut ex = Exchange::new(&sh, &c, &r, ConnState::default());
+        ex.start(Instant::now());
+        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        let step = ex.resume(Done::Open(Err(emfile)), Instant::now());
+        assert_eq!(opens(&step), b"busy.html");
+        let page = Meta { size: 9, ..FILE };
+        let plan = sent(ex.resume(Done::Open(Ok(((), page))), Instant::now()));
+        assert_eq!(plan.status, Status::ServiceUnavailable);
+        assert!(head(&plan).contains("\r\nRetry-After: 1\r\n"), "{}", head(&plan));
+        assert!(head(&plan).contains("\r\nContent-Length: 9\r\n"));
+        assert!(matches!(plan.body, Body::File { len: 9, .. }));
     }
 
     #[test]

@@ -168,8 +168,7 @@ pub fn options_plan<F>(keep_alive: bool) -> Plan<F> {
     }
 }
 
-/// The short HTML page of `status` for a request that may not have parsed (so no method is
-/// known): a body always goes with it.
+/// The short HTML page of `status`, with no header beyond the standard ones.
 pub fn error_response<F>(status: Status, head_only: bool, keep_alive: bool) -> Plan<F> {
     page_plan(status, head_only, keep_alive, &[])
 }
@@ -182,22 +181,16 @@ pub fn page_plan<F>(
     extra: &[(&str, &[u8])],
 ) -> Plan<F> {
     let page = status.error_page();
-    let mut head = Head::new(response::buffer(), status);
-    for (name, value) in extra {
-        head.header(name, value);
-    }
-    head.header("Content-Type", b"text/html; charset=utf-8");
-    Plan {
+    let (ct, len) = (&b"text/html; charset=utf-8"[..], page.len() as u64);
+    page_with(
         status,
-        head: head.finish(page.len() as u64, keep_alive),
-        body: if head_only {
-            Body::Empty
-        } else {
-            Body::Static(page)
-        },
+        head_only,
         keep_alive,
-        cause: None,
-    }
+        extra,
+        ct,
+        len,
+        Body::Static(page),
+    )
 }
 
 /// A configured error page: `status` with the page file's bytes and type, and `extra` headers.
@@ -209,23 +202,38 @@ pub fn custom_page<F>(
     info: &FileInfo,
     file: F,
 ) -> Plan<F> {
+    let len = info.meta.size;
+    let body = Body::File {
+        file,
+        offset: 0,
+        len,
+    };
+    let ct = info.content_type.as_bytes();
+    page_with(status, head_only, keep_alive, extra, ct, len, body)
+}
+
+/// A whole page (built-in or a file) sent with `status`; HEAD and empty pages get the head only.
+fn page_with<F>(
+    status: Status,
+    head_only: bool,
+    keep_alive: bool,
+    extra: &[(&str, &[u8])],
+    content_type: &[u8],
+    len: u64,
+    body: Body<F>,
+) -> Plan<F> {
     let mut head = Head::new(response::buffer(), status);
     for (name, value) in extra {
         head.header(name, value);
     }
-    head.header("Content-Type", info.content_type.as_bytes());
-    let len = info.meta.size;
+    head.header("Content-Type", content_type);
     Plan {
         status,
         head: head.finish(len, keep_alive),
         body: if head_only || len == 0 {
             Body::Empty
         } else {
-            Body::File {
-                file,
-                offset: 0,
-                len,
-            }
+            body
         },
         keep_alive,
         cause: None,

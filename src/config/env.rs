@@ -68,13 +68,12 @@ pub fn read(lookup: impl Fn(&str) -> Option<OsString>) -> Result<FromEnv, Config
                 .map_err(|v| env_error(var, format!("{v:?} is not valid UTF-8"))),
         }
     };
-    let mut o = Overrides::default();
-    if let Some(v) = text(HOST)? {
-        // Checked as server.host is (an address, `[::1]`, or a host name resolved at start), so a
-        // bad value is reported under the variable's name.
-        super::resolve_host(&v).map_err(|message| env_error(HOST, message))?;
-        o.host = Some(v);
-    }
+    let mut o = Overrides {
+        // Checked (and a name resolved, once) by `load` as server.host is; `load_layered` reports
+        // a bad value under the variable's name.
+        host: text(HOST)?,
+        ..Overrides::default()
+    };
     if let Some(v) = text(PORT)? {
         o.port = Some(v.parse().map_err(|_| {
             env_error(
@@ -145,10 +144,15 @@ pub fn load_layered(cli_config: Option<PathBuf>, cli: &Overrides) -> Result<Load
     .collect();
 
     let mut loaded = super::load(&path, explicit, &merged).map_err(|err| {
-        // A value that came from the environment is reported under the variable's name.
+        // A value that came from the environment is reported under the variable's name. `load`
+        // names every host override `--host`, whether it came from there or from here.
+        let key = match err.key.as_deref() {
+            Some("--host") => Some("server.host"),
+            key => key,
+        };
         let var = KEYS
             .iter()
-            .find(|(var, key)| err.key.as_deref() == Some(*key) && in_force.contains(var));
+            .find(|(var, k)| key == Some(*k) && in_force.contains(var));
         match var {
             Some((var, _)) => env_error(var, err.message),
             None => err,
@@ -225,7 +229,6 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable() {
         let cases = [
-            (HOST, "user@host", "environment variable URING_HTTPD_HOST: "),
             (
                 PORT,
                 "eighty",

@@ -32,17 +32,20 @@ pub struct Target {
 
 /// Normalises a decoded request path (`/a/./b/../c`) into a relative path under the root.
 pub fn resolve(path: &[u8], policy: &Policy) -> Result<Target, PathError> {
-    let mut rel = Vec::with_capacity(path.len() + 1);
-    normalize_into(path, policy, &mut rel)?;
-    let trailing_slash = path.ends_with(b"/");
-    if trailing_slash {
-        rel.pop();
-    }
-    let rel = CString::new(rel).map_err(|_| PathError::Escapes)?;
+    let mut key = Vec::with_capacity(path.len() + 1);
+    normalize_into(path, policy, &mut key)?;
     Ok(Target {
-        rel,
-        trailing_slash,
+        rel: rel_of_key(&key),
+        trailing_slash: path.ends_with(b"/"),
     })
+}
+
+/// The relative path a normalised key (see [`normalize_into`]) names: the key without the `/`
+/// that marks a directory request.
+pub fn rel_of_key(key: &[u8]) -> CString {
+    let rel = key.strip_suffix(b"/").unwrap_or(key);
+    // normalize_into refuses NUL, so this cannot fail; an empty path would only fail to open.
+    CString::new(rel).unwrap_or_default()
 }
 
 /// Writes the normalised form of `path` into `out` (cleared first): the relative path (`.` for the
