@@ -161,13 +161,9 @@ impl Deadlines {
     }
 
     /// Connections still registered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries.borrow().len()
-    }
-
-    /// True when no connection is registered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn each(&self, mut f: impl FnMut(&Deadline)) {
@@ -264,6 +260,6 @@ mod tests {
         assert_eq!(t.len(), 1);
         drop(d);
         t.sweep(clock.now());
-        assert!(t.is_empty());
+        assert_eq!(t.len(), 0);
     }
 }

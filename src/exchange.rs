@@ -731,7 +731,11 @@ mod tests {
         let page = Meta { size: 9, ..FILE };
         let plan = sent(ex.resume(Done::Open(Ok(((), page))), Instant::now()));
         assert_eq!(plan.status, Status::ServiceUnavailable);
-        assert!(head(&plan).contains("\r\nRetry-After: 1\r\n"), "{}", head(&plan));
+        assert!(
+            head(&plan).contains("\r\nRetry-After: 1\r\n"),
+            "{}",
+            head(&plan)
+        );
         assert!(head(&plan).contains("\r\nContent-Length: 9\r\n"));
         assert!(matches!(plan.body, Body::File { len: 9, .. }));
     }

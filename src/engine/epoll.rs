@@ -62,7 +62,7 @@ impl Acceptor for EpollAcceptor {
         stream.set_nodelay(true)?;
         Ok((
             EpollConn {
-                stream: Rc::new(Socket(stream)),
+                stream: Rc::new(stream),
                 root: self.root,
             },
             peer,
@@ -77,25 +77,23 @@ impl Acceptor for EpollAcceptor {
     }
 }
 
-/// A connection's socket, shared with the worker's deadline table.
-struct Socket(TcpStream);
-
-impl Shut for Socket {
+impl Shut for TcpStream {
     fn shut(&self, how: Shutdown) {
-        let _ = socket2::SockRef::from(&self.0).shutdown(how);
+        let _ = socket2::SockRef::from(self).shutdown(how);
     }
 }
 
 /// One connection on tokio's reactor.
 pub struct EpollConn {
-    stream: Rc<Socket>,
+    /// Shared with the worker's deadline table.
+    stream: Rc<TcpStream>,
     root: RawFd,
 }
 
 impl EpollConn {
     /// Sends all of `buf` with send(2) (`flags` 0 or MSG_MORE).
     async fn send_all(&self, buf: &[u8], flags: i32, deadline: &Deadline) -> io::Result<()> {
-        let fd = self.stream.0.as_raw_fd();
+        let fd = self.stream.as_raw_fd();
         self.push(buf.len() as u64, deadline, |done| {
             let rest = &buf[done as usize..];
             // SAFETY: `rest` is a live slice; send(2) only reads it.
@@ -112,7 +110,7 @@ impl EpollConn {
         end: u64,
         deadline: &Deadline,
     ) -> io::Result<()> {
-        let (sock, fd) = (self.stream.0.as_raw_fd(), file.as_raw_fd());
+        let (sock, fd) = (self.stream.as_raw_fd(), file.as_raw_fd());
         self.push(end - offset, deadline, |done| {
             let mut off = (offset + done) as libc::off_t;
             let count = (end - offset - done).min(1 << 30) as usize;
@@ -132,13 +130,10 @@ impl EpollConn {
     ) -> io::Result<()> {
         let mut done = 0;
         while done < total {
-            let sent = self
-                .stream
-                .0
-                .try_io(Interest::WRITABLE, || match call(done) {
-                    r if r < 0 => Err(io::Error::last_os_error()),
-                    r => Ok(r as u64),
-                });
+            let sent = self.stream.try_io(Interest::WRITABLE, || match call(done) {
+                r if r < 0 => Err(io::Error::last_os_error()),
+                r => Ok(r as u64),
+            });
             match sent {
                 // sendfile at the end of a file that shrank under us; send never returns 0 here.
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank")),
@@ -146,7 +141,7 @@ impl EpollConn {
                     done += n;
                     deadline.progress();
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stream.0.writable().await?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stream.writable().await?,
                 Err(e) => return Err(e),
             }
         }
@@ -159,11 +154,11 @@ impl Transport for EpollConn {
 
     async fn read(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         loop {
-            if let Err(e) = self.stream.0.readable().await {
+            if let Err(e) = self.stream.readable().await {
                 return (Err(e), buf);
             }
             // The caller leaves spare capacity, so this never reallocates.
-            match self.stream.0.try_read_buf(&mut buf) {
+            match self.stream.try_read_buf(&mut buf) {
                 Ok(n) => return (Ok(n), buf),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return (Err(e), buf),
