@@ -603,29 +603,27 @@ fn syscall_pass(
     ))
     .map_err(|e| format!("warm-up: {e}"))?;
     server.refresh_tree();
-    // First the untraced count (perf), then strace, on the same warm server.
-    let perf = perf.then(|| {
-        let out = env.work.join(format!("perf-{contender}-{}.txt", fx.name));
-        let pass = measure::PerfPass::attach(&server.serving_pids(), &out, wrk_cpu)?;
-        let result = wrk::run(&load(
+    // The same load for both passes: first the untraced count (perf), then strace, on the same
+    // warm server.
+    let counted_run = || {
+        wrk::run(&load(
             &server,
             fx,
             STRACE_CONNECTIONS,
             opts.strace_s,
             wrk_cpu,
-        ));
+        ))
+    };
+    let perf = perf.then(|| {
+        let out = env.work.join(format!("perf-{contender}-{}.txt", fx.name));
+        let pass = measure::PerfPass::attach(&server.serving_pids(), &out, wrk_cpu)?;
+        let result = counted_run();
         let calls = pass.finish()?;
         Ok((calls, result?.requests))
     });
     let summary = env.work.join(format!("strace-{contender}-{}.txt", fx.name));
     let pass = measure::StracePass::attach(&server.serving_pids(), &summary, wrk_cpu)?;
-    let result = wrk::run(&load(
-        &server,
-        fx,
-        STRACE_CONNECTIONS,
-        opts.strace_s,
-        wrk_cpu,
-    ));
+    let result = counted_run();
     let counted = pass.finish();
     drop(server);
     let result = result?;
