@@ -96,6 +96,11 @@ pub struct Files {
     pub allow_dot_paths: Vec<String>,
     /// Content-Type overrides by extension (`[files.types]`, e.g. `wasm = "application/wasm"`).
     pub types: BTreeMap<String, String>,
+    /// Serve `name.br`, `name.zst` or `name.gz` beside `name` to clients that accept the coding;
+    /// default true.
+    pub precompressed: bool,
+    /// An HTML listing for a directory without an index file; default false (404).
+    pub listing: bool,
     /// Files up to this size, in bytes, are kept in memory by each worker; 0 disables the cache.
     /// Default 65536.
     pub cache_max_file_bytes: u64,
@@ -187,6 +192,8 @@ impl Default for Files {
             allow_no_extension: false,
             allow_dot_paths: Vec::new(),
             types: BTreeMap::new(),
+            precompressed: true,
+            listing: false,
             allowed_extensions: [
                 "html", "htm", "css", "js", "mjs", "json", "txt", "png", "gif", "ico", "svg",
                 "webp", "woff2",

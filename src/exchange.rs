@@ -21,16 +21,16 @@ use std::cell::RefCell;
 use std::ffi::CString;
 use std::fmt;
 use std::io;
-use std::marker::PhantomData;
 
 use bytes::Bytes;
 
 use crate::Shared;
 use crate::clock::Instant;
-use crate::files::cache::{self, FileCache, Lookup};
-use crate::files::{self, FileInfo, Kind, Meta, PathError};
+use crate::files::cache::{self, FileCache, Hit, Lookup, Variant};
+use crate::files::{self, FileInfo, Kind, Meta, PathError, Sidecars};
+use crate::http::coding::{self, Coding};
 use crate::http::{Head, Method, ParseError, Request, Status, response};
-use crate::respond::{self, Body, Plan, Source};
+use crate::respond::{self, Body, Plan, Rep, Source};
 
 /// Why a request gets an error status. `From<&Refusal> for Status` is the one mapping.
 #[derive(Debug)]
@@ -165,25 +165,81 @@ enum Role {
     ErrorPage(Box<Refusal>),
 }
 
+/// A servable file found by a lookup, open, on its way to a plan; `sidecars` says what the probe
+/// found beside it so far.
+struct Found<F> {
+    lookup: Candidate,
+    /// Set when the file may be cached.
+    key: Option<Vec<u8>>,
+    info: FileInfo,
+    file: F,
+    sidecars: Sidecars,
+}
+
+/// A small file and its variants being read into the cache.
 #[derive(Debug)]
-enum State {
+struct Loading {
+    lookup: Candidate,
+    key: Vec<u8>,
+    info: FileInfo,
+    body: Bytes,
+    sidecars: Sidecars,
+    variants: Vec<Variant>,
+}
+
+enum State<F> {
     /// Nothing asked yet.
     Start,
-    /// Waiting for the stat of a stale cache entry; `key` names the request's own path.
-    Revalidating { key: Vec<u8> },
+    /// Waiting for the stat of a stale cache entry's file (`next` 0), then of each sidecar
+    /// (`next` = its index + 1) when sidecars are served; `key` names the request's own path.
+    Revalidating {
+        key: Vec<u8>,
+        rel: CString,
+        stat: Option<Meta>,
+        sidecars: Sidecars,
+        next: usize,
+    },
     /// Waiting for an open; `key` is set when the file may be cached.
     Opening {
         lookup: Candidate,
         key: Option<Vec<u8>>,
     },
+    /// Waiting for the stat of the sidecar of coding index `next`.
+    Probing { found: Found<F>, next: usize },
     /// Waiting for a small file's bytes, to cache them.
     Reading {
         lookup: Candidate,
         key: Vec<u8>,
         info: FileInfo,
+        sidecars: Sidecars,
     },
+    /// Waiting for the open (`file` false) or the bytes (`file` true) of the variant of coding
+    /// index `next`, to cache it with the file.
+    LoadingVariant {
+        loading: Loading,
+        next: usize,
+        read: bool,
+    },
+    /// Waiting for the open of the chosen variant of a file that is not cached.
+    OpeningVariant { found: Found<F>, coding: Coding },
     /// The plan has been handed out.
     Finished,
+}
+
+impl<F> State<F> {
+    /// The state's name, for the error of a driver that feeds the wrong result.
+    fn name(&self) -> &'static str {
+        match self {
+            State::Start => "Start",
+            State::Revalidating { .. } => "Revalidating",
+            State::Opening { .. } => "Opening",
+            State::Probing { .. } => "Probing",
+            State::Reading { .. } => "Reading",
+            State::LoadingVariant { .. } => "LoadingVariant",
+            State::OpeningVariant { .. } => "OpeningVariant",
+            State::Finished => "Finished",
+        }
+    }
 }
 
 /// One request's exchange. See the module documentation.
@@ -194,8 +250,7 @@ pub struct Exchange<'a, F> {
     /// Whether this response may keep the connection open (the request's wish, the config and
     /// the worker's state together).
     keep_alive: bool,
-    state: State,
-    _file: PhantomData<F>,
+    state: State<F>,
 }
 
 /// The headers a refusal's page carries besides the standard ones, by status: what is allowed
@@ -284,7 +339,6 @@ impl<'a, F> Exchange<'a, F> {
             req,
             keep_alive,
             state: State::Start,
-            _file: PhantomData,
         }
     }
 
@@ -311,13 +365,13 @@ impl<'a, F> Exchange<'a, F> {
         // the path to open is derived from it: the request path is normalised once.
         let found = cache::with_key(&req.path, &self.shared.policy, |key| {
             match self.cache.borrow().lookup(key, now) {
-                Lookup::Fresh(info, body) => Ok((info, body)),
+                Lookup::Fresh(hit) => Ok(hit),
                 other => Err((other, key.to_vec())),
             }
         });
         let (found, key) = match found {
-            Ok(Ok((info, body))) => {
-                let plan = self.cached(&info, body);
+            Ok(Ok(hit)) => {
+                let plan = self.cached(hit);
                 return self.send(plan);
             }
             Ok(Err(missed)) => missed,
@@ -326,8 +380,15 @@ impl<'a, F> Exchange<'a, F> {
         };
         match found {
             Lookup::Stale(rel) => {
-                self.state = State::Revalidating { key };
-                Step::Stat(rel)
+                let step = Step::Stat(rel.clone());
+                self.state = State::Revalidating {
+                    key,
+                    rel,
+                    stat: None,
+                    sidecars: [None; 3],
+                    next: 0,
+                };
+                step
             }
             _ => self.open(files::rel_of_key(&key), Role::Target, Some(key)),
         }
@@ -336,11 +397,39 @@ impl<'a, F> Exchange<'a, F> {
     /// Continues with the result of the last step.
     pub fn resume(&mut self, done: Done<F>, now: Instant) -> Step<F> {
         match (std::mem::replace(&mut self.state, State::Finished), done) {
-            (State::Revalidating { key }, Done::Stat(stat)) => {
-                let hit = self.cache.borrow_mut().revalidate(&key, stat.ok(), now);
+            (
+                State::Revalidating {
+                    key,
+                    rel,
+                    mut stat,
+                    mut sidecars,
+                    next,
+                },
+                Done::Stat(got),
+            ) => {
+                let got = got.ok();
+                match next {
+                    0 => stat = got,
+                    i => sidecars[i - 1] = got.filter(|m| m.kind == Kind::File),
+                }
+                if stat.is_some() && self.shared.config.files.precompressed && next < 3 {
+                    let step = Step::Stat(files::sidecar(&rel, Coding::ALL[next]));
+                    self.state = State::Revalidating {
+                        key,
+                        rel,
+                        stat,
+                        sidecars,
+                        next: next + 1,
+                    };
+                    return step;
+                }
+                let hit = self
+                    .cache
+                    .borrow_mut()
+                    .revalidate(&key, stat, &sidecars, now);
                 match hit {
-                    Some((info, body)) => {
-                        let plan = self.cached(&info, body);
+                    Some(hit) => {
+                        let plan = self.cached(hit);
                         self.send(plan)
                     }
                     // Changed or gone: look it up afresh.
@@ -350,19 +439,98 @@ impl<'a, F> Exchange<'a, F> {
             (State::Opening { lookup, key }, Done::Open(opened)) => {
                 self.after_open(lookup, key, opened)
             }
-            (State::Reading { lookup, key, info }, Done::Read(read)) => match read {
+            (State::Probing { mut found, next }, Done::Stat(got)) => {
+                found.sidecars[next] = got.ok().filter(|m| m.kind == Kind::File);
+                self.probe(found, next + 1)
+            }
+            (
+                State::Reading {
+                    lookup,
+                    key,
+                    info,
+                    sidecars,
+                },
+                Done::Read(read),
+            ) => match read {
                 Ok(bytes) => {
-                    let body = Bytes::from(bytes);
-                    let plan = self.file(&info, Source::Memory(body.clone()));
-                    let info = std::rc::Rc::new(info);
-                    self.cache
-                        .borrow_mut()
-                        .insert(key, lookup.rel, info, body, now);
-                    self.send(plan)
+                    let loading = Loading {
+                        lookup,
+                        key,
+                        info,
+                        body: Bytes::from(bytes),
+                        sidecars,
+                        variants: Vec::new(),
+                    };
+                    self.load_variant(loading, 0, now)
                 }
                 // The file changed while it was read: serve it as it is now, uncached, through the
                 // same checks as any open.
                 Err(_) => self.open(lookup.rel, lookup.role, None),
+            },
+            (
+                State::LoadingVariant {
+                    mut loading,
+                    next,
+                    read: false,
+                },
+                Done::Open(opened),
+            ) => match opened {
+                // Still the sidecar the probe saw: read it.
+                Ok((file, meta)) if Some(meta) == loading.sidecars[next] => {
+                    self.state = State::LoadingVariant {
+                        loading,
+                        next,
+                        read: true,
+                    };
+                    Step::ReadWhole(file, meta.size)
+                }
+                // Changed or gone since the probe (or outside the root): not cached this time.
+                _ => {
+                    loading.key.clear();
+                    self.load_variant(loading, next + 1, now)
+                }
+            },
+            (
+                State::LoadingVariant {
+                    mut loading,
+                    next,
+                    read: true,
+                },
+                Done::Read(read),
+            ) => {
+                match (read, loading.sidecars[next]) {
+                    (Ok(bytes), Some(meta)) => {
+                        let coding = Coding::ALL[next];
+                        let ct = &loading.info.content_type;
+                        loading.variants.push(Variant {
+                            coding,
+                            info: FileInfo::variant(meta, ct, coding),
+                            body: Bytes::from(bytes),
+                        });
+                    }
+                    _ => loading.key.clear(),
+                }
+                self.load_variant(loading, next + 1, now)
+            }
+            (State::OpeningVariant { found, coding }, Done::Open(opened)) => match opened {
+                Ok((file, meta)) if meta.kind == Kind::File => {
+                    let info = FileInfo::variant(meta, &found.info.content_type, coding);
+                    let rep = Rep {
+                        coding: Some(coding),
+                        vary: true,
+                    };
+                    let plan = self.file(&info, rep, Source::File(file));
+                    self.send(plan)
+                }
+                // The sidecar went away (or is no longer a file): the file itself, as it is.
+                _ => {
+                    let rep = Rep {
+                        coding: None,
+                        vary: true,
+                    };
+                    let plan = self.file(&found.info, rep, Source::File(found.file));
+                    self.send(plan)
+                }
             },
             (state, done) => {
                 // A driver bug, not a client's: say so and answer 500 rather than panic.
@@ -371,10 +539,98 @@ impl<'a, F> Exchange<'a, F> {
                     Done::Open(_) => "an open",
                     Done::Read(_) => "a read",
                 };
-                let e = io::Error::other(format!("exchange got {got} in state {state:?}"));
+                let e = io::Error::other(format!("exchange got {got} in state {}", state.name()));
                 self.refuse(Refusal::Io(e))
             }
         }
+    }
+
+    /// Stats the sidecars beside a found file, from coding index `next` on, when they are
+    /// served; then goes on with what was found.
+    fn probe(&mut self, found: Found<F>, next: usize) -> Step<F> {
+        if next < 3 && self.shared.config.files.precompressed {
+            let step = Step::Stat(files::sidecar(&found.lookup.rel, Coding::ALL[next]));
+            self.state = State::Probing { found, next };
+            return step;
+        }
+        let sizes_fit = {
+            let cache = self.cache.borrow();
+            cache.wants(found.info.meta.size)
+                && found.sidecars.iter().flatten().all(|m| cache.wants(m.size))
+        };
+        let Found {
+            lookup,
+            key,
+            info,
+            file,
+            sidecars,
+        } = found;
+        if let Some(key) = key.filter(|_| sizes_fit) {
+            let size = info.meta.size;
+            self.state = State::Reading {
+                lookup,
+                key,
+                info,
+                sidecars,
+            };
+            return Step::ReadWhole(file, size);
+        }
+        let available = files::available(&sidecars);
+        let vary = available.contains(&true);
+        match coding::choose(self.req.accept_encoding.as_deref(), available) {
+            Some(coding) => {
+                let step = Step::Open(files::sidecar(&lookup.rel, coding));
+                let found = Found {
+                    lookup,
+                    key: None,
+                    info,
+                    file,
+                    sidecars,
+                };
+                self.state = State::OpeningVariant { found, coding };
+                step
+            }
+            None => {
+                let rep = Rep { coding: None, vary };
+                let plan = self.file(&info, rep, Source::File(file));
+                self.send(plan)
+            }
+        }
+    }
+
+    /// Opens the next variant to cache with a file, from coding index `next` on; once all are
+    /// read, caches the lot (unless something changed on the way: `key` emptied) and answers
+    /// from memory.
+    fn load_variant(&mut self, loading: Loading, next: usize, now: Instant) -> Step<F> {
+        if let Some(i) = (next..3).find(|&i| loading.sidecars[i].is_some()) {
+            let step = Step::Open(files::sidecar(&loading.lookup.rel, Coding::ALL[i]));
+            self.state = State::LoadingVariant {
+                loading,
+                next: i,
+                read: false,
+            };
+            return step;
+        }
+        let Loading {
+            lookup,
+            key,
+            info,
+            body,
+            sidecars,
+            variants,
+        } = loading;
+        let hit = Hit {
+            info: std::rc::Rc::new(info),
+            body,
+            variants: variants.into(),
+        };
+        let plan = self.cached(hit.clone());
+        if !key.is_empty() {
+            self.cache
+                .borrow_mut()
+                .insert(key, lookup.rel, hit, sidecars, now);
+        }
+        self.send(plan)
     }
 
     fn open(&mut self, rel: CString, role: Role, key: Option<Vec<u8>>) -> Step<F> {
@@ -444,21 +700,17 @@ impl<'a, F> Exchange<'a, F> {
                 let Some(ct) = ct else {
                     return self.refuse(Refusal::Type);
                 };
-                let info = FileInfo::new(meta, &ct);
-                let lookup = Candidate {
-                    rel: lookup.rel,
-                    role,
+                let found = Found {
+                    info: FileInfo::new(meta, &ct),
+                    lookup: Candidate {
+                        rel: lookup.rel,
+                        role,
+                    },
+                    key,
+                    file,
+                    sidecars: [None; 3],
                 };
-                match key.filter(|_| self.cache.borrow().wants(meta.size)) {
-                    Some(key) => {
-                        self.state = State::Reading { lookup, key, info };
-                        Step::ReadWhole(file, meta.size)
-                    }
-                    None => {
-                        let plan = self.file(&info, Source::File(file));
-                        self.send(plan)
-                    }
-                }
+                self.probe(found, 0)
             }
         }
     }
@@ -484,12 +736,36 @@ impl<'a, F> Exchange<'a, F> {
         Step::Send(plan)
     }
 
-    fn file(&self, info: &FileInfo, source: Source<F>) -> Plan<F> {
-        respond::file_plan(self.req, self.keep_alive, info, source)
+    fn file(&self, info: &FileInfo, rep: Rep, source: Source<F>) -> Plan<F> {
+        respond::file_plan(self.req, self.keep_alive, info, rep, source)
     }
 
-    fn cached(&self, info: &FileInfo, body: Bytes) -> Plan<F> {
-        self.file(info, Source::Memory(body))
+    /// A cached file, or the variant of it the client prefers.
+    fn cached(&self, hit: Hit) -> Plan<F> {
+        if hit.variants.is_empty() {
+            return self.file(&hit.info, Rep::PLAIN, Source::Memory(hit.body));
+        }
+        let mut available = [false; 3];
+        for v in hit.variants.iter() {
+            available[v.coding.index()] = true;
+        }
+        let chosen = coding::choose(self.req.accept_encoding.as_deref(), available);
+        match hit.variants.iter().find(|v| Some(v.coding) == chosen) {
+            Some(v) => {
+                let rep = Rep {
+                    coding: chosen,
+                    vary: true,
+                };
+                self.file(&v.info, rep, Source::Memory(v.body.clone()))
+            }
+            None => {
+                let rep = Rep {
+                    coding: None,
+                    vary: true,
+                };
+                self.file(&hit.info, rep, Source::Memory(hit.body))
+            }
+        }
     }
 
     /// Refuses with the configured error page of the status when there is one (opened like
@@ -595,6 +871,23 @@ mod tests {
         }
     }
 
+    /// Answers the sidecar probes (stats of `*.br`, `*.zst`, `*.gz`) with "not there".
+    fn no_sidecars(ex: &mut Exchange<'_, ()>, mut step: Step<()>, now: Instant) -> Step<()> {
+        while let Step::Stat(rel) = &step {
+            assert!(
+                [&b".br"[..], b".zst", b".gz"]
+                    .iter()
+                    .any(|s| rel.as_bytes().ends_with(s)),
+                "{rel:?}"
+            );
+            step = ex.resume(
+                Done::Stat(Err(io::Error::from_raw_os_error(libc::ENOENT))),
+                now,
+            );
+        }
+        step
+    }
+
     fn opens(step: &Step<()>) -> &[u8] {
         match step {
             Step::Open(rel) => rel.as_bytes(),
@@ -614,6 +907,7 @@ mod tests {
         let step = ex.resume(Done::Open(Ok(((), DIR))), now);
         assert_eq!(opens(&step), b"sub/index.html");
         let step = ex.resume(Done::Open(Ok(((), FILE))), now);
+        let step = no_sidecars(&mut ex, step, now);
         assert!(matches!(step, Step::ReadWhole((), 4)), "{step:?}");
         let plan = sent(ex.resume(Done::Read(Ok(b"abcd".to_vec())), now));
         assert_eq!(plan.status, Status::Ok);
@@ -631,7 +925,8 @@ mod tests {
             panic!("expected a revalidating stat")
         };
         assert_eq!(rel.as_bytes(), b"sub/index.html");
-        let plan = sent(ex.resume(Done::Stat(Ok(FILE)), later));
+        let step = ex.resume(Done::Stat(Ok(FILE)), later);
+        let plan = sent(no_sidecars(&mut ex, step, later));
         assert!(matches!(plan.body, Body::Bytes(ref b) if &b[..] == b"abcd"));
         // Changed: opened afresh.
         let much_later = later + Duration::from_secs(2);
@@ -639,6 +934,7 @@ mod tests {
         assert!(matches!(ex.start(much_later), Step::Stat(_)));
         let changed = Meta { size: 5, ..FILE };
         let step = ex.resume(Done::Stat(Ok(changed)), much_later);
+        let step = no_sidecars(&mut ex, step, much_later);
         assert_eq!(opens(&step), b"sub");
     }
 
@@ -651,6 +947,7 @@ mod tests {
         let mut ex = Exchange::new(&sh, &c, &r, ConnState::default());
         ex.start(now);
         let step = ex.resume(Done::Open(Ok(((), FILE))), now);
+        let step = no_sidecars(&mut ex, step, now);
         assert!(matches!(step, Step::ReadWhole(..)));
         let shrank = io::Error::new(io::ErrorKind::UnexpectedEof, "shrank");
         let step = ex.resume(Done::Read(Err(shrank)), now);

@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use crate::exchange::Refusal;
 use crate::files::FileInfo;
+use crate::http::coding::Coding;
 use crate::http::{Head, Method, Request, Status, response};
 
 /// Where a response's body comes from.
@@ -76,11 +77,40 @@ pub enum Source<F> {
     Memory(Bytes),
 }
 
-/// The response for a servable file; an open file is dropped (closed) for HEAD and 304.
+/// Which representation of a file a response carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rep {
+    /// The content coding of the bytes sent (a precompressed sidecar), `None` for the file as is.
+    pub coding: Option<Coding>,
+    /// The file has precompressed variants, so the answer depends on `Accept-Encoding`: every
+    /// response for it says `Vary: Accept-Encoding`, so caches keep the variants apart.
+    pub vary: bool,
+}
+
+impl Rep {
+    /// The file as it is, with no variant.
+    pub const PLAIN: Rep = Rep {
+        coding: None,
+        vary: false,
+    };
+
+    fn headers(self, head: &mut Head) {
+        if let Some(c) = self.coding {
+            head.header("Content-Encoding", c.token().as_bytes());
+        }
+        if self.vary {
+            head.header("Vary", b"Accept-Encoding");
+        }
+    }
+}
+
+/// The response for a servable file (the representation `rep` of it, whose facts `info` gives);
+/// an open file is dropped (closed) for HEAD and 304.
 pub fn file_plan<F>(
     req: &Request,
     keep_alive: bool,
     info: &FileInfo,
+    rep: Rep,
     source: Source<F>,
 ) -> Plan<F> {
     let (meta, etag, last_modified) = (&info.meta, &info.etag, &info.last_modified);
@@ -98,6 +128,12 @@ pub fn file_plan<F>(
         let mut head = Head::new(response::buffer(), Status::NotModified);
         head.header("ETag", etag.as_bytes());
         head.header("Last-Modified", last_modified.as_bytes());
+        // A 304 carries the validators and Vary (RFC 9110 §15.4.5), not the content coding.
+        Rep {
+            coding: None,
+            ..rep
+        }
+        .headers(&mut head);
         return Plan {
             status: Status::NotModified,
             head: head.finish_without_length(keep_alive),
@@ -118,12 +154,14 @@ pub fn file_plan<F>(
         }
         Some(RangeSpec::Unsatisfiable) => {
             let range = format!("bytes */{}", meta.size);
-            let extra = [("Content-Range", range.as_bytes())];
+            let vary: &[u8] = b"Accept-Encoding";
+            let extra = [("Content-Range", range.as_bytes()), ("Vary", vary)];
+            let extra = if rep.vary { &extra[..] } else { &extra[..1] };
             return page_plan(
                 Status::RangeNotSatisfiable,
                 req.method == Method::Head,
                 keep_alive,
-                &extra,
+                extra,
             );
         }
         Some(RangeSpec::Ignored) | None => (Status::Ok, 0, meta.size),
@@ -133,6 +171,7 @@ pub fn file_plan<F>(
     head.header("Last-Modified", last_modified.as_bytes());
     head.header("ETag", etag.as_bytes());
     head.header("Accept-Ranges", b"bytes");
+    rep.headers(&mut head);
     if status == Status::PartialContent {
         let cr = format!("bytes {}-{}/{}", offset, offset + len - 1, meta.size);
         head.header("Content-Range", cr.as_bytes());
@@ -377,6 +416,7 @@ mod tests {
             &r,
             true,
             &FileInfo::new(FILE, "text/html"),
+            Rep::PLAIN,
             Source::File(()),
         );
         assert!(text(&plan).contains("Content-Length: 1000\r\n"));
@@ -389,7 +429,7 @@ mod tests {
         let meta = Meta { size: 10, ..FILE };
         let info = FileInfo::new(meta, "text/html");
         let body = Source::Memory(Bytes::from_static(b"0123456789"));
-        let plan = file_plan::<()>(&r, true, &info, body);
+        let plan = file_plan::<()>(&r, true, &info, Rep::PLAIN, body);
         assert_eq!(plan.status, Status::PartialContent);
         assert!(text(&plan).contains("\r\nContent-Range: bytes 2-4/10\r\n"));
         assert!(matches!(plan.body, Body::Bytes(ref b) if &b[..] == b"234"));
@@ -401,7 +441,7 @@ mod tests {
         let status = |extra: &str| {
             let raw = format!("GET /a.html HTTP/1.1\r\nHost: h\r\n{extra}\r\n");
             let r = req(&raw);
-            file_plan(&r, true, &info, Source::File(())).status
+            file_plan(&r, true, &info, Rep::PLAIN, Source::File(())).status
         };
         assert_eq!(
             status(&format!("If-None-Match: {}\r\n", info.etag)),

@@ -41,6 +41,8 @@ struct Script {
     files: RefCell<HashMap<Vec<u8>, (Meta, Bytes)>>,
     /// File-system operations the server asked for, in order: "stat a.html", "open a.html", ...
     ops: RefCell<Vec<String>>,
+    /// A file that disappears once it has been stat'ed (deleted between a stat and an open).
+    vanish_after_stat: RefCell<Option<Vec<u8>>>,
 }
 
 impl Shut for Script {
@@ -94,9 +96,12 @@ impl Transport for Scripted {
 
     async fn stat(&mut self, rel: &CStr) -> io::Result<Meta> {
         op(&self.0, "stat", rel);
-        let files = self.0.files.borrow();
-        let (meta, _) = files.get(rel.to_bytes()).ok_or(enoent())?;
-        Ok(*meta)
+        let mut files = self.0.files.borrow_mut();
+        let (meta, _) = *files.get(rel.to_bytes()).ok_or(enoent())?;
+        if self.0.vanish_after_stat.borrow().as_deref() == Some(rel.to_bytes()) {
+            files.remove(rel.to_bytes());
+        }
+        Ok(meta)
     }
 
     async fn open(&mut self, rel: &CStr) -> io::Result<(MockFile, Meta)> {
@@ -291,6 +296,15 @@ fn ok_head(len: usize, ct: &str, etag: &str, keep: &str) -> String {
 
 const MTIME: i64 = 1_700_000_000;
 
+/// `before`, the stats of `rel`'s three sidecars (the probe for precompressed variants), then
+/// `after`.
+fn with_probes(rel: &str, before: &[&str], after: &[&str]) -> Vec<String> {
+    let probes = [".br", ".zst", ".gz"].map(|s| format!("stat {rel}{s}"));
+    let before = before.iter().map(|s| s.to_string());
+    let after = after.iter().map(|s| s.to_string());
+    before.chain(probes).chain(after).collect()
+}
+
 /// Bytes on the wire for an expected text whose Date values read `D` (a real one has 29 bytes).
 fn wire(expected: &str) -> u64 {
     (expected.len() + 28 * expected.matches("\r\nDate: D\r\n").count()) as u64
@@ -403,7 +417,7 @@ fn a_chunked_body_in_pieces_is_decoded_and_the_connection_goes_on() {
         assert!(!p.closed());
         assert_eq!(
             p.ops(),
-            ["open a.html", "read"],
+            with_probes("a.html", &["open a.html"], &["read"]),
             "the body was never looked up"
         );
         assert_eq!(p.logged().len(), 2);
@@ -718,14 +732,22 @@ fn cache_miss_then_hit_then_stale_revalidated_then_changed() {
         );
         p.send(get).await;
         assert_eq!(p.take(), format!("{v1}v1"));
-        assert_eq!(p.ops(), ["open a.html", "read"], "a miss opens and reads");
+        assert_eq!(
+            p.ops(),
+            with_probes("a.html", &["open a.html"], &["read"]),
+            "a miss opens, probes for sidecars and reads"
+        );
         p.send(get).await;
         assert_eq!(p.take(), format!("{v1}v1"));
         assert_eq!(p.ops(), Vec::<String>::new(), "a hit touches no file");
         p.wait(2).await;
         p.send(get).await;
         assert_eq!(p.take(), format!("{v1}v1"));
-        assert_eq!(p.ops(), ["stat a.html"], "a stale entry is re-stat'ed");
+        assert_eq!(
+            p.ops(),
+            with_probes("a.html", &["stat a.html"], &[]),
+            "a stale entry is re-stat'ed, its sidecars too"
+        );
         p.file("a.html", b"v2!", MTIME + 1);
         p.wait(2).await;
         p.send(get).await;
@@ -737,7 +759,15 @@ fn cache_miss_then_hit_then_stale_revalidated_then_changed() {
         )
         .replace("22:13:20", "22:13:21");
         assert_eq!(p.take(), format!("{v2}v2!"));
-        assert_eq!(p.ops(), ["stat a.html", "open a.html", "read"]);
+        let reopen = with_probes("a.html", &["open a.html"], &["read"]);
+        assert_eq!(
+            p.ops(),
+            with_probes(
+                "a.html",
+                &["stat a.html"],
+                &reopen.iter().map(|s| &s[..]).collect::<Vec<_>>()
+            )
+        );
     });
 }
 
@@ -766,7 +796,11 @@ fn directories_redirect_or_serve_their_index() {
         assert_eq!(p.take(), format!("{i}I"));
         assert_eq!(
             p.ops(),
-            ["open sub", "open sub", "open sub/index.html", "read"]
+            with_probes(
+                "sub/index.html",
+                &["open sub", "open sub", "open sub/index.html"],
+                &["read"]
+            )
         );
     });
 }
@@ -805,5 +839,131 @@ fn a_body_that_cannot_be_secured_gets_503_never_a_truncated_200() {
         assert!(out.contains("\r\nConnection: close\r\n"), "{out}");
         assert!(!out.contains("200 OK"), "{out}");
         assert_eq!(p.logged()[0].0, 503);
+    });
+}
+
+/// The head of a 200 or 206 for `a.js`'s representation: its length, ETag and coding, with Vary.
+fn js_head(status: &str, len: usize, etag: &str, coding: Option<&str>, extra: &str) -> String {
+    let coding = coding.map_or(String::new(), |c| format!("Content-Encoding: {c}\r\n"));
+    format!(
+        "HTTP/1.1 {status}\r\nServer: {SERVER}\r\nDate: D\r\n\
+         Content-Type: text/javascript; charset=utf-8\r\n\
+         Last-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nETag: {etag}\r\nAccept-Ranges: bytes\r\n\
+         {coding}Vary: Accept-Encoding\r\n{extra}Content-Length: {len}\r\nConnection: keep-alive\r\n\
+         X-Content-Type-Options: nosniff\r\n\r\n"
+    )
+}
+
+#[test]
+fn precompressed_variants_are_negotiated_cached_and_ranged() {
+    run(|| async {
+        let p = Pair::start(|_| {});
+        p.file("a.js", b"plain-js", MTIME);
+        p.file("a.js.gz", b"GZ", MTIME);
+        p.file("a.js.br", b"BROT", MTIME);
+        let get = |ae: &str, extra: &str| {
+            format!("GET /a.js HTTP/1.1\r\nHost: h\r\nAccept-Encoding: {ae}\r\n{extra}\r\n")
+        };
+        let (br_tag, gz_tag) = ("\"6553f100.0-4-br\"", "\"6553f100.0-2-gzip\"");
+        p.send(&get("gzip, br", "")).await;
+        assert_eq!(
+            p.take(),
+            format!("{}BROT", js_head("200 OK", 4, br_tag, Some("br"), ""))
+        );
+        // The miss read the file and both variants into the cache.
+        assert_eq!(
+            p.ops(),
+            with_probes(
+                "a.js",
+                &["open a.js"],
+                &["read", "open a.js.br", "read", "open a.js.gz", "read"]
+            )
+        );
+        // Each answer below comes from the cache: no file is touched.
+        p.send(&get("gzip", "")).await;
+        assert_eq!(
+            p.take(),
+            format!("{}GZ", js_head("200 OK", 2, gz_tag, Some("gzip"), ""))
+        );
+        p.send(&get("br;q=0, gzip;q=0.5, identity", "")).await;
+        let plain_tag = "\"6553f100.0-8\"";
+        assert_eq!(
+            p.take(),
+            format!("{}plain-js", js_head("200 OK", 8, plain_tag, None, ""))
+        );
+        // No Accept-Encoding: the file itself, still with Vary.
+        p.send("GET /a.js HTTP/1.1\r\nHost: h\r\n\r\n").await;
+        assert_eq!(
+            p.take(),
+            format!("{}plain-js", js_head("200 OK", 8, plain_tag, None, ""))
+        );
+        // A range applies to the variant's bytes.
+        p.send(&get("br", "Range: bytes=1-2\r\n")).await;
+        let cr = "Content-Range: bytes 1-2/4\r\n";
+        assert_eq!(
+            p.take(),
+            format!(
+                "{}RO",
+                js_head("206 Partial Content", 2, br_tag, Some("br"), cr)
+            )
+        );
+        // A conditional request is checked against the variant's own ETag.
+        p.send(&get("br", &format!("If-None-Match: {br_tag}\r\n")))
+            .await;
+        let not_modified = p.take();
+        assert!(
+            not_modified.starts_with("HTTP/1.1 304 Not Modified\r\n"),
+            "{not_modified}"
+        );
+        assert!(not_modified.contains("\r\nVary: Accept-Encoding\r\n"));
+        assert!(!not_modified.contains("Content-Encoding"));
+        p.send(&get("gzip", &format!("If-None-Match: {br_tag}\r\n")))
+            .await;
+        assert!(p.take().starts_with("HTTP/1.1 200 OK\r\n"));
+        assert_eq!(p.ops(), Vec::<String>::new());
+        // A bare request for the sidecar is judged by its own extension: gz is not allowed.
+        p.send("GET /a.js.gz HTTP/1.1\r\nHost: h\r\n\r\n").await;
+        assert!(p.take().starts_with("HTTP/1.1 403 Forbidden\r\n"));
+    });
+}
+
+#[test]
+fn uncached_files_open_the_chosen_variant_and_fall_back_when_it_vanished() {
+    run(|| async {
+        let p = Pair::start(|c| c.files.cache_max_file_bytes = 0);
+        p.file("a.js", b"plain-js", MTIME);
+        p.file("a.js.zst", b"ZSTD", MTIME);
+        let get = "GET /a.js HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip, zstd\r\n\r\n";
+        p.send(get).await;
+        let zst_tag = "\"6553f100.0-4-zstd\"";
+        assert_eq!(
+            p.take(),
+            format!("{}ZSTD", js_head("200 OK", 4, zst_tag, Some("zstd"), ""))
+        );
+        assert_eq!(
+            p.ops(),
+            with_probes("a.js", &["open a.js"], &["open a.js.zst"])
+        );
+        // The probe sees a sidecar that is gone by the time it is opened (as if deleted
+        // between the two): the file itself is sent, from the descriptor already open.
+        p.script
+            .vanish_after_stat
+            .replace(Some(b"a.js.zst".to_vec()));
+        p.send(get).await;
+        assert_eq!(
+            p.take(),
+            format!(
+                "{}plain-js",
+                js_head("200 OK", 8, "\"6553f100.0-8\"", None, "")
+            )
+        );
+        // Switched off: no probe, no Vary.
+        let q = Pair::start(|c| c.files.precompressed = false);
+        q.file("a.js", b"plain-js", MTIME);
+        q.file("a.js.zst", b"ZSTD", MTIME);
+        q.send(get).await;
+        let out = q.take();
+        assert!(out.ends_with("plain-js") && !out.contains("Vary"), "{out}");
+        assert_eq!(q.ops(), ["open a.js", "read"]);
     });
 }

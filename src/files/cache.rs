@@ -6,6 +6,10 @@
 //! (or a vanished file) drops the entry. This is nginx's `open_file_cache_valid`, applied to
 //! content. Only files that were served as 200 through the full checks (policy, dotfiles,
 //! `openat2` beneath the root) are ever inserted. Memory is bounded per worker.
+//!
+//! An entry holds a file's precompressed variants too (its `.br`, `.zst`, `.gz` sidecars), with
+//! what the probe found beside it ([`Sidecars`]); revalidation compares the sidecars as well, so
+//! a sidecar added, changed or removed is noticed like a change to the file itself.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -17,7 +21,8 @@ use bytes::Bytes;
 use crate::clock::Instant;
 use crate::config;
 
-use crate::files::{self, FileInfo, Meta, PathError};
+use crate::files::{self, FileInfo, Meta, PathError, Sidecars};
+use crate::http::coding::Coding;
 
 thread_local! {
     /// Scratch space for [`with_key`]: one per worker thread, reused by every request.
@@ -39,15 +44,36 @@ pub fn with_key<R>(
     })
 }
 
-/// A cached file.
+/// A precompressed variant of a cached file.
+#[derive(Debug)]
+pub struct Variant {
+    /// Its content coding.
+    pub coding: Coding,
+    /// The sidecar's facts (the file's type, the sidecar's validators).
+    pub info: FileInfo,
+    /// The sidecar's whole content.
+    pub body: Bytes,
+}
+
+/// A cached file, as a lookup hands it out: cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Entry {
-    /// Path relative to the root, for revalidation.
-    pub rel: CString,
+pub struct Hit {
     /// The file's metadata and rendered headers.
     pub info: Rc<FileInfo>,
     /// The file's whole content.
     pub body: Bytes,
+    /// Its precompressed variants, in no particular order; empty for most files.
+    pub variants: Rc<[Variant]>,
+}
+
+/// A cached file.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Path relative to the root, for revalidation.
+    rel: CString,
+    hit: Hit,
+    /// What the last probe found beside the file (all `None` when none was made).
+    sidecars: Sidecars,
     checked: Instant,
 }
 
@@ -57,8 +83,9 @@ pub enum Lookup {
     /// Not cached.
     Miss,
     /// Checked recently enough: serve it.
-    Fresh(Rc<FileInfo>, Bytes),
-    /// Stat `rel` and call [`FileCache::revalidate`] before serving.
+    Fresh(Hit),
+    /// Stat `rel` (and its sidecars, when they are served) and call [`FileCache::revalidate`]
+    /// before serving.
     Stale(CString),
 }
 
@@ -66,8 +93,13 @@ pub enum Lookup {
 /// the map slot. Counting it keeps many tiny entries within the budget too.
 const ENTRY_OVERHEAD: usize = 512;
 
-fn cost(key: &[u8], body: &Bytes) -> usize {
-    body.len() + key.len() + ENTRY_OVERHEAD
+fn cost(key: &[u8], hit: &Hit) -> usize {
+    let variants: usize = hit
+        .variants
+        .iter()
+        .map(|v| v.body.len() + ENTRY_OVERHEAD)
+        .sum();
+    hit.body.len() + key.len() + ENTRY_OVERHEAD + variants
 }
 
 /// One worker's cache of small files, bounded in bytes.
@@ -111,41 +143,46 @@ impl FileCache {
         match self.map.get(path) {
             None => Lookup::Miss,
             Some(e) if now.duration_since(e.checked) < self.revalidate => {
-                Lookup::Fresh(e.info.clone(), e.body.clone())
+                Lookup::Fresh(e.hit.clone())
             }
             Some(e) => Lookup::Stale(e.rel.clone()),
         }
     }
 
-    /// After re-stat'ing a stale entry: keeps it (and returns it) when the file is unchanged,
-    /// drops it otherwise.
+    /// After re-stat'ing a stale entry (the file, and what is beside it now): keeps it (and
+    /// returns it) when nothing changed, drops it otherwise.
     pub fn revalidate(
         &mut self,
         path: &[u8],
         stat: Option<Meta>,
+        sidecars: &Sidecars,
         now: Instant,
-    ) -> Option<(Rc<FileInfo>, Bytes)> {
+    ) -> Option<Hit> {
         let e = self.map.get_mut(path)?;
-        if stat == Some(e.info.meta) {
+        if stat == Some(e.hit.info.meta) && *sidecars == e.sidecars {
             e.checked = now;
-            return Some((e.info.clone(), e.body.clone()));
+            return Some(e.hit.clone());
         }
         self.remove(path);
         None
     }
 
-    /// Stores a file that was just served as 200, evicting entries to stay within the budget;
-    /// files too large to keep are ignored.
+    /// Stores a file that was just served as 200, with its variants and what the probe found
+    /// beside it, evicting entries to stay within the budget; files too large to keep are
+    /// ignored.
     pub fn insert(
         &mut self,
         path: Vec<u8>,
         rel: CString,
-        info: Rc<FileInfo>,
-        body: Bytes,
+        hit: Hit,
+        sidecars: Sidecars,
         now: Instant,
     ) {
-        let cost = cost(&path, &body);
-        if !self.wants(body.len() as u64) || cost > self.max_bytes {
+        let cost = cost(&path, &hit);
+        let too_big = std::iter::once(&hit.body)
+            .chain(hit.variants.iter().map(|v| &v.body))
+            .any(|b| !self.wants(b.len() as u64));
+        if too_big || cost > self.max_bytes {
             return;
         }
         self.remove(&path);
@@ -162,8 +199,8 @@ impl FileCache {
             path,
             Entry {
                 rel,
-                info,
-                body,
+                hit,
+                sidecars,
                 checked: now,
             },
         );
@@ -172,7 +209,7 @@ impl FileCache {
     /// Drops the entry for a cache key, if any.
     pub fn remove(&mut self, path: &[u8]) {
         if let Some(e) = self.map.remove(path) {
-            self.bytes -= cost(path, &e.body);
+            self.bytes -= cost(path, &e.hit);
         }
     }
 
@@ -187,49 +224,44 @@ mod tests {
     use super::*;
     use crate::files::Kind;
 
-    fn info(size: u64, mtime: i64) -> Rc<FileInfo> {
-        Rc::new(FileInfo::new(
-            Meta {
-                kind: Kind::File,
-                size,
-                mtime,
-                ..Meta::default()
-            },
-            "text/html",
-        ))
+    fn meta(size: u64, mtime: i64) -> Meta {
+        Meta {
+            kind: Kind::File,
+            size,
+            mtime,
+            ..Meta::default()
+        }
     }
+
+    fn hit(size: u64, mtime: i64, body: Bytes) -> Hit {
+        Hit {
+            info: Rc::new(FileInfo::new(meta(size, mtime), "text/html")),
+            body,
+            variants: Rc::new([]),
+        }
+    }
+
+    const NONE: Sidecars = [None; 3];
 
     #[test]
     fn fresh_then_stale_then_revalidated_or_dropped() {
         let t0 = Instant::now();
         let mut c = FileCache::new(1 << 20, 1024, Duration::from_secs(1));
         let rel = CString::new("a.html").unwrap();
-        c.insert(
-            b"/a.html".to_vec(),
-            rel.clone(),
-            info(3, 7),
-            Bytes::from_static(b"abc"),
-            t0,
-        );
-        assert!(matches!(c.lookup(b"/a.html", t0), Lookup::Fresh(_, b) if &b[..] == b"abc"));
+        let abc = Bytes::from_static(b"abc");
+        c.insert(b"/a.html".to_vec(), rel.clone(), hit(3, 7, abc), NONE, t0);
+        assert!(matches!(c.lookup(b"/a.html", t0), Lookup::Fresh(h) if &h.body[..] == b"abc"));
         let later = t0 + Duration::from_secs(2);
         assert!(matches!(c.lookup(b"/a.html", later), Lookup::Stale(r) if r == rel));
-        let same = Some(Meta {
-            kind: Kind::File,
-            size: 3,
-            mtime: 7,
-            ..Meta::default()
-        });
-        assert!(c.revalidate(b"/a.html", same, later).is_some());
+        let same = Some(meta(3, 7));
+        assert!(c.revalidate(b"/a.html", same, &NONE, later).is_some());
         assert!(matches!(c.lookup(b"/a.html", later), Lookup::Fresh(..)));
-        let changed = Some(Meta {
-            kind: Kind::File,
-            size: 3,
-            mtime: 8,
-            ..Meta::default()
-        });
+        let changed = Some(meta(3, 8));
         let much_later = later + Duration::from_secs(2);
-        assert!(c.revalidate(b"/a.html", changed, much_later).is_none());
+        assert!(
+            c.revalidate(b"/a.html", changed, &NONE, much_later)
+                .is_none()
+        );
         assert!(matches!(c.lookup(b"/a.html", much_later), Lookup::Miss));
         assert_eq!(c.bytes, 0);
     }
@@ -240,25 +272,48 @@ mod tests {
         let mut c = FileCache::new(100, 40, Duration::from_secs(1));
         for i in 0..50u8 {
             let body = Bytes::from(vec![i; 30]);
-            c.insert(
-                vec![b'/', i],
-                CString::new("x").unwrap(),
-                info(30, 1),
-                body,
-                now,
-            );
+            let x = CString::new("x").unwrap();
+            c.insert(vec![b'/', i], x, hit(30, 1, body), NONE, now);
             assert!(c.bytes <= 100, "{}", c.bytes);
         }
         assert!(c.len() <= 3);
         // Too big for an entry: not kept.
-        c.insert(
-            b"/big".to_vec(),
-            CString::new("x").unwrap(),
-            info(41, 1),
-            Bytes::from(vec![0; 41]),
-            now,
-        );
+        let big = hit(41, 1, Bytes::from(vec![0; 41]));
+        c.insert(b"/big".to_vec(), CString::new("x").unwrap(), big, NONE, now);
         assert!(matches!(c.lookup(b"/big", now), Lookup::Miss));
+        // A variant too big to keep keeps its whole entry out.
+        let mut with_big_variant = hit(10, 1, Bytes::from(vec![0; 10]));
+        with_big_variant.variants = Rc::new([Variant {
+            coding: Coding::Gzip,
+            info: FileInfo::new(meta(41, 1), "text/html"),
+            body: Bytes::from(vec![0; 41]),
+        }]);
+        let gz = [None, None, Some(meta(41, 1))];
+        let x = CString::new("x").unwrap();
+        c.insert(b"/v".to_vec(), x, with_big_variant, gz, now);
+        assert!(matches!(c.lookup(b"/v", now), Lookup::Miss));
+    }
+
+    #[test]
+    fn a_sidecar_that_appears_changes_or_goes_drops_the_entry() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(2);
+        let mut c = FileCache::new(1 << 20, 1024, Duration::from_secs(1));
+        let rel = CString::new("a.js").unwrap();
+        let gz = [None, None, Some(meta(2, 7))];
+        let appeared = [Some(meta(1, 9)), None, Some(meta(2, 7))];
+        let changed = [None, None, Some(meta(2, 9))];
+        for (now, expect_kept) in [
+            (gz, true),
+            (appeared, false),
+            (changed, false),
+            (NONE, false),
+        ] {
+            let abc = Bytes::from_static(b"abc");
+            c.insert(b"a.js".to_vec(), rel.clone(), hit(3, 7, abc), gz, t0);
+            let kept = c.revalidate(b"a.js", Some(meta(3, 7)), &now, later);
+            assert_eq!(kept.is_some(), expect_kept, "{now:?}");
+        }
     }
 
     fn no_rules() -> files::Policy {

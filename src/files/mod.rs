@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::http::coding::Coding;
+
 /// Why a path cannot be served, before any file system access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathError {
@@ -96,6 +98,23 @@ pub fn join(dir: &CString, name: &str) -> CString {
     };
     v.extend_from_slice(name.as_bytes());
     CString::new(v).unwrap_or_else(|_| dir.clone())
+}
+
+/// The sidecar of `rel` holding `coding` (`app.js` → `app.js.br`). It is opened in `rel`'s
+/// stead, so it inherits `rel`'s policy and type; asked for by name, it has its own.
+pub fn sidecar(rel: &CString, coding: Coding) -> CString {
+    let mut v = rel.as_bytes().to_vec();
+    v.extend_from_slice(coding.suffix().as_bytes());
+    CString::new(v).unwrap_or_else(|_| rel.clone())
+}
+
+/// What a probe found beside a file, by [`Coding::index`]: each sidecar's metadata, `None` when
+/// there is no regular file of that name.
+pub type Sidecars = [Option<Meta>; 3];
+
+/// Which codings a probe found.
+pub fn available(sidecars: &Sidecars) -> [bool; 3] {
+    sidecars.map(|s| s.is_some())
 }
 
 /// Which files may be served, and the Content-Type of each.
@@ -288,6 +307,16 @@ impl FileInfo {
             last_modified: String::new(),
         };
         info.last_modified = httpdate::fmt_http_date(info.mtime());
+        info
+    }
+
+    /// The facts of a precompressed sidecar (metadata `meta`) standing for a file of type
+    /// `content_type`: the file's type, the sidecar's validators, its ETag marked with the coding
+    /// so that it never equals the plain file's (RFC 9110 §8.8.3).
+    pub fn variant(meta: Meta, content_type: &str, coding: Coding) -> FileInfo {
+        let mut info = FileInfo::new(meta, content_type);
+        info.etag
+            .insert_str(info.etag.len() - 1, &format!("-{}", coding.token()));
         info
     }
 

@@ -96,6 +96,9 @@ pub struct Request<'a> {
     pub range: Option<Cow<'a, str>>,
     /// The `If-Range` header's value, if sent.
     pub if_range: Option<Cow<'a, str>>,
+    /// The `Accept-Encoding` values, if sent (several headers joined with `,`, as RFC 9110
+    /// §5.3 allows); read only when a file has precompressed variants.
+    pub accept_encoding: Option<Cow<'a, [u8]>>,
 }
 
 /// Why a head was refused; the connection always closes after one.
@@ -174,6 +177,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
     let mut if_modified_since = None;
     let mut range = None;
     let mut if_range = None;
+    let mut accept_encoding: Option<Cow<'_, [u8]>> = None;
     let mut expect_continue = false;
     for h in req.headers.iter() {
         let name = h.name;
@@ -209,6 +213,11 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
             range = Some(String::from_utf8_lossy(h.value));
         } else if name.eq_ignore_ascii_case("if-range") {
             if_range = Some(String::from_utf8_lossy(h.value));
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            accept_encoding = Some(match accept_encoding {
+                None => Cow::Borrowed(h.value),
+                Some(prev) => Cow::Owned([&prev[..], b",", h.value].concat()),
+            });
         }
     }
     if version == Version::Http11 && hosts == 0 {
@@ -267,6 +276,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
         if_modified_since,
         range,
         if_range,
+        accept_encoding,
     }))
 }
 
