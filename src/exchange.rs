@@ -27,6 +27,7 @@ use bytes::Bytes;
 use crate::Shared;
 use crate::clock::Instant;
 use crate::files::cache::{self, FileCache, Hit, Lookup, Variant};
+use crate::files::listing::{self, Listing};
 use crate::files::{self, FileInfo, Kind, Meta, PathError, Sidecars};
 use crate::http::coding::{self, Coding};
 use crate::http::{Head, Method, ParseError, Request, Status, response};
@@ -120,6 +121,8 @@ pub enum Step<F> {
     /// the descriptor, and resume with [`Done::Open`]. Opening first means the kernel confines
     /// every lookup to the root, so nothing outside it is even stat'ed through a symlink.
     Open(CString),
+    /// Read this directory beneath the root for a listing and resume with [`Done::List`].
+    List(CString),
     /// Read the whole file (this many bytes) from its start, close it, and resume with
     /// [`Done::Read`].
     ReadWhole(F, u64),
@@ -136,6 +139,8 @@ pub enum Done<F> {
     Open(io::Result<(F, Meta)>),
     /// The result of [`Step::ReadWhole`].
     Read(io::Result<Vec<u8>>),
+    /// The result of [`Step::List`].
+    List(io::Result<Listing>),
 }
 
 /// What the exchange needs to know about the connection it runs on.
@@ -222,6 +227,8 @@ enum State<F> {
     },
     /// Waiting for the open of the chosen variant of a file that is not cached.
     OpeningVariant { found: Found<F>, coding: Coding },
+    /// Waiting for a directory's entries, to list them.
+    Listing,
     /// The plan has been handed out.
     Finished,
 }
@@ -237,6 +244,7 @@ impl<F> State<F> {
             State::Reading { .. } => "Reading",
             State::LoadingVariant { .. } => "LoadingVariant",
             State::OpeningVariant { .. } => "OpeningVariant",
+            State::Listing => "Listing",
             State::Finished => "Finished",
         }
     }
@@ -512,6 +520,15 @@ impl<'a, F> Exchange<'a, F> {
                 }
                 self.load_variant(loading, next + 1, now)
             }
+            (State::Listing, Done::List(listed)) => match listed {
+                Ok(entries) => {
+                    let html = listing::render(&self.req.path, &entries, &self.shared.policy);
+                    let head_only = self.req.method == Method::Head;
+                    let plan = respond::listing_plan(html, head_only, self.keep_alive);
+                    self.send(plan)
+                }
+                Err(e) => self.refuse(Refusal::Io(e)),
+            },
             (State::OpeningVariant { found, coding }, Done::Open(opened)) => match opened {
                 Ok((file, meta)) if meta.kind == Kind::File => {
                     let info = FileInfo::variant(meta, &found.info.content_type, coding);
@@ -538,6 +555,7 @@ impl<'a, F> Exchange<'a, F> {
                     Done::Stat(_) => "a stat",
                     Done::Open(_) => "an open",
                     Done::Read(_) => "a read",
+                    Done::List(_) => "a listing",
                 };
                 let e = io::Error::other(format!("exchange got {got} in state {}", state.name()));
                 self.refuse(Refusal::Io(e))
@@ -659,6 +677,11 @@ impl<'a, F> Exchange<'a, F> {
             (Err(e), Role::Target) if is_missing(&e) && self.wants_fallback() => {
                 let rel = CString::new(files.fallback.trim_start_matches('/')).unwrap_or_default();
                 return self.open(rel, Role::Fallback, None);
+            }
+            // No index name is there: list the directory when that is on, else 404.
+            (Err(e), Role::Index { dir, .. }) if is_missing(&e) && files.listing => {
+                self.state = State::Listing;
+                return Step::List(dir);
             }
             (Err(_), Role::ErrorPage(refusal)) => return self.builtin_refusal(*refusal),
             (Err(e), _) => return self.refuse(Refusal::Io(e)),

@@ -11,6 +11,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, unreachable_pub, clippy::undocumented_unsafe_blocks)]
 
+pub mod blocking;
 pub mod clock;
 pub mod config;
 pub mod conn;

@@ -279,6 +279,14 @@ fn page_with<F>(
     }
 }
 
+/// A directory listing's page (see [`crate::files::listing`]).
+pub fn listing_plan<F>(html: Vec<u8>, head_only: bool, keep_alive: bool) -> Plan<F> {
+    let ct = b"text/html; charset=utf-8";
+    let len = html.len() as u64;
+    let body = Body::Bytes(Bytes::from(html));
+    page_with(Status::Ok, head_only, keep_alive, &[], ct, len, body)
+}
+
 /// A 301 to the directory `rel` with a slash: `/` + the relative path + `/`, percent-encoded
 /// where a URL path needs it. Built from the normalised path, never from the raw target:
 /// `//evil.example/..` must not become a `Location` that browsers read as another host.

@@ -1,5 +1,6 @@
 //! What people expect from a static file server (issue 9, items 2–4): response headers by
-//! pattern, custom error pages, the single-page-app fallback, a list of index names, redirects
+//! pattern, custom error pages, the single-page-app fallback, a list of index names, directory
+//! listings, redirects
 //! that keep the query, and the policy switches (`*`, files without an extension, dot paths,
 //! type overrides). Every test runs against both engines over real sockets.
 
@@ -19,6 +20,7 @@ engine_tests!(
     files_without_extension_can_be_allowed,
     dot_paths_can_be_allowed_one_by_one,
     type_overrides_set_the_content_type,
+    directory_listing_is_off_by_default_and_lists_what_would_be_served,
 );
 
 fn nosniff_is_on_every_response_by_default(e: Engine) {
@@ -188,4 +190,50 @@ fn type_overrides_set_the_content_type(e: Engine) {
         s.get("/hello%20world.txt").header("Content-Type"),
         Some("text/plain; charset=us-ascii")
     );
+}
+
+fn directory_listing_is_off_by_default_and_lists_what_would_be_served(e: Engine) {
+    let s = Server::start(e);
+    // `empty/` has no index.html (only a dotfile).
+    assert_eq!(s.get("/empty/").status, 404);
+    let s = Opts::new(e).extra("[files]\nlisting = true").start();
+    let d = s.root.join("empty");
+    std::fs::write(d.join("b <&> \"q\".html"), b"12345").unwrap();
+    std::fs::write(d.join("a.css"), b"x").unwrap();
+    std::fs::write(d.join("secret.jpg"), b"refused type").unwrap();
+    std::fs::create_dir(d.join("zdir")).unwrap();
+    std::fs::create_dir(d.join(".git")).unwrap();
+    std::os::unix::fs::symlink(s.dir.path().join("outside/secret.html"), d.join("out.html"))
+        .unwrap();
+    std::os::unix::fs::symlink("../index.html", d.join("in.html")).unwrap();
+    let r = s.get("/empty/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Type"), Some("text/html; charset=utf-8"));
+    let html = r.text();
+    let links: Vec<&str> = html
+        .split("<a href=\"")
+        .skip(1)
+        .map(|l| l.split('"').next().unwrap())
+        .collect();
+    assert_eq!(
+        links,
+        [
+            "../",
+            "zdir/",
+            "a.css",
+            "b%20%3C%26%3E%20%22q%22.html",
+            "in.html"
+        ],
+        "{html}"
+    );
+    assert!(
+        html.contains(">b &lt;&amp;&gt; &quot;q&quot;.html</a></td><td>5</td>"),
+        "{html}"
+    );
+    assert!(html.contains("<title>Index of /empty/</title>"));
+    // HEAD: the same length, no body.
+    let h = s.request("HEAD /empty/ HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(h.header("Content-Length"), Some(&*r.body.len().to_string()));
+    // A directory with an index still serves it.
+    assert!(s.get("/sub/").text().contains("sub index"));
 }

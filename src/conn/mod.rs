@@ -30,6 +30,7 @@ use crate::deadline::{Deadline, Deadlines, Shut};
 use crate::exchange::{self, ConnState, Done, Exchange, Refusal, Step};
 use crate::files::Meta;
 use crate::files::cache::FileCache;
+use crate::files::listing::Listing;
 use crate::http::chunked::{self, Progress};
 use crate::http::{self, ParseError, Request, Status, response};
 use crate::log::Record;
@@ -53,6 +54,9 @@ pub trait Transport {
     /// Opens `rel` with [`crate::files::OPEN_FLAGS`] beneath the root (the kernel refuses any
     /// resolution that leaves it, symlinks included) and stats the descriptor.
     async fn open(&mut self, rel: &CStr) -> io::Result<(Self::File, Meta)>;
+    /// Reads the directory `rel` beneath the root for a listing (off the worker thread: see
+    /// [`crate::files::listing`]).
+    async fn list(&mut self, rel: &CStr) -> io::Result<Listing>;
     /// Reads exactly `len` bytes of `file` from its start (for the cache), then closes it.
     async fn read_whole(&mut self, file: Self::File, len: u64) -> io::Result<Vec<u8>>;
     /// Writes all of `buf`, calling `deadline.progress()` after each write that moved bytes (a
@@ -412,6 +416,7 @@ async fn run_exchange<T: Transport>(io: &mut T, ctx: &Ctx, req: &Request<'_>) ->
     loop {
         let done = match step {
             Step::Stat(rel) => Done::Stat(io.stat(&rel).await),
+            Step::List(rel) => Done::List(io.list(&rel).await),
             Step::Open(rel) => Done::Open(io.open(&rel).await),
             Step::ReadWhole(file, len) => Done::Read(io.read_whole(file, len).await),
             Step::Send(plan) => return plan,

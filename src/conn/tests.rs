@@ -21,6 +21,7 @@ use crate::Shared;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::deadline::{Deadline, Shut};
+use crate::files::listing::{Entry, Listing};
 use crate::files::{Kind, Meta};
 use crate::log::{AccessLog, Record};
 
@@ -112,6 +113,29 @@ impl Transport for Scripted {
             bytes: bytes.clone(),
         };
         Ok((file, *meta))
+    }
+
+    async fn list(&mut self, rel: &CStr) -> io::Result<Listing> {
+        op(&self.0, "list", rel);
+        let mut prefix = rel.to_bytes().to_vec();
+        prefix.push(b'/');
+        let entries = self
+            .0
+            .files
+            .borrow()
+            .iter()
+            .filter_map(|(path, (meta, _))| {
+                let name = path.strip_prefix(&prefix[..])?;
+                (!name.contains(&b'/')).then(|| Entry {
+                    name: name.to_vec(),
+                    meta: *meta,
+                })
+            })
+            .collect();
+        Ok(Listing {
+            entries,
+            truncated: false,
+        })
     }
 
     async fn read_whole(&mut self, file: MockFile, len: u64) -> io::Result<Vec<u8>> {
@@ -965,5 +989,32 @@ fn uncached_files_open_the_chosen_variant_and_fall_back_when_it_vanished() {
         let out = q.take();
         assert!(out.ends_with("plain-js") && !out.contains("Vary"), "{out}");
         assert_eq!(q.ops(), ["open a.js", "read"]);
+    });
+}
+
+#[test]
+fn a_directory_without_index_is_listed_only_when_listing_is_on() {
+    run(|| async {
+        for listing in [false, true] {
+            let p = Pair::start(|c| c.files.listing = listing);
+            p.dir("docs");
+            p.file("docs/b.html", b"bb", MTIME);
+            p.dir("docs/a-dir");
+            p.send("GET /docs/ HTTP/1.1\r\nHost: h\r\n\r\n").await;
+            let out = p.take();
+            if !listing {
+                assert!(out.starts_with("HTTP/1.1 404 Not Found\r\n"), "{out}");
+                assert_eq!(p.ops(), ["open docs", "open docs/index.html"]);
+                continue;
+            }
+            assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+            assert!(out.contains("\r\nContent-Type: text/html; charset=utf-8\r\n"));
+            let dir = out
+                .find("href=\"a-dir/\"")
+                .expect("the directory is listed");
+            let file = out.find("href=\"b.html\"").expect("the file is listed");
+            assert!(dir < file, "directories first: {out}");
+            assert_eq!(p.ops(), ["open docs", "open docs/index.html", "list docs"]);
+        }
     });
 }

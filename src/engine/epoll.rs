@@ -12,7 +12,7 @@ use std::ffi::CStr;
 use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
 use tokio::io::Interest;
@@ -21,7 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use super::worker::{Acceptor, Driver};
 use crate::conn::Transport;
 use crate::deadline::{Deadline, Shut};
-use crate::files::{self, Meta};
+use crate::files::listing::{self, Listing};
+use crate::files::{self, Meta, sys};
 
 /// Files up to this size are read into the head's buffer and sent with one write.
 const INLINE: u64 = 16 * 1024;
@@ -167,32 +168,18 @@ impl Transport for EpollConn {
     }
 
     async fn stat(&mut self, rel: &CStr) -> io::Result<Meta> {
-        statx(self.root, rel, 0)
+        sys::statx(self.root, rel, 0)
     }
 
     async fn open(&mut self, rel: &CStr) -> io::Result<(std::fs::File, Meta)> {
-        // SAFETY: open_how is a plain C struct for which all-zero bytes are a valid value.
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = files::OPEN_FLAGS;
-        how.resolve = files::RESOLVE;
-        // SAFETY: openat2 reads `rel` and `how`, both live for the call; a non-negative result is a
-        // new descriptor that we own from here on.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.root,
-                rel.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: see above; the descriptor is fresh and unowned.
-        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-        let meta = statx(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;
+        let file = std::fs::File::from(sys::openat2(self.root, rel, files::OPEN_FLAGS)?);
+        let meta = sys::statx(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;
         Ok((file, meta))
+    }
+
+    async fn list(&mut self, rel: &CStr) -> io::Result<Listing> {
+        let (root, rel) = (self.root, rel.to_owned());
+        crate::blocking::run(move || listing::read_dir(root, &rel)).await?
     }
 
     async fn read_whole(&mut self, file: std::fs::File, len: u64) -> io::Result<Vec<u8>> {
@@ -239,16 +226,6 @@ impl Transport for EpollConn {
 }
 
 /// statx(2) of `path` relative to `dirfd` (an empty path with AT_EMPTY_PATH: `dirfd` itself).
-fn statx(dirfd: RawFd, path: &CStr, flags: i32) -> io::Result<Meta> {
-    // SAFETY: statx is a plain C struct for which all-zero bytes are a valid value.
-    let mut st: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and `st` is a valid, writable statx buffer.
-    if unsafe { libc::statx(dirfd, path.as_ptr(), flags, files::STATX_MASK, &mut st) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(Meta::from_statx(&st))
-}
-
 fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     file.read_exact_at(buf, offset).map_err(|e| {

@@ -28,6 +28,7 @@ use tokio_uring::{OneshotOutputTransform, UnsubmittedOneshot};
 use super::worker::{Acceptor, Driver};
 use crate::conn::Transport;
 use crate::deadline::{Deadline, Shut};
+use crate::files::listing::{self, Listing};
 use crate::files::{self, Meta};
 
 /// The io_uring engine, for [`super::worker::run_worker`].
@@ -272,6 +273,12 @@ impl Transport for UringConn {
 
     async fn stat(&mut self, rel: &CStr) -> io::Result<Meta> {
         statx(self.root, rel.to_owned(), 0).await
+    }
+
+    async fn list(&mut self, rel: &CStr) -> io::Result<Listing> {
+        // No io_uring op reads a directory (getdents is not one): the blocking pool does.
+        let (root, rel) = (self.root, rel.to_owned());
+        crate::blocking::run(move || listing::read_dir(root, &rel)).await?
     }
 
     async fn open(&mut self, rel: &CStr) -> io::Result<(File, Meta)> {

@@ -6,6 +6,8 @@
 //! the kernel enforces the root as well, symlinks included. No I/O happens in this module.
 
 pub mod cache;
+pub mod listing;
+pub mod sys;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
