@@ -159,6 +159,11 @@ impl Skip {
     }
 }
 
+/// The read buffer a connection starts with, grown when a head needs more (up to
+/// `max_request_bytes`): an idle io_uring connection lends its buffer to the kernel, so this is
+/// what each one holds. Heads from wrk or curl fit; a browser's may take a second read.
+const IDLE_READ: usize = 512;
+
 /// Serves one accepted connection until it closes.
 pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
     // IPv4 clients of a dual-stack (`::`) listener arrive as `::ffff:a.b.c.d`: log them as IPv4.
@@ -170,7 +175,7 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
     let socket = io.handle();
     let timer = ctx.deadlines.register(socket.clone());
 
-    let mut buf = Vec::with_capacity(max);
+    let mut buf = Vec::with_capacity(max.min(IDLE_READ));
     // A parsed head at the front of `buf` (this many bytes) whose body is being read and thrown
     // away; the body's bytes are removed from `buf` as they arrive, and the head is answered
     // once the body is complete.
@@ -234,7 +239,10 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
             // still coming.
             let body_unread =
                 !complete && parsed.as_ref().is_ok_and(|r| r.body_len > 0 || r.chunked);
-            let outcome = answer(&mut io, ctx, peer, parsed, &buf, &timer).await;
+            // Boxed, so the connection's task stays small while it waits for a request: its
+            // future would otherwise be as large as the deepest answer (2.6 KiB), held by every
+            // idle connection.
+            let outcome = Box::pin(answer(&mut io, ctx, peer, parsed, &buf, &timer)).await;
             head_started = None;
             idle_since = ctx.clock.now();
             match (outcome, consumed) {
@@ -251,7 +259,7 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
                     // lingering close; a clean close can just drop the socket.
                     let unread = body_unread || consumed.is_none_or(|h| buf.len() > h);
                     if unread {
-                        linger(&mut io, &*socket, buf, &timer).await;
+                        Box::pin(linger(&mut io, &*socket, buf, &timer)).await;
                     }
                     return;
                 }
@@ -272,9 +280,14 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
             Some(t) => timer.read_by(t + header_for),
             None => timer.idle_until(idle_since + keep_alive_for),
         }
-        // A body is read behind its head; a head that fills the buffer leaves no room for it.
         if buf.len() == buf.capacity() {
-            buf.reserve(4096);
+            match body {
+                // A head outgrew the first buffer: room for the largest allowed (beyond it, the
+                // head is refused, so it must never be read past `max`).
+                None if buf.len() < max => buf.reserve_exact(max - buf.len()),
+                // A body is read behind its head; a head that fills the buffer leaves no room.
+                _ => buf.reserve(4096),
+            }
         }
         let (read, b) = io.read(buf).await;
         buf = b;
@@ -291,7 +304,7 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
                 // what arrived of it; an idle keep-alive just closes.
                 if head_started.is_some() {
                     let timed_out = Err(Refusal::Timeout);
-                    let _ = answer(&mut io, ctx, peer, timed_out, &buf, &timer).await;
+                    let _ = Box::pin(answer(&mut io, ctx, peer, timed_out, &buf, &timer)).await;
                 }
                 socket.shut(Shutdown::Both);
                 return;
