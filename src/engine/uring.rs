@@ -113,6 +113,20 @@ thread_local! {
     static PIPES: std::cell::RefCell<Vec<Pipe>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Bodies from `SPLICE_MIN` up are copied through a user-space buffer of this size, read and
+/// written in turn, when [`COPY`] is set; else spliced.
+const COPY_CHUNK: usize = 256 * 1024;
+/// Copy big bodies through user space rather than splice them (see `benches/README.md`).
+const COPY: bool = false;
+
+thread_local! {
+    /// Copy buffers of this worker, reused across responses.
+    static COPY_BUFS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Copy buffers a worker keeps for reuse; more are freed.
+const POOLED_COPY_BUFS: usize = 8;
+
 /// Pipes a worker keeps for reuse; more are closed.
 const POOLED_PIPES: usize = 16;
 
@@ -177,6 +191,47 @@ impl UringConn {
         UnsubmittedOneshot::new(Box::new(keep), SpliceDone, sqe)
             .submit()
             .await
+    }
+
+    /// Sends the head with the first bytes of `pos..end` of `file`, then the rest, reading each
+    /// chunk into a pooled buffer and writing it out.
+    async fn send_copied(
+        &self,
+        head: Vec<u8>,
+        file: File,
+        mut pos: u64,
+        end: u64,
+        deadline: &Deadline,
+    ) -> io::Result<()> {
+        let mut buf = COPY_BUFS
+            .with_borrow_mut(|p| p.pop())
+            .unwrap_or_else(|| Vec::with_capacity(COPY_CHUNK + 4096));
+        buf.clear();
+        buf.extend_from_slice(&head);
+        crate::http::response::recycle(head);
+        let mut result = Ok(());
+        while pos < end && result.is_ok() {
+            let want = ((end - pos) as usize).min(buf.capacity() - buf.len());
+            let (read, b) = read_exact_at(&file, buf, pos, want).await;
+            buf = b;
+            pos += want as u64;
+            result = match read {
+                Ok(()) => {
+                    let (wrote, b) = self.write_buf(buf, deadline).await;
+                    buf = b;
+                    wrote
+                }
+                Err(e) => Err(e),
+            };
+            buf.clear();
+        }
+        close_in_ring(file);
+        COPY_BUFS.with_borrow_mut(|p| {
+            if p.len() < POOLED_COPY_BUFS {
+                p.push(buf);
+            }
+        });
+        result
     }
 
     /// Sends the head, then `pos..end` of `file` by splicing it through the connection's pipe.
@@ -317,6 +372,11 @@ impl Transport for UringConn {
         len: u64,
         deadline: &Deadline,
     ) -> io::Result<()> {
+        if len >= SPLICE_MIN && COPY {
+            return self
+                .send_copied(head, file, offset, offset + len, deadline)
+                .await;
+        }
         if len >= SPLICE_MIN {
             return self
                 .send_spliced(head, file, offset, offset + len, deadline)
@@ -332,7 +392,7 @@ impl Transport for UringConn {
     }
 
     fn secure_body(&mut self, len: u64) -> io::Result<()> {
-        if len >= SPLICE_MIN && self.pipe.is_none() {
+        if len >= SPLICE_MIN && !COPY && self.pipe.is_none() {
             self.pipe = Some(Rc::new(Pipe::take()?));
         }
         Ok(())
