@@ -905,6 +905,16 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_uring_toml_holds_the_defaults() {
+        let shipped = Config::parse(include_str!("../uring.toml"), "uring.toml").unwrap();
+        assert_eq!(
+            format!("{shipped:?}"),
+            format!("{:?}", Config::default()),
+            "uring.toml says its values are the defaults"
+        );
+    }
+
+    #[test]
     fn log_formats_are_a_fixed_list() {
         for (name, want) in [
             ("default", LogFormat::Default),
