@@ -166,9 +166,30 @@ pub struct Log {
     /// "-" for stdout, "off" for none, anything else is a file path (relative to the config file).
     /// Default `access.log`.
     pub access: String,
+    /// The access log's line format; default [`LogFormat::Default`].
+    pub format: LogFormat,
+    /// Records the access-log queue holds for the writer thread (1 to 1048576); beyond it a
+    /// worker drops the record and counts it rather than wait (see [`crate::log`]). Default
+    /// 65536.
+    pub buffer_lines: usize,
     /// Level of the server's own diagnostics on stderr: one of [`LEVELS`], any case; default
     /// `info`.
     pub level: String,
+}
+
+/// The access log's line format (`log.format`); the names are fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// This server's own line: `<time> <ip> <path> <status> <method> <bytes> <duration>`.
+    #[default]
+    Default,
+    /// The NCSA Common Log Format: `%h %l %u %t "%r" %>s %b`.
+    Common,
+    /// The NCSA Combined Log Format: Common plus `"%{Referer}i" "%{User-agent}i"`.
+    Combined,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for Server {
@@ -225,6 +246,8 @@ impl Default for Log {
     fn default() -> Self {
         Log {
             access: "access.log".into(),
+            format: LogFormat::Default,
+            buffer_lines: 65_536,
             level: "info".into(),
         }
     }
@@ -399,7 +422,7 @@ pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<Loaded, Confi
     // Every number has a range, so that no value can pass here and fail (or panic) later: a
     // timeout of 2^63 seconds overflows an Instant, 2^62 connections overflow a semaphore.
     const DAY: u64 = 86_400;
-    let numbers: [(&str, &str, u64, RangeInclusive<u64>); 10] = [
+    let numbers: [(&str, &str, u64, RangeInclusive<u64>); 11] = [
         ("server", "workers", config.server.workers as u64, 0..=1024),
         (
             "files",
@@ -454,6 +477,12 @@ pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<Loaded, Confi
             "shutdown_timeout_secs",
             config.limits.shutdown_timeout_secs,
             0..=DAY,
+        ),
+        (
+            "log",
+            "buffer_lines",
+            config.log.buffer_lines as u64,
+            1..=1 << 20,
         ),
     ];
     for (section, key, value, range) in numbers {
@@ -883,6 +912,44 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_uring_toml_holds_the_defaults() {
+        let shipped = Config::parse(include_str!("../uring.toml"), "uring.toml").unwrap();
+        assert_eq!(
+            format!("{shipped:?}"),
+            format!("{:?}", Config::default()),
+            "uring.toml says its values are the defaults"
+        );
+    }
+
+    #[test]
+    fn log_formats_are_a_fixed_list() {
+        for (name, want) in [
+            ("default", LogFormat::Default),
+            ("common", LogFormat::Common),
+            ("combined", LogFormat::Combined),
+            ("json", LogFormat::Json),
+        ] {
+            let c = Config::parse(&format!("[log]\nformat = \"{name}\"\n"), "u.toml").unwrap();
+            assert_eq!(c.log.format, want);
+        }
+        assert_eq!(
+            Config::parse("", "u.toml").unwrap().log.format,
+            LogFormat::Default
+        );
+        for bad in ["xml", "Combined", ""] {
+            let text = format!("[server]\nport = 1\n[log]\nformat = \"{bad}\"\n");
+            let e = Config::parse(&text, "u.toml").unwrap_err();
+            assert_eq!(e.line, Some(4), "{e}");
+            assert_eq!(e.key.as_deref(), Some("log.format"), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("`default`, `common`, `combined`, `json`"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn validation_errors_point_at_the_key_line() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("c.toml");
@@ -1065,6 +1132,7 @@ mod tests {
                 "4611686018427387904",
             ),
             ("limits", "shutdown_timeout_secs", "86401"),
+            ("log", "buffer_lines", "0"),
         ];
         for (section, key, value) in table {
             std::fs::write(&cfg, format!("[{section}]\n\n{key} = {value}\n")).unwrap();

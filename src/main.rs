@@ -1,5 +1,5 @@
 //! The `uring-httpd` command: parse the command line, load the config, start the server, wait for
-//! SIGINT or SIGTERM, shut down gracefully.
+//! signals: SIGUSR1 reopens the access log (log rotation), SIGINT or SIGTERM shut down gracefully.
 //!
 //! Exit codes, chosen here and nowhere else: 0 after a clean shutdown; 1 when the server cannot
 //! start ([`StartError`]) or access-log lines were lost; 2 for a configuration error; 3 when a
@@ -75,11 +75,12 @@ fn main() -> ExitCode {
         tracing::info!("{note}");
     }
 
-    // Block the stop signals before any thread starts, so every thread inherits the mask and the
-    // signals wait here for sigwait instead of killing the process mid-response.
+    // Block the signals handled here before any thread starts, so every thread inherits the mask
+    // and the signals wait here for sigwait instead of killing the process mid-response.
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGUSR1);
     if let Err(e) = signals.thread_block() {
         eprintln!("uring-httpd: cannot block signals: {e}");
         return ExitCode::FAILURE;
@@ -104,7 +105,12 @@ fn main() -> ExitCode {
         source
     );
 
-    let signal = signals.wait();
+    let signal = loop {
+        match signals.wait() {
+            Ok(Signal::SIGUSR1) => running.reopen_log(),
+            stop => break stop,
+        }
+    };
     tracing::info!(
         "{}: finishing in-flight responses",
         signal.map_or("signal".to_string(), |s| s.as_str().to_string())

@@ -95,7 +95,9 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
         .open(&loaded.root)
         .map_err(|e| StartError::Root(loaded.root.clone(), e))?
         .into();
-    let (access, writer) = log::start(&loaded.access).map_err(StartError::Log)?;
+    let log_config = &loaded.config.log;
+    let (access, writer) = log::start(&loaded.access, log_config.format, log_config.buffer_lines)
+        .map_err(StartError::Log)?;
     let addr = SocketAddr::new(loaded.host, loaded.config.server.port);
     let listeners = engine::listener::bind_all(addr, loaded.workers).map_err(StartError::Listen)?;
     let addr = listeners[0].local_addr().map_err(StartError::Listen)?;
@@ -203,6 +205,11 @@ impl Running {
                 tracing::error!("a worker panicked");
             }
         }
+    }
+
+    /// Asks the access-log writer to reopen its file (SIGUSR1, for log rotation).
+    pub fn reopen_log(&self) {
+        self.writer.reopen();
     }
 
     /// True when a worker ended on its own while the server was running.

@@ -33,7 +33,7 @@ use crate::files::cache::FileCache;
 use crate::files::listing::Listing;
 use crate::http::chunked::{self, Progress};
 use crate::http::{self, ParseError, Request, Status, response};
-use crate::log::Record;
+use crate::log::{Record, RequestText};
 use crate::respond::{Body, Plan};
 
 #[cfg(test)]
@@ -363,8 +363,8 @@ async fn answer<T: Transport>(
     // The times are only needed for a log line.
     let time = logging.then(SystemTime::now);
     let started = logging.then(|| ctx.clock.now());
-    // (method, path) as the log shows them, built only when something will be logged.
-    let (plan, who) = match parsed {
+    // The request's fields as the log shows them, copied only when something will be logged.
+    let (plan, text) = match parsed {
         Ok(req) => {
             let mut plan = run_exchange(io, ctx, &req).await;
             if let Body::File { len, .. } = plan.body {
@@ -373,14 +373,16 @@ async fn answer<T: Transport>(
                     plan = exchange::body_unavailable(shared, &req.path, head_only, e);
                 }
             }
-            let who = (logging || plan.status.code() >= 500)
-                .then(|| (req.method.as_str().to_string(), req.raw_path.to_string()));
-            (plan, who)
+            let text =
+                (logging || plan.status.code() >= 500).then(|| RequestText::of_request(&req));
+            (plan, text)
         }
-        Err(refusal) => (
-            exchange::refused(shared, refusal),
-            Some(http::request::line_hint(head)),
-        ),
+        Err(refusal) => {
+            let plan = exchange::refused(shared, refusal);
+            let text = (logging || plan.status.code() >= 500)
+                .then(|| RequestText::of_refused(http::request::line_hint(head)));
+            (plan, text)
+        }
     };
     let status = plan.status.code();
     if status >= 500 {
@@ -389,11 +391,13 @@ async fn answer<T: Transport>(
             .cause
             .as_ref()
             .map_or("-".to_string(), |c| c.to_string());
-        let path = who.as_ref().map_or("-", |(_, p)| p.as_str());
+        let path = text.as_ref().and_then(RequestText::path).unwrap_or(b"-");
+        let path = &*String::from_utf8_lossy(path);
         tracing::error!(worker = ctx.worker, %peer, path, "{status}: {cause}");
     }
     let keep_alive = plan.keep_alive;
     let wire = plan.wire_len();
+    let body_len = plan.body_len();
     let stats = &shared.stats.workers[ctx.worker];
     stats.response(status);
     timer.writing(Duration::from_secs(shared.config.limits.send_timeout_secs));
@@ -401,15 +405,15 @@ async fn answer<T: Transport>(
     if sent {
         stats.sent(wire);
     }
-    if let (Some(time), Some(started), Some((method, path))) = (time, started, who) {
+    if let (Some(time), Some(started), Some(text)) = (time, started, text) {
         shared.log.send(Record {
             time,
             ip: peer,
-            path,
             status,
-            method,
             bytes: if sent { wire } else { 0 },
+            body_bytes: if sent { body_len } else { 0 },
             duration: ctx.clock.now().saturating_duration_since(started),
+            text,
         });
     }
     match (sent, keep_alive) {

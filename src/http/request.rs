@@ -99,6 +99,10 @@ pub struct Request<'a> {
     /// The `Accept-Encoding` values, if sent (several headers joined with `,`, as RFC 9110
     /// §5.3 allows); read only when a file has precompressed variants.
     pub accept_encoding: Option<Cow<'a, [u8]>>,
+    /// The first `Referer` header's value as sent, for the access log.
+    pub referer: Option<&'a [u8]>,
+    /// The first `User-Agent` header's value as sent, for the access log.
+    pub user_agent: Option<&'a [u8]>,
 }
 
 /// Why a head was refused; the connection always closes after one.
@@ -179,6 +183,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
     let mut if_range = None;
     let mut accept_encoding: Option<Cow<'_, [u8]>> = None;
     let mut expect_continue = false;
+    let mut referer = None;
+    let mut user_agent = None;
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
@@ -218,6 +224,10 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
                 None => Cow::Borrowed(h.value),
                 Some(prev) => Cow::Owned([&prev[..], b",", h.value].concat()),
             });
+        } else if name.eq_ignore_ascii_case("referer") {
+            referer = referer.or(Some(h.value));
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            user_agent = user_agent.or(Some(h.value));
         }
     }
     if version == Version::Http11 && hosts == 0 {
@@ -277,6 +287,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
         range,
         if_range,
         accept_encoding,
+        referer,
+        user_agent,
     }))
 }
 
@@ -296,21 +308,44 @@ pub fn oversize(buf: &[u8]) -> ParseError {
     }
 }
 
-/// The method and target of a request line that did not parse, for the access log: the first
-/// two space-separated tokens, or `-`.
-pub fn line_hint(buf: &[u8]) -> (String, String) {
+/// What the access log shows of a request line that did not parse: its first three
+/// space-separated tokens as sent, each `None` when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LineHint<'a> {
+    /// The first token, at most [`MAX_METHOD`] bytes of it.
+    pub method: Option<&'a [u8]>,
+    /// The second token (the target, at most 1024 bytes of it) up to its `?` or `#`.
+    pub path: Option<&'a [u8]>,
+    /// What follows the target's `?`, up to its `#`.
+    pub query: Option<&'a [u8]>,
+    /// The third token, at most 16 bytes of it: the protocol, when the line got that far.
+    pub protocol: Option<&'a [u8]>,
+}
+
+/// The tokens of a request line that did not parse, for the access log; allocates nothing.
+pub fn line_hint(buf: &[u8]) -> LineHint<'_> {
     let mut tokens = request_line(buf)
         .trim_ascii()
         .split(|&b| b == b' ')
         .filter(|t| !t.is_empty());
-    let mut next = |limit: usize| match tokens.next() {
-        Some(t) => String::from_utf8_lossy(&t[..t.len().min(limit)]).into_owned(),
-        None => "-".to_string(),
-    };
-    let method = next(32);
+    let mut next = |limit: usize| tokens.next().map(|t| &t[..t.len().min(limit)]);
+    let method = next(MAX_METHOD);
     let target = next(1024);
-    let path = target.split(['?', '#']).next().unwrap_or("-").to_string();
-    (method, path)
+    let protocol = next(16);
+    let target = target.map(|t| t.split(|&b| b == b'#').next().unwrap_or_default());
+    let (path, query) = match target {
+        Some(t) => match t.iter().position(|&b| b == b'?') {
+            Some(i) => (Some(&t[..i]), Some(&t[i + 1..])),
+            None => (Some(t), None),
+        },
+        None => (None, None),
+    };
+    LineHint {
+        method,
+        path,
+        query,
+        protocol,
+    }
 }
 
 /// Refuses, before httparse sees them, what it would let through or only notice late: more than
@@ -669,9 +704,10 @@ mod tests {
             err("\r\nGET / HTTP/2.0\r\nHost: h\r\n\r\n"),
             Status::HttpVersionNotSupported
         );
+        let hint = line_hint(b"\r\n\r\nGET /x#y HTTP/9\r\n");
         assert_eq!(
-            line_hint(b"\r\n\r\nGET /x#y HTTP/9\r\n"),
-            ("GET".into(), "/x".into())
+            (hint.method, hint.path),
+            (Some(&b"GET"[..]), Some(&b"/x"[..]))
         );
     }
 
@@ -854,10 +890,35 @@ mod tests {
     #[test]
     fn hints_for_the_log() {
         assert_eq!(
-            line_hint(b"GET /x?y HTTP/9\r\n"),
-            ("GET".into(), "/x".into())
+            line_hint(b"GET /x?y#z HTTP/9\r\n"),
+            LineHint {
+                method: Some(b"GET"),
+                path: Some(b"/x"),
+                query: Some(b"y"),
+                protocol: Some(b"HTTP/9"),
+            }
         );
-        assert_eq!(line_hint(b""), ("-".into(), "-".into()));
+        assert_eq!(
+            line_hint(b"\r\nBREW  /pot\xff"),
+            LineHint {
+                method: Some(b"BREW"),
+                path: Some(b"/pot\xff"),
+                query: None,
+                protocol: None,
+            }
+        );
+        assert_eq!(line_hint(b""), LineHint::default());
+    }
+
+    #[test]
+    fn referer_and_user_agent_are_kept_as_sent_first_one_wins() {
+        let raw = b"GET / HTTP/1.1\r\nHost: h\r\nreferer: http://a/\"\r\n\
+                    User-Agent: x\xe9 y\r\nReferer: second\r\n\r\n";
+        let req = parse(raw).unwrap().unwrap();
+        assert_eq!(req.referer, Some(&b"http://a/\""[..]));
+        assert_eq!(req.user_agent, Some(&b"x\xe9 y"[..]));
+        let req = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert_eq!((req.referer, req.user_agent), (None, None));
     }
 
     #[test]
