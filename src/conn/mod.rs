@@ -161,8 +161,8 @@ impl Skip {
 
 /// The read buffer a connection starts with, grown when a head needs more (up to
 /// `max_request_bytes`): an idle io_uring connection lends its buffer to the kernel, so this is
-/// what each one holds. Heads from wrk or curl fit; a browser's may take a second read.
-const IDLE_READ: usize = 512;
+/// what each one holds. Heads from wrk or curl fit; a browser's takes a second read into 1 KiB.
+const IDLE_READ: usize = 256;
 
 /// Serves one accepted connection until it closes.
 pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
@@ -185,64 +185,75 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
     let mut idle_since = ctx.clock.now();
 
     loop {
-        // The body of the parsed head, as far as it has arrived; `complete` once it has.
-        let mut complete = false;
-        let mut bad_body = None;
-        if let Some((head_len, skip)) = &mut body {
-            let head_len = *head_len;
-            match skip.feed(&buf[head_len..]) {
-                Ok(Progress::NeedMore) => buf.truncate(head_len),
-                Ok(Progress::Done(n)) => {
-                    buf.drain(head_len..head_len + n);
-                    complete = true;
-                }
-                Err(chunked::Error::Syntax(reason)) => {
-                    let e = ParseError {
-                        status: Status::BadRequest,
-                        reason,
-                    };
-                    bad_body = Some(Refusal::Malformed(e));
-                }
-                Err(chunked::Error::TooLarge(n)) => bad_body = Some(Refusal::BodyTooLarge(n)),
-            }
-        }
-        let parsed = if let Some(refusal) = bad_body {
-            Some(Err(refusal))
-        } else if complete {
-            body = None;
-            // The same head parsed before its body was read; it parses the same way again.
-            Some(
-                http::parse(&buf)
-                    .and_then(|r| r.ok_or(REPARSE))
-                    .map_err(Refusal::Malformed),
-            )
-        } else if body.is_none() && !buf.is_empty() {
-            head_started.get_or_insert_with(|| ctx.clock.now());
-            match http::parse(&buf) {
-                Ok(None) if buf.len() < max => None,
-                Ok(Some(req)) => match body_to_skip(&req, max) {
-                    Some(skip) => {
-                        body = Some((req.head_len, skip));
-                        continue;
+        // The answer to a parsed request (or a refused one), with what the loop needs after it.
+        // Built in a scope of its own, and boxed, so that neither the parsed request (256 bytes)
+        // nor the deepest answer's state (2.6 KiB) is stored in this task's future, which every
+        // idle connection holds while it waits for a request.
+        let answering = {
+            // The body of the parsed head, as far as it has arrived; `complete` once it has.
+            let mut complete = false;
+            let mut bad_body = None;
+            if let Some((head_len, skip)) = &mut body {
+                let head_len = *head_len;
+                match skip.feed(&buf[head_len..]) {
+                    Ok(Progress::NeedMore) => buf.truncate(head_len),
+                    Ok(Progress::Done(n)) => {
+                        buf.drain(head_len..head_len + n);
+                        complete = true;
                     }
-                    None => Some(Ok(req)),
-                },
-                Ok(None) => Some(Err(Refusal::Malformed(http::request::oversize(&buf)))),
-                Err(e) => Some(Err(Refusal::Malformed(e))),
+                    Err(chunked::Error::Syntax(reason)) => {
+                        let e = ParseError {
+                            status: Status::BadRequest,
+                            reason,
+                        };
+                        bad_body = Some(Refusal::Malformed(e));
+                    }
+                    Err(chunked::Error::TooLarge(n)) => bad_body = Some(Refusal::BodyTooLarge(n)),
+                }
             }
-        } else {
-            None
+            let parsed = if let Some(refusal) = bad_body {
+                Some(Err(refusal))
+            } else if complete {
+                body = None;
+                // The same head parsed before its body was read; it parses the same way again.
+                Some(
+                    http::parse(&buf)
+                        .and_then(|r| r.ok_or(REPARSE))
+                        .map_err(Refusal::Malformed),
+                )
+            } else if body.is_none() && !buf.is_empty() {
+                head_started.get_or_insert_with(|| ctx.clock.now());
+                match http::parse(&buf) {
+                    Ok(None) if buf.len() < max => None,
+                    Ok(Some(req)) => match body_to_skip(&req, max) {
+                        Some(skip) => {
+                            body = Some((req.head_len, skip));
+                            continue;
+                        }
+                        None => Some(Ok(req)),
+                    },
+                    Ok(None) => Some(Err(Refusal::Malformed(http::request::oversize(&buf)))),
+                    Err(e) => Some(Err(Refusal::Malformed(e))),
+                }
+            } else {
+                None
+            };
+            parsed.map(|parsed| {
+                let consumed = parsed.as_ref().ok().map(|r| r.head_len);
+                // A body that was not read first (too large, or held back for 100-continue) is
+                // still coming.
+                let body_unread =
+                    !complete && parsed.as_ref().is_ok_and(|r| r.body_len > 0 || r.chunked);
+                let answer = Box::pin(answer(&mut io, ctx, peer, parsed, &buf, &timer));
+                (answer, consumed, body_unread)
+            })
         };
-        if let Some(parsed) = parsed {
-            let consumed = parsed.as_ref().ok().map(|r| r.head_len);
-            // A body that was not read first (too large, or held back for 100-continue) is
-            // still coming.
-            let body_unread =
-                !complete && parsed.as_ref().is_ok_and(|r| r.body_len > 0 || r.chunked);
-            // Boxed, so the connection's task stays small while it waits for a request: its
-            // future would otherwise be as large as the deepest answer (2.6 KiB), held by every
-            // idle connection.
-            let outcome = Box::pin(answer(&mut io, ctx, peer, parsed, &buf, &timer)).await;
+        // Moved whole into the match (`identity`), so its borrows end with it.
+        let answered = match std::convert::identity(answering) {
+            Some((answer, consumed, body_unread)) => Some((answer.await, consumed, body_unread)),
+            None => None,
+        };
+        if let Some((outcome, consumed, body_unread)) = answered {
             head_started = None;
             idle_since = ctx.clock.now();
             match (outcome, consumed) {
@@ -282,9 +293,12 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
         }
         if buf.len() == buf.capacity() {
             match body {
-                // A head outgrew the first buffer: room for the largest allowed (beyond it, the
-                // head is refused, so it must never be read past `max`).
-                None if buf.len() < max => buf.reserve_exact(max - buf.len()),
+                // A head outgrew the buffer: four times the room, up to the largest head allowed
+                // (beyond it the head is refused, so it is never read past `max`).
+                None if buf.len() < max => {
+                    let room = (buf.capacity() * 4).min(max);
+                    buf.reserve_exact(room - buf.len());
+                }
                 // A body is read behind its head; a head that fills the buffer leaves no room.
                 _ => buf.reserve(4096),
             }
