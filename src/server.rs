@@ -5,11 +5,8 @@
 //! engine, bind) fails before the first worker starts, with a message that says what to fix.
 
 use std::fmt;
-use std::fs::OpenOptions;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +21,7 @@ use crate::engine::uring::Uring;
 use crate::engine::worker::{self, WorkerError};
 use crate::engine::{self, Engine, Unavailable};
 use crate::log;
+use crate::settings::{Settings, SettingsError};
 use crate::stats::Snapshot;
 
 /// Why the server could not start.
@@ -89,27 +87,18 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
         tracing::warn!("io_uring is unavailable, serving with the epoll engine: {why}");
     }
     raise_fd_limit();
-    let root_fd: OwnedFd = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-        .open(&loaded.root)
-        .map_err(|e| StartError::Root(loaded.root.clone(), e))?
-        .into();
     let log_config = &loaded.config.log;
-    let (access, writer) = log::start(&loaded.access, log_config.format, log_config.buffer_lines)
-        .map_err(StartError::Log)?;
-    let addr = SocketAddr::new(loaded.host, loaded.config.server.port);
+    let (format, buffer_lines) = (log_config.format, log_config.buffer_lines);
+    let settings = Settings::open(loaded.config, &loaded.root, 1).map_err(|e| match e {
+        SettingsError::Root(path, e) => StartError::Root(path, e),
+        SettingsError::Rules(e) => StartError::Rules(e),
+    })?;
+    let (access, writer) =
+        log::start(&loaded.access, format, buffer_lines).map_err(StartError::Log)?;
+    let addr = SocketAddr::new(loaded.host, settings.config.server.port);
     let listeners = engine::listener::bind_all(addr, loaded.workers).map_err(StartError::Listen)?;
     let addr = listeners[0].local_addr().map_err(StartError::Listen)?;
-    let shared = Shared::new(
-        loaded.config,
-        root_fd,
-        access,
-        engine.name(),
-        loaded.workers,
-    )
-    .map_err(StartError::Rules)?;
-    let shared = Arc::new(shared);
+    let shared = Arc::new(Shared::new(settings, access, engine.name(), loaded.workers));
 
     let (stop, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
