@@ -23,9 +23,11 @@ pub mod files;
 pub mod http;
 pub mod log;
 pub mod probe;
+pub mod reload;
 pub mod respond;
 pub mod server;
 pub mod settings;
+pub mod signals;
 pub mod site;
 pub mod stats;
 

@@ -1,5 +1,5 @@
 //! Start-up and shutdown of the whole server: shared state, listeners, engine choice, worker
-//! threads, the log writer, and the signals that stop them.
+//! threads, the log writer, and stopping them all.
 //!
 //! Order matters and is kept here in one place: everything that can fail (config, root, log file,
 //! engine, bind) fails before the first worker starts, with a message that says what to fix.
@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use tokio::sync::watch;
 
 use crate::Shared;
-use crate::config::Loaded;
+use crate::config::{AccessTarget, Loaded, LogFormat};
 use crate::engine::epoll::Epoll;
 use crate::engine::uring::Uring;
 use crate::engine::worker::{self, WorkerError};
@@ -199,6 +199,12 @@ impl Running {
     /// Asks the access-log writer to reopen its file (SIGUSR1, for log rotation).
     pub fn reopen_log(&self) {
         self.writer.reopen();
+    }
+
+    /// Sends access-log lines from now on to `target` in `format`, opened now (see
+    /// [`log::Writer::retarget`]); `Ok(false)` when there was nothing to change or no writer.
+    pub fn retarget_log(&mut self, target: &AccessTarget, format: LogFormat) -> io::Result<bool> {
+        self.writer.retarget(target, format)
     }
 
     /// True when a worker ended on its own while the server was running.
