@@ -22,7 +22,7 @@ use crate::engine::worker::{self, WorkerError};
 use crate::engine::{self, Engine, Unavailable};
 use crate::log;
 use crate::settings::{Settings, SettingsError};
-use crate::stats::Snapshot;
+use crate::stats::{Snapshot, WorkerPhase};
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -116,6 +116,7 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
         let (shared, stop_rx, ready) = (shared.clone(), stop_rx.clone(), ready_tx.clone());
         let watch = WorkerExit {
             index,
+            shared: shared.clone(),
             stopping: running.stopping.clone(),
             died: running.died.clone(),
         };
@@ -160,12 +161,14 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
 /// and exits non-zero.
 struct WorkerExit {
     index: usize,
+    shared: Arc<Shared>,
     stopping: Arc<AtomicBool>,
     died: Arc<AtomicBool>,
 }
 
 impl Drop for WorkerExit {
     fn drop(&mut self) {
+        self.shared.stats.workers[self.index].set_phase(WorkerPhase::Stopped);
         if self.stopping.load(Ordering::SeqCst) {
             return;
         }

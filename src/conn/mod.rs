@@ -23,12 +23,13 @@ use std::net::{IpAddr, Shutdown};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime};
 
 use crate::Shared;
 use crate::clock::{Clock, Instant};
 use crate::deadline::{Deadline, Deadlines, Shut};
-use crate::exchange::{self, ConnState, Done, Exchange, Refusal, Step};
+use crate::exchange::{self, CacheUse, ConnState, Done, Exchange, Refusal, Step};
 use crate::files::Meta;
 use crate::files::cache::FileCache;
 use crate::files::listing::Listing;
@@ -37,6 +38,7 @@ use crate::http::{self, ParseError, Request, Status, response};
 use crate::log::{Record, RequestText};
 use crate::respond::{Body, Plan};
 use crate::settings::Settings;
+use crate::stats::{WorkerPhase, WorkerStats};
 
 #[cfg(test)]
 mod tests;
@@ -116,6 +118,7 @@ impl Ctx {
     pub fn new(shared: Arc<Shared>, worker: usize, clock: Clock) -> Ctx {
         let settings = shared.current();
         let cache = FileCache::for_config(&settings.config.files, settings.generation);
+        shared.stats.workers[worker].set_phase(WorkerPhase::Serving);
         Ctx {
             shared,
             worker,
@@ -134,17 +137,30 @@ impl Ctx {
         if self.cache.borrow().generation() != settings.generation {
             let files = &settings.config.files;
             *self.cache.borrow_mut() = FileCache::for_config(files, settings.generation);
+            self.stats().cache_bytes.store(0, Relaxed);
         }
         settings
     }
 
-    /// Moves the worker to `phase` and tells the connections that must know at once.
+    /// This worker's counters.
+    pub fn stats(&self) -> &WorkerStats {
+        &self.shared.stats.workers[self.worker]
+    }
+
+    /// Moves the worker to `phase`, tells the connections that must know at once, and publishes
+    /// it for readiness.
     pub fn set_phase(&self, phase: Phase) {
         self.phase.set(phase);
         match phase {
-            Phase::Running => {}
-            Phase::Draining => self.deadlines.close_idle(),
-            Phase::Aborting => self.deadlines.abort_all(),
+            Phase::Running => self.stats().set_phase(WorkerPhase::Serving),
+            Phase::Draining => {
+                self.stats().set_phase(WorkerPhase::Draining);
+                self.deadlines.close_idle();
+            }
+            Phase::Aborting => {
+                self.stats().set_phase(WorkerPhase::Draining);
+                self.deadlines.abort_all();
+            }
         }
     }
 }
@@ -381,9 +397,10 @@ async fn answer<T: Transport>(
 ) -> Outcome {
     let shared = &*ctx.shared;
     let logging = shared.log.enabled();
-    // The times are only needed for a log line.
+    // The wall-clock time is only needed for a log line; the monotonic one feeds the duration
+    // histogram too (a vDSO read, no system call).
     let time = logging.then(SystemTime::now);
-    let started = logging.then(|| ctx.clock.now());
+    let started = ctx.clock.now();
     // The request's fields as the log shows them, copied only when something will be logged.
     let (plan, text) = match parsed {
         Ok(req) => {
@@ -419,7 +436,7 @@ async fn answer<T: Transport>(
     let keep_alive = plan.keep_alive;
     let wire = plan.wire_len();
     let body_len = plan.body_len();
-    let stats = &shared.stats.workers[ctx.worker];
+    let stats = ctx.stats();
     stats.response(status);
     timer.writing(Duration::from_secs(
         settings.config.limits.send_timeout_secs,
@@ -428,14 +445,16 @@ async fn answer<T: Transport>(
     if sent {
         stats.sent(wire);
     }
-    if let (Some(time), Some(started), Some(text)) = (time, started, text) {
+    let duration = ctx.clock.now().saturating_duration_since(started);
+    stats.duration(duration);
+    if let (Some(time), Some(text)) = (time, text) {
         shared.log.send(Record {
             time,
             ip: peer,
             status,
             bytes: if sent { wire } else { 0 },
             body_bytes: if sent { body_len } else { 0 },
-            duration: ctx.clock.now().saturating_duration_since(started),
+            duration,
             text,
         });
     }
@@ -467,9 +486,27 @@ async fn run_exchange<T: Transport>(
             Step::List(rel) => Done::List(io.list(root, &rel).await),
             Step::Open(rel) => Done::Open(io.open(root, &rel).await),
             Step::ReadWhole(file, len) => Done::Read(io.read_whole(file, len).await),
-            Step::Send(plan) => return plan,
+            Step::Send(plan) => {
+                count_cache_use(ctx, ex.cache_use());
+                return plan;
+            }
         };
         step = ex.resume(done, ctx.clock.now());
+    }
+}
+
+/// Counts what the file cache did for a request; after a miss (which may have filled or emptied
+/// an entry) publishes the cache's size.
+fn count_cache_use(ctx: &Ctx, used: Option<CacheUse>) {
+    let stats = ctx.stats();
+    match used {
+        Some(CacheUse::Hit) => stats.cache_lookup(true),
+        Some(CacheUse::Miss) => {
+            stats.cache_lookup(false);
+            let bytes = ctx.cache.borrow().bytes() as u64;
+            stats.cache_bytes.store(bytes, Relaxed);
+        }
+        None => {}
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::Shared;
 use crate::clock::Clock;
 use crate::conn::{self, Ctx, Phase, Transport};
+use crate::stats::WorkerPhase;
 
 /// The engine-specific half of a listener.
 #[allow(async_fn_in_trait)]
@@ -92,7 +93,7 @@ async fn run<A: Acceptor>(
         let deadlines = ctx.deadlines.clone();
         async move { deadlines.run().await }
     });
-    let stats = &shared.stats.workers[worker];
+    let stats = ctx.stats();
 
     loop {
         let permit = tokio::select! {
@@ -141,6 +142,7 @@ async fn run<A: Acceptor>(
         let _ = tokio::time::timeout(Duration::from_secs(2), all_closed(&slots, max)).await;
     }
     sweeper.abort();
+    stats.set_phase(WorkerPhase::Stopped);
 }
 
 /// Resolves once every one of the `max` connection slots is free again.
@@ -166,7 +168,7 @@ struct OpenConnection<'a> {
 
 impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
-        self.ctx.shared.stats.workers[self.ctx.worker].connection_closed();
+        self.ctx.stats().connection_closed();
     }
 }
 
