@@ -11,6 +11,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, unreachable_pub, clippy::undocumented_unsafe_blocks)]
 
+pub mod admin;
 pub mod blocking;
 pub mod clock;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod fault;
 pub mod files;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod probe;
 pub mod reload;
 pub mod respond;

@@ -98,6 +98,15 @@ fn main() -> ExitCode {
             return ExitCode::from(start_error_code(&e));
         }
     };
+    if let Some(addr) = running.admin_addr() {
+        tracing::info!("admin listener on http://{addr}/ (/metrics, /healthz, /readyz)");
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                "the admin listener is not on a loopback address: whoever reaches {addr} reads \
+                 the metrics"
+            );
+        }
+    }
     tracing::info!(
         "uring-httpd {} listening on http://{}/ (engine {}, {} workers, root {}, config {})",
         env!("CARGO_PKG_VERSION"),
@@ -171,7 +180,8 @@ fn start_error_code(e: &StartError) -> u8 {
         | StartError::Thread(..)
         | StartError::Worker(_)
         | StartError::WorkerLost
-        | StartError::Rules(_) => 1,
+        | StartError::Rules(_)
+        | StartError::Admin(_) => 1,
     }
 }
 

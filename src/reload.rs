@@ -159,6 +159,11 @@ pub fn keep_fixed(old: &Loaded, new: &mut Loaded) -> Vec<NeedsRestart> {
         o.limits.max_connections_per_worker.to_string(),
         n.limits.max_connections_per_worker.to_string(),
     );
+    check(
+        "admin.listen",
+        format!("{:?}", o.admin.listen),
+        format!("{:?}", n.admin.listen),
+    );
     // A log that was off has no writer thread, and one that is on has workers formatting
     // records: switching between the two is a restart. Another file (or stdout) is live.
     let off = |t: &AccessTarget| *t == AccessTarget::Off;
@@ -177,6 +182,8 @@ pub fn keep_fixed(old: &Loaded, new: &mut Loaded) -> Vec<NeedsRestart> {
     n.server.engine = o.server.engine;
     n.limits.max_connections_per_worker = o.limits.max_connections_per_worker;
     n.log.buffer_lines = o.log.buffer_lines;
+    n.admin.listen = o.admin.listen.clone();
+    new.admin = old.admin;
     new.host = old.host;
     new.host_note = old.host_note.clone();
     new.workers = old.workers;

@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 use tokio::sync::watch;
 
 use crate::Shared;
+use crate::admin::AdminServer;
 use crate::config::{AccessTarget, Loaded, LogFormat};
 use crate::engine::epoll::Epoll;
 use crate::engine::uring::Uring;
@@ -43,6 +44,8 @@ pub enum StartError {
     WorkerLost,
     /// A header rule could not be compiled.
     Rules(String),
+    /// The admin listener cannot listen on its address.
+    Admin(io::Error),
 }
 
 impl fmt::Display for StartError {
@@ -50,7 +53,7 @@ impl fmt::Display for StartError {
         match self {
             StartError::Engine(why) => write!(f, "engine = \"uring\" cannot run here: {why}"),
             StartError::Root(path, e) => write!(f, "root {}: {e}", path.display()),
-            StartError::Log(e) | StartError::Listen(e) => write!(f, "{e}"),
+            StartError::Log(e) | StartError::Listen(e) | StartError::Admin(e) => write!(f, "{e}"),
             StartError::Thread(i, e) => write!(f, "cannot start worker {i}: {e}"),
             StartError::Worker(w) => write!(f, "worker {}: {}", w.index, w.error),
             StartError::WorkerLost => f.write_str("a worker died while starting"),
@@ -69,6 +72,8 @@ pub struct Running {
     pub engine: Engine,
     /// What the workers share.
     pub shared: Arc<Shared>,
+    /// The admin listener, when `[admin] listen` is set; stopped after the workers.
+    admin: Option<AdminServer>,
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     writer: log::Writer,
@@ -99,6 +104,10 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
     let listeners = engine::listener::bind_all(addr, loaded.workers).map_err(StartError::Listen)?;
     let addr = listeners[0].local_addr().map_err(StartError::Listen)?;
     let shared = Arc::new(Shared::new(settings, access, engine.name(), loaded.workers));
+    let admin = match loaded.admin {
+        Some(addr) => Some(AdminServer::start(addr, shared.clone()).map_err(StartError::Admin)?),
+        None => None,
+    };
 
     let (stop, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -106,6 +115,7 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
         addr,
         engine,
         shared: shared.clone(),
+        admin,
         stop,
         workers: Vec::with_capacity(listeners.len()),
         writer,
@@ -210,6 +220,11 @@ impl Running {
         self.writer.retarget(target, format)
     }
 
+    /// Where the admin listener listens, when it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr)
+    }
+
     /// True when a worker ended on its own while the server was running.
     pub fn worker_died(&self) -> bool {
         self.died.load(Ordering::SeqCst)
@@ -219,6 +234,8 @@ impl Running {
     /// Returns the final counters and the number of log lines written.
     pub fn shutdown(mut self) -> io::Result<(Snapshot, u64)> {
         self.stop_workers();
+        // Answering (503 on /readyz) until the drain is over; it holds the shared state too.
+        drop(self.admin.take());
         let snapshot = self.shared.stats.snapshot();
         // The workers are gone; dropping the last handle on the shared state closes the log
         // channel, and the writer drains it and returns.
