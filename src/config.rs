@@ -1,9 +1,10 @@
 //! Configuration: the TOML schema with its defaults, validation, and the command-line overrides.
 //!
-//! Everything here runs once, before any socket is opened. Every error names the file, the line
+//! Everything here runs before any socket is opened, and again on the main thread at each reload
+//! (SIGHUP, [`crate::reload`]). Every error names the file, the line
 //! (when the key is in the file) and the dotted key, so a user can go straight to the mistake.
 //! Nothing in this module is touched on the request path: the validated [`Config`] is shared
-//! read-only behind an `Arc` by the workers.
+//! read-only by the workers, inside a [`crate::settings::Settings`] generation.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -7,7 +7,8 @@
 //! ([`engine`]) → access record ([`log`]) and counters ([`stats`]).
 //! [`conn`] drives that walk for one connection, over whichever engine accepted it: it reads,
 //! parses, performs the exchange's steps with the engine's primitives, sends, logs and counts.
-//! [`server`] starts and stops the whole.
+//! [`server`] starts and stops the whole; [`reload`] swaps in a new [`settings`] generation on
+//! SIGHUP ([`signals`]); [`admin`] serves the counters as [`metrics`], health and readiness.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, unreachable_pub, clippy::undocumented_unsafe_blocks)]
 
