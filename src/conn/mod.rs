@@ -118,7 +118,6 @@ impl Ctx {
     pub fn new(shared: Arc<Shared>, worker: usize, clock: Clock) -> Ctx {
         let settings = shared.current();
         let cache = FileCache::for_config(&settings.config.files, settings.generation);
-        shared.stats.workers[worker].set_phase(WorkerPhase::Serving);
         Ctx {
             shared,
             worker,

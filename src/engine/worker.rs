@@ -67,6 +67,9 @@ pub fn run_worker<D: Driver>(
                 return;
             }
         };
+        // Serving from here on (its listener accepts), before start-up reports the server as
+        // listening, so readiness never lags the listening line.
+        shared.stats.workers[index].set_phase(WorkerPhase::Serving);
         let _ = ready.send(Ok(()));
         if index == 0 && crate::fault::injected("worker-exit") {
             return;
