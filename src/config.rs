@@ -1,13 +1,14 @@
 //! Configuration: the TOML schema with its defaults, validation, and the command-line overrides.
 //!
-//! Everything here runs once, before any socket is opened. Every error names the file, the line
+//! Everything here runs before any socket is opened, and again on the main thread at each reload
+//! (SIGHUP, [`crate::reload`]). Every error names the file, the line
 //! (when the key is in the file) and the dotted key, so a user can go straight to the mistake.
 //! Nothing in this module is touched on the request path: the validated [`Config`] is shared
-//! read-only behind an `Arc` by the workers.
+//! read-only by the workers, inside a [`crate::settings::Settings`] generation.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
@@ -53,6 +54,17 @@ pub struct Config {
     pub limits: Limits,
     /// The `[log]` section.
     pub log: Log,
+    /// The `[admin]` section.
+    pub admin: Admin,
+}
+
+/// The `[admin]` section: the monitoring listener (metrics, health, readiness).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// `address:port` of the admin listener (e.g. `127.0.0.1:9090`; a port alone listens on
+    /// 127.0.0.1); empty (the default) = no admin listener.
+    pub listen: String,
 }
 
 /// The `[server]` section: where to listen and how many workers serve.
@@ -325,6 +337,8 @@ pub struct Loaded {
     pub host_note: Option<String>,
     /// Where the settings came from, for the start-up line.
     pub source: String,
+    /// `admin.listen` as an address, when the admin listener is on.
+    pub admin: Option<SocketAddr>,
 }
 
 impl Config {
@@ -552,6 +566,8 @@ pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<Loaded, Confi
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let admin =
+        admin_address(&config.admin.listen).map_err(|message| err("admin", "listen", message))?;
     Ok(Loaded {
         config,
         root,
@@ -560,6 +576,25 @@ pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<Loaded, Confi
         host,
         host_note,
         source,
+        admin,
+    })
+}
+
+/// `admin.listen` as an address: empty is off, a port alone is on 127.0.0.1 (the admin listener
+/// should not be reachable from outside unless asked for by address). Port 0 picks a free one.
+pub fn admin_address(listen: &str) -> Result<Option<SocketAddr>, String> {
+    let listen = listen.trim();
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(port) = listen.parse::<u16>() {
+        return Ok(Some(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)));
+    }
+    listen.parse::<SocketAddr>().map(Some).map_err(|_| {
+        format!(
+            "{listen:?} is not an address and port like \"127.0.0.1:9090\" or \"[::1]:9090\" \
+             (a port alone listens on 127.0.0.1; \"\" turns the admin listener off)"
+        )
     })
 }
 
@@ -1144,6 +1179,30 @@ mod tests {
             assert_eq!(e.key.as_deref(), Some(&*format!("{section}.{key}")), "{e}");
             assert_eq!(e.line, Some(3), "{e}");
             assert!(e.message.contains("is outside"), "{e}");
+        }
+    }
+
+    #[test]
+    fn admin_listen_is_off_by_default_and_checked_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let ov = Overrides::default();
+        assert_eq!(load_text(dir.path(), "", &ov).unwrap().admin, None);
+        for (given, want) in [
+            ("127.0.0.1:9090", "127.0.0.1:9090"),
+            ("9090", "127.0.0.1:9090"),
+            ("[::1]:0", "[::1]:0"),
+            ("0.0.0.0:9100", "0.0.0.0:9100"),
+        ] {
+            let text = format!("[admin]\nlisten = \"{given}\"\n");
+            let l = load_text(dir.path(), &text, &ov).unwrap();
+            assert_eq!(l.admin.map(|a| a.to_string()).as_deref(), Some(want));
+        }
+        for bad in ["nonsense", "127.0.0.1", "localhost:9090", ":9090", "70000"] {
+            let text = format!("[server]\nport = 1\n\n[admin]\nlisten = \"{bad}\"\n");
+            let e = load_text(dir.path(), &text, &ov).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("admin.listen"), "{bad}");
+            assert_eq!(e.line, Some(5), "{bad}");
+            assert!(e.message.contains("is not an address and port"), "{e}");
         }
     }
 

@@ -24,7 +24,6 @@ use std::io;
 
 use bytes::Bytes;
 
-use crate::Shared;
 use crate::clock::Instant;
 use crate::files::cache::{self, FileCache, Hit, Lookup, Variant};
 use crate::files::listing::{self, Listing};
@@ -32,6 +31,8 @@ use crate::files::{self, FileInfo, Kind, Meta, PathError, Sidecars};
 use crate::http::coding::{self, Coding};
 use crate::http::{Head, Method, ParseError, Request, Status, response};
 use crate::respond::{self, Body, Plan, Rep, Source};
+use crate::settings::Settings;
+use crate::stats::Stats;
 
 /// Why a request gets an error status. `From<&Refusal> for Status` is the one mapping.
 #[derive(Debug)]
@@ -250,10 +251,23 @@ impl<F> State<F> {
     }
 }
 
+/// Whether a request was answered from the worker's file cache; `None` for a request that did not
+/// consult it (refused before the lookup, the status page, or a cache of another generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Served from memory (fresh, or revalidated unchanged).
+    Hit,
+    /// Looked up and not found, or found changed: the file was opened.
+    Miss,
+}
+
 /// One request's exchange. See the module documentation.
 pub struct Exchange<'a, F> {
-    shared: &'a Shared,
+    settings: &'a Settings,
+    stats: &'a Stats,
     cache: &'a RefCell<FileCache>,
+    /// What the cache did for this request.
+    cache_use: Option<CacheUse>,
     req: &'a Request<'a>,
     /// Whether this response may keep the connection open (the request's wish, the config and
     /// the worker's state together).
@@ -275,7 +289,7 @@ fn refusal_headers(status: Status) -> &'static [(&'static str, &'static [u8])] {
 /// configured `page` (its info and open file), with the refusal's headers and the site's; the
 /// connection closes when the refusal says so.
 fn refusal_plan<F>(
-    shared: &Shared,
+    settings: &Settings,
     path: &[u8],
     refusal: Refusal,
     head_only: bool,
@@ -291,16 +305,21 @@ fn refusal_plan<F>(
         }
         None => respond::page_plan(status, head_only, keep_alive, extra),
     };
-    add_headers(shared, path, &mut plan);
+    add_headers(settings, path, &mut plan);
     plan.cause = Some(refusal);
     plan
 }
 
 /// The plan when the engine could not secure a planned file body (see
 /// [`Refusal::BodyUnavailable`]): a 503 with `Retry-After`, and the connection closes.
-pub fn body_unavailable<F>(shared: &Shared, path: &[u8], head_only: bool, e: io::Error) -> Plan<F> {
+pub fn body_unavailable<F>(
+    settings: &Settings,
+    path: &[u8],
+    head_only: bool,
+    e: io::Error,
+) -> Plan<F> {
     refusal_plan(
-        shared,
+        settings,
         path,
         Refusal::BodyUnavailable(e),
         head_only,
@@ -316,44 +335,59 @@ fn is_missing(e: &io::Error) -> bool {
 
 /// The plan for a request refused before it parsed (malformed, too large, too slow): an error
 /// page, and the connection closes.
-pub fn refused<F>(shared: &Shared, refusal: Refusal) -> Plan<F> {
-    refusal_plan(shared, b"", refusal, false, false, None)
+pub fn refused<F>(settings: &Settings, refusal: Refusal) -> Plan<F> {
+    refusal_plan(settings, b"", refusal, false, false, None)
 }
 
 /// Adds the site's headers for this path and status just before the head's blank line.
-fn add_headers<F>(shared: &Shared, path: &[u8], plan: &mut Plan<F>) {
+fn add_headers<F>(settings: &Settings, path: &[u8], plan: &mut Plan<F>) {
     let head = &mut plan.head;
     if head.ends_with(b"\r\n\r\n") {
         head.truncate(head.len() - 2);
-        shared.site.headers_into(path, plan.status, head);
+        settings.site.headers_into(path, plan.status, head);
         head.extend_from_slice(b"\r\n");
     }
 }
 
 impl<'a, F> Exchange<'a, F> {
-    /// An exchange for `req` on a connection in state `conn`, deciding with the shared settings
-    /// and the worker's file cache.
+    /// An exchange for `req` on a connection in state `conn`, deciding with the connection's
+    /// `settings` and the worker's file cache (used only when it belongs to the same generation;
+    /// `stats` feed the status page).
     pub fn new(
-        shared: &'a Shared,
+        settings: &'a Settings,
+        stats: &'a Stats,
         cache: &'a RefCell<FileCache>,
         req: &'a Request<'a>,
         conn: ConnState,
     ) -> Exchange<'a, F> {
         let keep_alive =
-            req.keep_alive && !conn.draining && shared.config.limits.keep_alive_timeout_secs > 0;
+            req.keep_alive && !conn.draining && settings.config.limits.keep_alive_timeout_secs > 0;
         Exchange {
-            shared,
+            settings,
+            stats,
             cache,
+            cache_use: None,
             req,
             keep_alive,
             state: State::Start,
         }
     }
 
+    /// What the worker's file cache did for this request, once the plan is out.
+    pub fn cache_use(&self) -> Option<CacheUse> {
+        self.cache_use
+    }
+
+    /// Whether the worker's cache was filled under this exchange's settings: a reload renews the
+    /// cache, and connections still on the old settings then neither read nor fill it.
+    fn cache_usable(&self) -> bool {
+        self.cache.borrow().generation() == self.settings.generation
+    }
+
     /// The first step.
     pub fn start(&mut self, now: Instant) -> Step<F> {
         let req = self.req;
-        let config = &self.shared.config;
+        let config = &self.settings.config;
         if req.body_len > config.limits.max_request_bytes as u64 {
             return self.refuse(Refusal::BodyTooLarge(req.body_len));
         }
@@ -370,13 +404,25 @@ impl<'a, F> Exchange<'a, F> {
             return self.refuse(Refusal::Method);
         }
         // The hot path: a cached file, found without allocating. Otherwise the key is kept, and
-        // the path to open is derived from it: the request path is normalised once.
-        let found = cache::with_key(&req.path, &self.shared.policy, |key| {
-            match self.cache.borrow().lookup(key, now) {
+        // the path to open is derived from it: the request path is normalised once. A cache
+        // filled under other settings (another root, other rules) is not even looked at.
+        let usable = self.cache_usable();
+        let found = cache::with_key(&req.path, &self.settings.policy, |key| {
+            let found = match usable {
+                true => self.cache.borrow().lookup(key, now),
+                false => Lookup::Miss,
+            };
+            match found {
                 Lookup::Fresh(hit) => Ok(hit),
                 other => Err((other, key.to_vec())),
             }
         });
+        if usable && found.is_ok() && self.cache.borrow().enabled() {
+            self.cache_use = Some(match found {
+                Ok(Ok(_)) => CacheUse::Hit,
+                _ => CacheUse::Miss,
+            });
+        }
         let (found, key) = match found {
             Ok(Ok(hit)) => {
                 let plan = self.cached(hit);
@@ -420,7 +466,7 @@ impl<'a, F> Exchange<'a, F> {
                     0 => stat = got,
                     i => sidecars[i - 1] = got.filter(|m| m.kind == Kind::File),
                 }
-                if stat.is_some() && self.shared.config.files.precompressed && next < 3 {
+                if stat.is_some() && self.settings.config.files.precompressed && next < 3 {
                     let step = Step::Stat(files::sidecar(&rel, Coding::ALL[next]));
                     self.state = State::Revalidating {
                         key,
@@ -431,12 +477,16 @@ impl<'a, F> Exchange<'a, F> {
                     };
                     return step;
                 }
-                let hit = self
-                    .cache
-                    .borrow_mut()
-                    .revalidate(&key, stat, &sidecars, now);
+                let hit = match self.cache_usable() {
+                    true => self
+                        .cache
+                        .borrow_mut()
+                        .revalidate(&key, stat, &sidecars, now),
+                    false => None,
+                };
                 match hit {
                     Some(hit) => {
+                        self.cache_use = Some(CacheUse::Hit);
                         let plan = self.cached(hit);
                         self.send(plan)
                     }
@@ -522,7 +572,7 @@ impl<'a, F> Exchange<'a, F> {
             }
             (State::Listing, Done::List(listed)) => match listed {
                 Ok(entries) => {
-                    let html = listing::render(&self.req.path, &entries, &self.shared.policy);
+                    let html = listing::render(&self.req.path, &entries, &self.settings.policy);
                     let head_only = self.req.method == Method::Head;
                     let plan = respond::listing_plan(html, head_only, self.keep_alive);
                     self.send(plan)
@@ -566,12 +616,12 @@ impl<'a, F> Exchange<'a, F> {
     /// Stats the sidecars beside a found file, from coding index `next` on, when they are
     /// served; then goes on with what was found.
     fn probe(&mut self, found: Found<F>, next: usize) -> Step<F> {
-        if next < 3 && self.shared.config.files.precompressed {
+        if next < 3 && self.settings.config.files.precompressed {
             let step = Step::Stat(files::sidecar(&found.lookup.rel, Coding::ALL[next]));
             self.state = State::Probing { found, next };
             return step;
         }
-        let sizes_fit = {
+        let sizes_fit = self.cache_usable() && {
             let cache = self.cache.borrow();
             cache.wants(found.info.meta.size)
                 && found.sidecars.iter().flatten().all(|m| cache.wants(m.size))
@@ -643,7 +693,8 @@ impl<'a, F> Exchange<'a, F> {
             variants: variants.into(),
         };
         let plan = self.cached(hit.clone());
-        if !key.is_empty() {
+        // The cache may have been renewed for a reload while the file was read.
+        if !key.is_empty() && self.cache_usable() {
             self.cache
                 .borrow_mut()
                 .insert(key, lookup.rel, hit, sidecars, now);
@@ -667,7 +718,7 @@ impl<'a, F> Exchange<'a, F> {
         key: Option<Vec<u8>>,
         opened: io::Result<(F, Meta)>,
     ) -> Step<F> {
-        let files = &self.shared.config.files;
+        let files = &self.settings.config.files;
         let (opened, role) = match (opened, lookup.role) {
             (Ok(o), role) => (o, role),
             (Err(e), Role::Index { dir, i }) if is_missing(&e) && i + 1 < files.index.len() => {
@@ -715,7 +766,7 @@ impl<'a, F> Exchange<'a, F> {
             // `/file.html/` names a directory that is a file: not found, as open(2) would say.
             (Kind::File, Role::Target) if slash => self.refuse(Refusal::NotFound),
             (Kind::File, role) => {
-                let ct = self.shared.policy.content_type(lookup.rel.as_bytes());
+                let ct = self.settings.policy.content_type(lookup.rel.as_bytes());
                 if let Role::ErrorPage(refusal) = role {
                     let ct = ct.unwrap_or(std::borrow::Cow::Borrowed("text/html; charset=utf-8"));
                     return self.custom_error_page(*refusal, &FileInfo::new(meta, &ct), file);
@@ -747,7 +798,7 @@ impl<'a, F> Exchange<'a, F> {
             .rsplit(|&b| b == b'/')
             .next()
             .unwrap_or_default();
-        !self.shared.config.files.fallback.is_empty()
+        !self.settings.config.files.fallback.is_empty()
             && !name.contains(&b'.')
             && !self.req.path.ends_with(b"/")
     }
@@ -755,7 +806,7 @@ impl<'a, F> Exchange<'a, F> {
     /// Hands a plan out with the site's headers.
     fn send(&mut self, mut plan: Plan<F>) -> Step<F> {
         self.state = State::Finished;
-        add_headers(self.shared, &self.req.path, &mut plan);
+        add_headers(self.settings, &self.req.path, &mut plan);
         Step::Send(plan)
     }
 
@@ -795,7 +846,7 @@ impl<'a, F> Exchange<'a, F> {
     /// any file, under the root), else with the built-in page.
     fn refuse(&mut self, refusal: Refusal) -> Step<F> {
         let status = Status::from(&refusal);
-        match self.shared.site.error_page(status) {
+        match self.settings.site.error_page(status) {
             Some(rel) if status != Status::RangeNotSatisfiable => {
                 let rel = rel.clone();
                 self.open(rel, Role::ErrorPage(Box::new(refusal)), None)
@@ -816,9 +867,9 @@ impl<'a, F> Exchange<'a, F> {
     fn refusal_step(&mut self, refusal: Refusal, page: Option<(&FileInfo, F)>) -> Step<F> {
         self.state = State::Finished;
         let head_only = self.req.method == Method::Head;
-        let (shared, path) = (self.shared, &self.req.path);
+        let (settings, path) = (self.settings, &self.req.path);
         Step::Send(refusal_plan(
-            shared,
+            settings,
             path,
             refusal,
             head_only,
@@ -829,7 +880,7 @@ impl<'a, F> Exchange<'a, F> {
 
     /// The counters as `name: value` lines.
     fn status_page(&self) -> Plan<F> {
-        let text = self.shared.stats.render().into_bytes();
+        let text = self.stats.render().into_bytes();
         let mut head = Head::new(response::buffer(), Status::Ok);
         head.header("Content-Type", b"text/plain; charset=utf-8");
         head.header("Cache-Control", b"no-store");
@@ -857,12 +908,31 @@ mod tests {
     use crate::config::Config;
     use crate::http::parse;
 
-    fn shared(config: Config) -> Shared {
-        Shared::for_tests(config)
+    /// What an exchange borrows from its worker, for one test.
+    struct Sh {
+        settings: Settings,
+        stats: Stats,
     }
 
-    fn cache(shared: &Shared) -> RefCell<FileCache> {
-        RefCell::new(FileCache::for_config(&shared.config.files))
+    fn shared(config: Config) -> Sh {
+        Sh {
+            settings: Settings::for_tests(config),
+            stats: Stats::new("test", 1),
+        }
+    }
+
+    fn cache(sh: &Sh) -> RefCell<FileCache> {
+        let s = &sh.settings;
+        RefCell::new(FileCache::for_config(&s.config.files, s.generation))
+    }
+
+    fn exchange<'a, F>(
+        sh: &'a Sh,
+        c: &'a RefCell<FileCache>,
+        r: &'a Request<'a>,
+        conn: ConnState,
+    ) -> Exchange<'a, F> {
+        Exchange::new(&sh.settings, &sh.stats, c, r, conn)
     }
 
     fn req(raw: &str) -> Request<'_> {
@@ -919,12 +989,49 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_of_another_generation_is_neither_read_nor_filled() {
+        let sh = shared(Config::default());
+        let c = cache(&sh);
+        let now = Instant::now();
+        let r = req("GET /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
+        // Cached under these settings: a hit.
+        let mut ex = exchange::<()>(&sh, &c, &r, ConnState::default());
+        assert_eq!(opens(&ex.start(now)), b"a.html");
+        let step = ex.resume(Done::Open(Ok(((), FILE))), now);
+        let step = no_sidecars(&mut ex, step, now);
+        assert!(matches!(step, Step::ReadWhole(..)), "{step:?}");
+        sent(ex.resume(Done::Read(Ok(b"old!".to_vec())), now));
+        assert_eq!(ex.cache_use(), Some(CacheUse::Miss));
+        let mut ex = exchange::<()>(&sh, &c, &r, ConnState::default());
+        let plan = sent(ex.start(now));
+        assert!(matches!(plan.body, Body::Bytes(ref b) if &b[..] == b"old!"));
+        assert_eq!(ex.cache_use(), Some(CacheUse::Hit));
+        // A connection of the next generation (the worker has not renewed its cache yet) opens
+        // the file under its own root and leaves the old cache alone.
+        let mut next = shared(Config::default());
+        next.settings.generation = 2;
+        let mut ex = exchange::<()>(&next, &c, &r, ConnState::default());
+        assert_eq!(opens(&ex.start(now)), b"a.html");
+        let step = ex.resume(Done::Open(Ok(((), FILE))), now);
+        let plan = sent(no_sidecars(&mut ex, step, now));
+        assert!(matches!(plan.body, Body::File { .. }), "{:?}", plan.body);
+        assert_eq!(ex.cache_use(), None);
+        // And an old connection after the worker renewed its cache for generation 2: the same.
+        let renewed = RefCell::new(FileCache::for_config(&next.settings.config.files, 2));
+        let mut ex = exchange::<()>(&sh, &renewed, &r, ConnState::default());
+        assert_eq!(opens(&ex.start(now)), b"a.html");
+        let step = ex.resume(Done::Open(Ok(((), FILE))), now);
+        sent(no_sidecars(&mut ex, step, now));
+        assert_eq!(renewed.borrow().bytes(), 0);
+    }
+
+    #[test]
     fn walks_a_directory_to_its_index_and_caches_it() {
         let sh = shared(Config::default());
         let c = cache(&sh);
         let now = Instant::now();
         let r = req("GET /sub/ HTTP/1.1\r\nHost: h\r\n\r\n");
-        let mut ex = Exchange::new(&sh, &c, &r, ConnState::default());
+        let mut ex = exchange(&sh, &c, &r, ConnState::default());
         let step = ex.start(now);
         assert_eq!(opens(&step), b"sub");
         let step = ex.resume(Done::Open(Ok(((), DIR))), now);
@@ -938,12 +1045,12 @@ mod tests {
         assert!(matches!(plan.body, Body::Bytes(ref b) if &b[..] == b"abcd"));
 
         // The same directory again: straight from the cache, no step at all.
-        let mut ex = Exchange::<()>::new(&sh, &c, &r, ConnState::default());
+        let mut ex = exchange::<()>(&sh, &c, &r, ConnState::default());
         let plan = sent(ex.start(now));
         assert!(matches!(plan.body, Body::Bytes(ref b) if &b[..] == b"abcd"));
         // Stale after cache_revalidate_secs: a stat, then served if unchanged.
         let later = now + Duration::from_secs(2);
-        let mut ex = Exchange::<()>::new(&sh, &c, &r, ConnState::default());
+        let mut ex = exchange::<()>(&sh, &c, &r, ConnState::default());
         let Step::Stat(rel) = ex.start(later) else {
             panic!("expected a revalidating stat")
         };
@@ -953,7 +1060,7 @@ mod tests {
         assert!(matches!(plan.body, Body::Bytes(ref b) if &b[..] == b"abcd"));
         // Changed: opened afresh.
         let much_later = later + Duration::from_secs(2);
-        let mut ex = Exchange::<()>::new(&sh, &c, &r, ConnState::default());
+        let mut ex = exchange::<()>(&sh, &c, &r, ConnState::default());
         assert!(matches!(ex.start(much_later), Step::Stat(_)));
         let changed = Meta { size: 5, ..FILE };
         let step = ex.resume(Done::Stat(Ok(changed)), much_later);
@@ -967,7 +1074,7 @@ mod tests {
         let c = cache(&sh);
         let now = Instant::now();
         let r = req("GET /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
-        let mut ex = Exchange::new(&sh, &c, &r, ConnState::default());
+        let mut ex = exchange(&sh, &c, &r, ConnState::default());
         ex.start(now);
         let step = ex.resume(Done::Open(Ok(((), FILE))), now);
         let step = no_sidecars(&mut ex, step, now);
@@ -990,7 +1097,7 @@ mod tests {
         let sh = shared(Config::default());
         let c = cache(&sh);
         let r = req("GET //x//y HTTP/1.1\r\nHost: h\r\n\r\n");
-        let mut ex = Exchange::new(&sh, &c, &r, ConnState::default());
+        let mut ex = exchange(&sh, &c, &r, ConnState::default());
         assert_eq!(opens(&ex.start(Instant::now())), b"x/y");
         let plan = sent(ex.resume(Done::Open(Ok(((), DIR))), Instant::now()));
         assert_eq!(plan.status, Status::MovedPermanently);
@@ -1023,7 +1130,7 @@ mod tests {
         for (line, open, status, keep) in table {
             let raw = format!("{line} HTTP/1.1\r\nHost: h\r\n\r\n");
             let r = req(&raw);
-            let mut ex = Exchange::new(&sh, &c, &r, ConnState::default());
+            let mut ex = exchange(&sh, &c, &r, ConnState::default());
             let mut step = ex.start(Instant::now());
             if let Some(open) = open {
                 assert!(matches!(step, Step::Open(_)), "{line}: {step:?}");
@@ -1043,7 +1150,7 @@ mod tests {
         let sh = shared(config);
         let c = cache(&sh);
         let r = req("GET /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
-        let mut ex = Exchange::new(&sh, &c, &r, ConnState::default());
+        let mut ex = exchange(&sh, &c, &r, ConnState::default());
         ex.start(Instant::now());
         let emfile = io::Error::from_raw_os_error(libc::EMFILE);
         let step = ex.resume(Done::Open(Err(emfile)), Instant::now());
@@ -1065,7 +1172,7 @@ mod tests {
         let sh = shared(Config::default());
         let c = cache(&sh);
         let r = req("POST /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
-        let plan = sent(Exchange::new(&sh, &c, &r, ConnState::default()).start(Instant::now()));
+        let plan = sent(exchange(&sh, &c, &r, ConnState::default()).start(Instant::now()));
         assert_eq!(plan.status, Status::MethodNotAllowed);
         assert!(head(&plan).contains("\r\nAllow: GET, HEAD, OPTIONS\r\n"));
     }
@@ -1077,7 +1184,7 @@ mod tests {
         for target in ["*", "/a.html", "/no/such/file"] {
             let raw = format!("OPTIONS {target} HTTP/1.1\r\nHost: h\r\n\r\n");
             let r = req(&raw);
-            let plan = sent(Exchange::new(&sh, &c, &r, ConnState::default()).start(Instant::now()));
+            let plan = sent(exchange(&sh, &c, &r, ConnState::default()).start(Instant::now()));
             assert_eq!(plan.status, Status::NoContent, "{target}");
             let text = head(&plan);
             assert!(text.contains("\r\nAllow: GET, HEAD, OPTIONS\r\n"), "{text}");
@@ -1091,7 +1198,7 @@ mod tests {
         let sh = shared(Config::default());
         let c = cache(&sh);
         let r = req("GET /a.html HTTP/1.1\r\nHost: h\r\nContent-Length: 9000\r\n\r\n");
-        let plan = sent(Exchange::new(&sh, &c, &r, ConnState::default()).start(Instant::now()));
+        let plan = sent(exchange(&sh, &c, &r, ConnState::default()).start(Instant::now()));
         assert_eq!(plan.status, Status::PayloadTooLarge);
         assert!(!plan.keep_alive);
         assert!(head(&plan).contains("Connection: close\r\n"));
@@ -1106,8 +1213,7 @@ mod tests {
         let (on, off) = (shared(Config::default()), shared(off));
         let (c_on, c_off) = (cache(&on), cache(&off));
         let draining = ConnState { draining: true };
-        let ka =
-            |sh, c, r, conn| sent(Exchange::new(sh, c, r, conn).start(Instant::now())).keep_alive;
+        let ka = |sh, c, r, conn| sent(exchange(sh, c, r, conn).start(Instant::now())).keep_alive;
         assert!(ka(&on, &c_on, &r, ConnState::default()));
         assert!(!ka(&on, &c_on, &r10, ConnState::default()));
         assert!(!ka(&off, &c_off, &r, ConnState::default()));
@@ -1116,7 +1222,7 @@ mod tests {
 
     #[test]
     fn refused_before_parsing_closes_with_its_reason() {
-        let plan = refused::<()>(&shared(Config::default()), Refusal::Timeout);
+        let plan = refused::<()>(&shared(Config::default()).settings, Refusal::Timeout);
         assert_eq!(plan.status, Status::RequestTimeout);
         assert!(!plan.keep_alive);
         assert_eq!(
@@ -1130,7 +1236,7 @@ mod tests {
         let sh = shared(Config::default());
         let c = cache(&sh);
         let r = req("GET /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
-        let mut ex = Exchange::<()>::new(&sh, &c, &r, ConnState::default());
+        let mut ex = exchange::<()>(&sh, &c, &r, ConnState::default());
         ex.start(Instant::now());
         let plan = sent(ex.resume(Done::Read(Ok(vec![])), Instant::now()));
         assert_eq!(plan.status, Status::InternalServerError);

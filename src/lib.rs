@@ -7,10 +7,12 @@
 //! ([`engine`]) → access record ([`log`]) and counters ([`stats`]).
 //! [`conn`] drives that walk for one connection, over whichever engine accepted it: it reads,
 //! parses, performs the exchange's steps with the engine's primitives, sends, logs and counts.
-//! [`server`] starts and stops the whole.
+//! [`server`] starts and stops the whole; [`reload`] swaps in a new [`settings`] generation on
+//! SIGHUP ([`signals`]); [`admin`] serves the counters as [`metrics`], health and readiness.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, unreachable_pub, clippy::undocumented_unsafe_blocks)]
 
+pub mod admin;
 pub mod blocking;
 pub mod clock;
 pub mod config;
@@ -22,54 +24,50 @@ pub mod fault;
 pub mod files;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod probe;
+pub mod reload;
 pub mod respond;
 pub mod server;
+pub mod settings;
+pub mod signals;
 pub mod site;
 pub mod stats;
 
-use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
-/// Everything the workers share, read-only after start (the counters are atomics).
+use arc_swap::ArcSwap;
+
+/// Everything the workers share for the life of the process. The settings are swapped whole by
+/// a reload and read lock-free; the counters are atomics; the log is a channel.
 #[derive(Debug)]
 pub struct Shared {
-    /// The validated configuration.
-    pub config: config::Config,
-    /// The root opened `O_PATH | O_DIRECTORY`: every stat and open is relative to it.
-    pub root_fd: OwnedFd,
-    /// Which extensions are served, with their types.
-    pub policy: files::Policy,
+    /// The configuration in force and what is derived from it. Load it once per connection
+    /// ([`ArcSwap::load_full`]) and keep that `Arc` for the connection's life.
+    pub settings: ArcSwap<settings::Settings>,
     /// The counters.
     pub stats: stats::Stats,
     /// The workers' end of the access log.
     pub log: log::AccessLog,
-    /// Header rules and error pages, compiled once.
-    pub site: site::SiteRules,
 }
 
 impl Shared {
-    /// Shared state for `workers` workers of `engine`.
+    /// Shared state for `workers` workers of `engine`, starting with `settings`.
     pub fn new(
-        config: config::Config,
-        root_fd: OwnedFd,
+        settings: settings::Settings,
         log: log::AccessLog,
         engine: &'static str,
         workers: usize,
-    ) -> Result<Shared, String> {
-        Ok(Shared {
-            site: site::SiteRules::new(&config)?,
-            policy: files::Policy::for_config(&config.files),
+    ) -> Shared {
+        Shared {
+            settings: ArcSwap::from_pointee(settings),
             stats: stats::Stats::new(engine, workers),
             log,
-            root_fd,
-            config,
-        })
+        }
     }
 
-    /// Shared state for unit tests: one worker, no log, `/` as a root nobody opens through.
-    #[cfg(test)]
-    pub(crate) fn for_tests(config: config::Config) -> Shared {
-        let root = std::fs::File::open("/").expect("open /");
-        Shared::new(config, root.into(), log::AccessLog::off(), "test", 1).expect("valid rules")
+    /// The settings in force now.
+    pub fn current(&self) -> Arc<settings::Settings> {
+        self.settings.load_full()
     }
 }

@@ -35,6 +35,12 @@
 //! [`Writer::reopen`] (SIGUSR1, see `main.rs`) makes the writer flush what it holds and open
 //! the configured path anew, so logrotate can rename the file and signal the server: lines
 //! queued before the signal land in the old file, later ones in the new.
+//!
+//! # Reload
+//! [`Writer::retarget`] (SIGHUP, see [`crate::reload`]) hands the writer another destination or
+//! format the same way: the new file is opened by the caller (so an error is the reload's to
+//! report while the old file goes on), and lines queued before land in the old destination and
+//! format, later ones in the new.
 
 pub mod format;
 
@@ -93,6 +99,32 @@ pub(crate) enum Msg {
     Record(Record),
     /// Flush, then open the file anew (not counted: it is not a line, and must not be refused).
     Reopen,
+    /// Flush, then go on in another format, and to another destination when one is given (not
+    /// counted either).
+    Switch(LogFormat, Option<Destination>),
+}
+
+/// An opened destination: what to write to, and the path to reopen when it is a file.
+pub(crate) struct Destination {
+    out: Box<dyn Write + Send>,
+    path: Option<PathBuf>,
+}
+
+impl Destination {
+    /// Opens `target` (creating or appending to a file); `None` for [`AccessTarget::Off`].
+    fn open(target: &AccessTarget) -> io::Result<Option<Destination>> {
+        Ok(match target {
+            AccessTarget::Off => None,
+            AccessTarget::Stdout => Some(Destination {
+                out: Box::new(io::stdout()),
+                path: None,
+            }),
+            AccessTarget::File(path) => Some(Destination {
+                out: Box::new(open_append(path)?),
+                path: Some(path.clone()),
+            }),
+        })
+    }
 }
 
 /// State shared by the workers, the writer and the reporter.
@@ -257,7 +289,7 @@ impl Records {
                 self.state.taken();
                 Some(r)
             }
-            Msg::Reopen => None,
+            Msg::Reopen | Msg::Switch(..) => None,
         })
     }
 }
@@ -270,10 +302,32 @@ pub struct Writer {
     /// For [`Writer::reopen`]; dropped by [`Writer::finish`] so the queue can close.
     tx: Option<Sender<Msg>>,
     target: AccessTarget,
+    format: LogFormat,
     state: Arc<State>,
 }
 
 impl Writer {
+    /// Makes the writer go on with `format`, to `target` (opened here: an error leaves everything
+    /// as it was); lines queued before keep the old ones. `Ok(false)` when there was nothing to
+    /// change, or no writer to change (the log was off at start: turning it on needs a restart,
+    /// and so does turning it off).
+    pub fn retarget(&mut self, target: &AccessTarget, format: LogFormat) -> io::Result<bool> {
+        let Some(tx) = &self.tx else { return Ok(false) };
+        if *target == AccessTarget::Off || (*target == self.target && format == self.format) {
+            return Ok(false);
+        }
+        let destination = match *target == self.target {
+            true => None,
+            false => Destination::open(target)?,
+        };
+        if tx.send(Msg::Switch(format, destination)).is_err() {
+            return Ok(false);
+        }
+        self.target = target.clone();
+        self.format = format;
+        Ok(true)
+    }
+
     /// Asks the writer to flush and reopen the log file (for log rotation); it logs
     /// `access log reopened: PATH` once done. Nothing to do when the log is not a file.
     pub fn reopen(&self) {
@@ -339,6 +393,7 @@ pub fn start(
                 reporter: None,
                 tx: None,
                 target: target.clone(),
+                format,
                 state,
             };
             return Ok((log, writer));
@@ -366,6 +421,7 @@ pub fn start(
         reporter: Some(reporter),
         tx: Some(tx),
         target: target.clone(),
+        format,
         state,
     };
     Ok((log, writer))
@@ -505,6 +561,19 @@ impl Sink {
                 self.write(&r);
             }
             Msg::Reopen => self.reopen(),
+            Msg::Switch(format, destination) => self.switch(format, destination),
+        }
+    }
+
+    /// Flushes into the destination written so far, then goes on in `format`, to `destination`
+    /// when there is one.
+    fn switch(&mut self, format: LogFormat, destination: Option<Destination>) {
+        self.flush();
+        self.format = format;
+        if let Some(d) = destination {
+            self.out = Some(BufWriter::with_capacity(BUFFER, d.out));
+            self.path = d.path;
+            self.last_error = None;
         }
     }
 
@@ -603,6 +672,47 @@ mod tests {
                 None,
             ]),
         }
+    }
+
+    #[test]
+    fn retarget_sends_later_lines_elsewhere_and_in_another_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+        let target_b = AccessTarget::File(b.clone());
+        let (log, mut writer) =
+            start(&AccessTarget::File(a.clone()), LogFormat::Default, 1 << 20).unwrap();
+        log.send(record("/first"));
+        assert!(writer.retarget(&target_b, LogFormat::Json).unwrap());
+        log.send(record("/second"));
+        assert!(
+            !writer.retarget(&target_b, LogFormat::Json).unwrap(),
+            "no change"
+        );
+        assert!(writer.retarget(&target_b, LogFormat::Common).unwrap());
+        log.send(record("/third"));
+        // A destination that cannot be opened changes nothing.
+        let missing = AccessTarget::File(dir.path().join("no/such/dir.log"));
+        assert!(writer.retarget(&missing, LogFormat::Default).is_err());
+        assert!(
+            !writer
+                .retarget(&AccessTarget::Off, LogFormat::Default)
+                .unwrap()
+        );
+        log.send(record("/fourth"));
+        drop(log);
+        assert_eq!(writer.finish().unwrap(), 4);
+        let a = std::fs::read_to_string(a).unwrap();
+        assert_eq!(a.lines().count(), 1, "{a}");
+        assert!(a.ends_with(" ::1 /first 200 GET 1 0us\n"), "{a}");
+        let b = std::fs::read_to_string(b).unwrap();
+        let lines: Vec<&str> = b.lines().collect();
+        assert_eq!(lines.len(), 3, "{b}");
+        assert!(
+            lines[0].starts_with('{') && lines[0].contains("/second"),
+            "{b}"
+        );
+        assert!(lines[1].contains("\"GET /third HTTP/1.1\" 200 1"), "{b}");
+        assert!(lines[2].contains("\"GET /fourth HTTP/1.1\" 200 1"), "{b}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! The `uring-httpd` command: parse the command line, load the config, start the server, wait for
-//! signals: SIGUSR1 reopens the access log (log rotation), SIGINT or SIGTERM shut down gracefully.
+//! The `uring-httpd` command: parse the command line, load the config, start the server, then
+//! take signals until one stops it (see [`uring_httpd::signals`]): SIGHUP reloads the
+//! configuration ([`uring_httpd::reload`]), SIGUSR1 reopens the access log (log rotation),
+//! SIGINT, SIGTERM and SIGQUIT shut down gracefully, every other one is logged and ignored.
 //!
 //! Exit codes, chosen here and nowhere else: 0 after a clean shutdown; 1 when the server cannot
 //! start ([`StartError`]) or access-log lines were lost; 2 for a configuration error; 3 when a
@@ -13,9 +15,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use nix::sys::signal::{SigSet, Signal};
 use uring_httpd::config::{self, EngineChoice, Overrides};
+use uring_httpd::reload::{Reloader, SetLevel};
 use uring_httpd::server::{self, StartError};
+use uring_httpd::signals::{self, Action, Signals};
 
 /// A static-file HTTP/1.1 server for Linux on io_uring.
 #[derive(Parser, Debug)]
@@ -63,31 +66,31 @@ fn main() -> ExitCode {
         workers: cli.workers,
         engine: cli.engine,
     };
-    let loaded = match config::env::load_layered(cli.config, &overrides) {
+    let loaded = match config::env::load_layered(cli.config.clone(), &overrides) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("uring-httpd: configuration error: {e}");
             return ExitCode::from(2);
         }
     };
-    init_tracing(&loaded.config.log.level);
+    let set_level = init_tracing(&loaded.config.log.level);
     if let Some(note) = &loaded.host_note {
         tracing::info!("{note}");
     }
 
-    // Block the signals handled here before any thread starts, so every thread inherits the mask
-    // and the signals wait here for sigwait instead of killing the process mid-response.
-    let mut signals = SigSet::empty();
-    signals.add(Signal::SIGINT);
-    signals.add(Signal::SIGTERM);
-    signals.add(Signal::SIGUSR1);
-    if let Err(e) = signals.thread_block() {
-        eprintln!("uring-httpd: cannot block signals: {e}");
-        return ExitCode::FAILURE;
-    }
+    // Block the signals before any thread starts, so every thread inherits the mask and the
+    // signals wait here for sigwait instead of killing the process mid-response.
+    let signals = match Signals::block() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("uring-httpd: cannot block signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let (root, workers, source) = (loaded.root.clone(), loaded.workers, loaded.source.clone());
-    let running = match server::start(loaded) {
+    let mut reloader = Reloader::new(cli.config, overrides, loaded.clone(), set_level);
+    let mut running = match server::start(loaded) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("{e}");
@@ -95,6 +98,15 @@ fn main() -> ExitCode {
             return ExitCode::from(start_error_code(&e));
         }
     };
+    if let Some(addr) = running.admin_addr() {
+        tracing::info!("admin listener on http://{addr}/ (/metrics, /healthz, /readyz)");
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                "the admin listener is not on a loopback address: whoever reaches {addr} reads \
+                 the metrics"
+            );
+        }
+    }
     tracing::info!(
         "uring-httpd {} listening on http://{}/ (engine {}, {} workers, root {}, config {})",
         env!("CARGO_PKG_VERSION"),
@@ -105,16 +117,36 @@ fn main() -> ExitCode {
         source
     );
 
-    let signal = loop {
-        match signals.wait() {
-            Ok(Signal::SIGUSR1) => running.reopen_log(),
-            stop => break stop,
+    loop {
+        let sig = match signals.wait() {
+            Ok(sig) => sig,
+            Err(e) => {
+                tracing::error!("waiting for signals failed ({e}); stopping");
+                break;
+            }
+        };
+        let name = signals::name(sig);
+        match signals::action(sig) {
+            Action::Stop => {
+                tracing::info!("{name}: finishing in-flight responses");
+                break;
+            }
+            Action::ReopenLog => running.reopen_log(),
+            Action::Reload => match reloader.reload(&mut running) {
+                Ok(restart) => {
+                    for r in restart {
+                        tracing::warn!("needs a restart: {r}");
+                    }
+                    tracing::info!("configuration reloaded from {}", reloader.source());
+                }
+                Err(e) => tracing::error!(
+                    "{name}: configuration not reloaded, the running one stays in force: {e}"
+                ),
+            },
+            Action::Ignore(Some(why)) => tracing::warn!("{name} ignored: {why}"),
+            Action::Ignore(None) => tracing::warn!("{name} ignored"),
         }
-    };
-    tracing::info!(
-        "{}: finishing in-flight responses",
-        signal.map_or("signal".to_string(), |s| s.as_str().to_string())
-    );
+    }
     let died = running.worker_died();
     match running.shutdown() {
         Ok(_) if died => {
@@ -148,17 +180,29 @@ fn start_error_code(e: &StartError) -> u8 {
         | StartError::Thread(..)
         | StartError::Worker(_)
         | StartError::WorkerLost
-        | StartError::Rules(_) => 1,
+        | StartError::Rules(_)
+        | StartError::Admin(_) => 1,
     }
 }
 
-fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// Sets up the diagnostics on stderr at `level` (or as `RUST_LOG` says), and returns how a
+/// reload changes the level (it does not override `RUST_LOG`).
+fn init_tracing(level: &str) -> SetLevel {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, reload};
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let fixed = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(level));
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+    Box::new(move |level: &str| {
+        if !fixed {
+            let _ = handle.reload(EnvFilter::new(level));
+        }
+    })
 }

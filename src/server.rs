@@ -1,15 +1,12 @@
 //! Start-up and shutdown of the whole server: shared state, listeners, engine choice, worker
-//! threads, the log writer, and the signals that stop them.
+//! threads, the log writer, and stopping them all.
 //!
 //! Order matters and is kept here in one place: everything that can fail (config, root, log file,
 //! engine, bind) fails before the first worker starts, with a message that says what to fix.
 
 use std::fmt;
-use std::fs::OpenOptions;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,13 +15,15 @@ use std::thread::JoinHandle;
 use tokio::sync::watch;
 
 use crate::Shared;
-use crate::config::Loaded;
+use crate::admin::AdminServer;
+use crate::config::{AccessTarget, Loaded, LogFormat};
 use crate::engine::epoll::Epoll;
 use crate::engine::uring::Uring;
 use crate::engine::worker::{self, WorkerError};
 use crate::engine::{self, Engine, Unavailable};
 use crate::log;
-use crate::stats::Snapshot;
+use crate::settings::{Settings, SettingsError};
+use crate::stats::{Snapshot, WorkerPhase};
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -45,6 +44,8 @@ pub enum StartError {
     WorkerLost,
     /// A header rule could not be compiled.
     Rules(String),
+    /// The admin listener cannot listen on its address.
+    Admin(io::Error),
 }
 
 impl fmt::Display for StartError {
@@ -52,7 +53,7 @@ impl fmt::Display for StartError {
         match self {
             StartError::Engine(why) => write!(f, "engine = \"uring\" cannot run here: {why}"),
             StartError::Root(path, e) => write!(f, "root {}: {e}", path.display()),
-            StartError::Log(e) | StartError::Listen(e) => write!(f, "{e}"),
+            StartError::Log(e) | StartError::Listen(e) | StartError::Admin(e) => write!(f, "{e}"),
             StartError::Thread(i, e) => write!(f, "cannot start worker {i}: {e}"),
             StartError::Worker(w) => write!(f, "worker {}: {}", w.index, w.error),
             StartError::WorkerLost => f.write_str("a worker died while starting"),
@@ -71,6 +72,8 @@ pub struct Running {
     pub engine: Engine,
     /// What the workers share.
     pub shared: Arc<Shared>,
+    /// The admin listener, when `[admin] listen` is set; stopped after the workers.
+    admin: Option<AdminServer>,
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     writer: log::Writer,
@@ -89,27 +92,22 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
         tracing::warn!("io_uring is unavailable, serving with the epoll engine: {why}");
     }
     raise_fd_limit();
-    let root_fd: OwnedFd = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-        .open(&loaded.root)
-        .map_err(|e| StartError::Root(loaded.root.clone(), e))?
-        .into();
     let log_config = &loaded.config.log;
-    let (access, writer) = log::start(&loaded.access, log_config.format, log_config.buffer_lines)
-        .map_err(StartError::Log)?;
-    let addr = SocketAddr::new(loaded.host, loaded.config.server.port);
+    let (format, buffer_lines) = (log_config.format, log_config.buffer_lines);
+    let settings = Settings::open(loaded.config, &loaded.root, 1).map_err(|e| match e {
+        SettingsError::Root(path, e) => StartError::Root(path, e),
+        SettingsError::Rules(e) => StartError::Rules(e),
+    })?;
+    let (access, writer) =
+        log::start(&loaded.access, format, buffer_lines).map_err(StartError::Log)?;
+    let addr = SocketAddr::new(loaded.host, settings.config.server.port);
     let listeners = engine::listener::bind_all(addr, loaded.workers).map_err(StartError::Listen)?;
     let addr = listeners[0].local_addr().map_err(StartError::Listen)?;
-    let shared = Shared::new(
-        loaded.config,
-        root_fd,
-        access,
-        engine.name(),
-        loaded.workers,
-    )
-    .map_err(StartError::Rules)?;
-    let shared = Arc::new(shared);
+    let shared = Arc::new(Shared::new(settings, access, engine.name(), loaded.workers));
+    let admin = match loaded.admin {
+        Some(addr) => Some(AdminServer::start(addr, shared.clone()).map_err(StartError::Admin)?),
+        None => None,
+    };
 
     let (stop, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -117,6 +115,7 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
         addr,
         engine,
         shared: shared.clone(),
+        admin,
         stop,
         workers: Vec::with_capacity(listeners.len()),
         writer,
@@ -127,6 +126,7 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
         let (shared, stop_rx, ready) = (shared.clone(), stop_rx.clone(), ready_tx.clone());
         let watch = WorkerExit {
             index,
+            shared: shared.clone(),
             stopping: running.stopping.clone(),
             died: running.died.clone(),
         };
@@ -171,12 +171,14 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
 /// and exits non-zero.
 struct WorkerExit {
     index: usize,
+    shared: Arc<Shared>,
     stopping: Arc<AtomicBool>,
     died: Arc<AtomicBool>,
 }
 
 impl Drop for WorkerExit {
     fn drop(&mut self) {
+        self.shared.stats.workers[self.index].set_phase(WorkerPhase::Stopped);
         if self.stopping.load(Ordering::SeqCst) {
             return;
         }
@@ -212,6 +214,17 @@ impl Running {
         self.writer.reopen();
     }
 
+    /// Sends access-log lines from now on to `target` in `format`, opened now (see
+    /// [`log::Writer::retarget`]); `Ok(false)` when there was nothing to change or no writer.
+    pub fn retarget_log(&mut self, target: &AccessTarget, format: LogFormat) -> io::Result<bool> {
+        self.writer.retarget(target, format)
+    }
+
+    /// Where the admin listener listens, when it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr)
+    }
+
     /// True when a worker ended on its own while the server was running.
     pub fn worker_died(&self) -> bool {
         self.died.load(Ordering::SeqCst)
@@ -221,6 +234,8 @@ impl Running {
     /// Returns the final counters and the number of log lines written.
     pub fn shutdown(mut self) -> io::Result<(Snapshot, u64)> {
         self.stop_workers();
+        // Answering (503 on /readyz) until the drain is over; it holds the shared state too.
+        drop(self.admin.take());
         let snapshot = self.shared.stats.snapshot();
         // The workers are gone; dropping the last handle on the shared state closes the log
         // channel, and the writer drains it and returns.

@@ -2,11 +2,38 @@
 //! only when someone reads them.
 //!
 //! A worker only ever writes its own block, so counting costs an uncontended atomic add and no
-//! cache line bounces between cores. Readers (the status page, the shutdown summary) add the
-//! blocks up; the sum is a snapshot, not a transaction, which is all a counter needs.
+//! cache line bounces between cores; nothing here allocates or locks. Readers (the admin
+//! listener's metrics, the status page, the shutdown summary) read the blocks and add them up;
+//! the sum is a snapshot, not a transaction, which is all a counter needs. The request-duration
+//! histogram is kept the same way: fixed buckets, one atomic each, per worker.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds of the request-duration buckets, in microseconds, from 100 µs to 10 s; a last,
+/// unbounded bucket (`+Inf`) follows them.
+pub const DURATION_BOUNDS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// Duration buckets, the unbounded one included.
+pub const DURATION_BUCKETS: usize = DURATION_BOUNDS_US.len() + 1;
+
+/// Where a worker is in its life, as readiness sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WorkerPhase {
+    /// Not accepting yet.
+    Starting = 0,
+    /// Accepting and serving.
+    Serving = 1,
+    /// Shutting down: no longer accepting, finishing what is in flight.
+    Draining = 2,
+    /// Gone.
+    Stopped = 3,
+}
 
 /// One worker's counters, padded so that neighbouring workers never share a cache line.
 #[derive(Debug, Default)]
@@ -20,6 +47,19 @@ pub struct WorkerStats {
     pub requests: [AtomicU64; 5],
     /// Bytes put on the wire, heads and bodies.
     pub bytes_sent: AtomicU64,
+    /// Requests answered from the file cache.
+    pub cache_hits: AtomicU64,
+    /// Requests that looked in the file cache and had to open the file.
+    pub cache_misses: AtomicU64,
+    /// Memory the file cache holds now, as counted against its budget.
+    pub cache_bytes: AtomicU64,
+    /// Responses by duration: slot `i` counts those within `DURATION_BOUNDS_US[i]` and above the
+    /// bound before it; the last slot counts the rest. Not cumulative.
+    pub durations: [AtomicU64; DURATION_BUCKETS],
+    /// The durations added up, in nanoseconds.
+    pub duration_sum_ns: AtomicU64,
+    /// A [`WorkerPhase`].
+    pub phase: AtomicU8,
 }
 
 impl WorkerStats {
@@ -45,6 +85,53 @@ impl WorkerStats {
     pub fn sent(&self, bytes: u64) {
         self.bytes_sent.fetch_add(bytes, Relaxed);
     }
+
+    /// Records how long a response took, from its start to its last byte.
+    pub fn duration(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let slot = DURATION_BOUNDS_US.partition_point(|&bound| bound < us);
+        self.durations[slot].fetch_add(1, Relaxed);
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.duration_sum_ns.fetch_add(ns, Relaxed);
+    }
+
+    /// Counts a request answered from the file cache (`true`) or not (`false`).
+    pub fn cache_lookup(&self, hit: bool) {
+        match hit {
+            true => self.cache_hits.fetch_add(1, Relaxed),
+            false => self.cache_misses.fetch_add(1, Relaxed),
+        };
+    }
+
+    /// Publishes the worker's phase.
+    pub fn set_phase(&self, phase: WorkerPhase) {
+        self.phase.store(phase as u8, Relaxed);
+    }
+
+    /// The worker's phase.
+    pub fn phase(&self) -> WorkerPhase {
+        match self.phase.load(Relaxed) {
+            0 => WorkerPhase::Starting,
+            1 => WorkerPhase::Serving,
+            2 => WorkerPhase::Draining,
+            _ => WorkerPhase::Stopped,
+        }
+    }
+
+    /// Reads this worker's counters.
+    pub fn read(&self) -> Snapshot {
+        Snapshot {
+            accepted: self.accepted.load(Relaxed),
+            open: self.open.load(Relaxed),
+            requests: self.requests.each_ref().map(|c| c.load(Relaxed)),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            cache_hits: self.cache_hits.load(Relaxed),
+            cache_misses: self.cache_misses.load(Relaxed),
+            cache_bytes: self.cache_bytes.load(Relaxed),
+            durations: self.durations.each_ref().map(|c| c.load(Relaxed)),
+            duration_sum_ns: self.duration_sum_ns.load(Relaxed),
+        }
+    }
 }
 
 /// All workers' counters plus the facts fixed at start.
@@ -67,12 +154,39 @@ pub struct Snapshot {
     pub requests: [u64; 5],
     /// Bytes put on the wire, heads and bodies.
     pub bytes_sent: u64,
+    /// Requests answered from the file cache.
+    pub cache_hits: u64,
+    /// Requests that looked in the file cache and had to open the file.
+    pub cache_misses: u64,
+    /// Memory the file caches hold.
+    pub cache_bytes: u64,
+    /// Responses by duration bucket (see [`WorkerStats::durations`]), not cumulative.
+    pub durations: [u64; DURATION_BUCKETS],
+    /// The durations added up, in nanoseconds.
+    pub duration_sum_ns: u64,
 }
 
 impl Snapshot {
     /// Responses of every class together.
     pub fn total_requests(&self) -> u64 {
         self.requests.iter().sum()
+    }
+
+    /// Adds another reading to this one.
+    pub fn add(&mut self, o: &Snapshot) {
+        self.accepted += o.accepted;
+        self.open += o.open;
+        for (sum, n) in self.requests.iter_mut().zip(&o.requests) {
+            *sum += n;
+        }
+        self.bytes_sent += o.bytes_sent;
+        self.cache_hits += o.cache_hits;
+        self.cache_misses += o.cache_misses;
+        self.cache_bytes += o.cache_bytes;
+        for (sum, n) in self.durations.iter_mut().zip(&o.durations) {
+            *sum += n;
+        }
+        self.duration_sum_ns += o.duration_sum_ns;
     }
 }
 
@@ -89,22 +203,26 @@ impl Stats {
     pub fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot::default();
         for w in self.workers.iter() {
-            s.accepted += w.accepted.load(Relaxed);
-            s.open += w.open.load(Relaxed);
-            for (sum, c) in s.requests.iter_mut().zip(&w.requests) {
-                *sum += c.load(Relaxed);
-            }
-            s.bytes_sent += w.bytes_sent.load(Relaxed);
+            s.add(&w.read());
         }
         s
     }
 
-    /// The status page: `name: value` lines, easy for people and for `grep`.
+    /// Ready to take traffic: every worker is serving (none starting, draining or gone).
+    pub fn ready(&self) -> bool {
+        self.workers
+            .iter()
+            .all(|w| w.phase() == WorkerPhase::Serving)
+    }
+
+    /// The status page: `name: value` lines, easy for people and for `grep`. The same numbers as
+    /// the admin listener's `/metrics`, summed over the workers.
     pub fn render(&self) -> String {
         let s = self.snapshot();
         let mut out = String::new();
         let _ = writeln!(out, "engine: {}", self.engine);
         let _ = writeln!(out, "workers: {}", self.workers.len());
+        let _ = writeln!(out, "ready: {}", self.ready());
         let _ = writeln!(out, "connections_accepted: {}", s.accepted);
         let _ = writeln!(out, "connections_open: {}", s.open);
         let _ = writeln!(out, "requests_total: {}", s.total_requests());
@@ -112,6 +230,9 @@ impl Stats {
             let _ = writeln!(out, "requests_{}xx: {n}", i + 1);
         }
         let _ = writeln!(out, "bytes_sent: {}", s.bytes_sent);
+        let _ = writeln!(out, "cache_hits: {}", s.cache_hits);
+        let _ = writeln!(out, "cache_misses: {}", s.cache_misses);
+        let _ = writeln!(out, "cache_bytes: {}", s.cache_bytes);
         out
     }
 }
@@ -137,5 +258,39 @@ mod tests {
         assert_eq!(s.requests, [0, 1, 0, 1, 1]);
         assert!(st.render().contains("requests_4xx: 1\n"));
         assert_eq!(std::mem::align_of::<WorkerStats>(), 128);
+    }
+
+    #[test]
+    fn durations_land_in_the_first_bucket_that_holds_them() {
+        let w = WorkerStats::default();
+        for us in [
+            0,
+            100,
+            101,
+            250,
+            9_999_999,
+            10_000_000,
+            10_000_001,
+            u64::MAX / 1000,
+        ] {
+            w.duration(Duration::from_micros(us));
+        }
+        let d = w.read().durations;
+        assert_eq!((d[0], d[1], d[2]), (2, 2, 0));
+        assert_eq!(d[DURATION_BUCKETS - 2], 2);
+        assert_eq!(d[DURATION_BUCKETS - 1], 2);
+        assert_eq!(d.iter().sum::<u64>(), 8);
+    }
+
+    #[test]
+    fn ready_only_when_every_worker_serves() {
+        let st = Stats::new("epoll", 2);
+        assert!(!st.ready());
+        st.workers[0].set_phase(WorkerPhase::Serving);
+        assert!(!st.ready());
+        st.workers[1].set_phase(WorkerPhase::Serving);
+        assert!(st.ready());
+        st.workers[1].set_phase(WorkerPhase::Draining);
+        assert!(!st.ready());
     }
 }

@@ -20,14 +20,16 @@ use std::cell::{Cell, RefCell};
 use std::ffi::CStr;
 use std::io;
 use std::net::{IpAddr, Shutdown};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime};
 
 use crate::Shared;
 use crate::clock::{Clock, Instant};
 use crate::deadline::{Deadline, Deadlines, Shut};
-use crate::exchange::{self, ConnState, Done, Exchange, Refusal, Step};
+use crate::exchange::{self, CacheUse, ConnState, Done, Exchange, Refusal, Step};
 use crate::files::Meta;
 use crate::files::cache::FileCache;
 use crate::files::listing::Listing;
@@ -35,6 +37,8 @@ use crate::http::chunked::{self, Progress};
 use crate::http::{self, ParseError, Request, Status, response};
 use crate::log::{Record, RequestText};
 use crate::respond::{Body, Plan};
+use crate::settings::Settings;
+use crate::stats::{WorkerPhase, WorkerStats};
 
 #[cfg(test)]
 mod tests;
@@ -48,15 +52,15 @@ pub trait Transport {
     /// Reads more bytes into the spare capacity of `buf` (never past `buf.capacity()`), returning
     /// the count (0 at end of stream) and the buffer.
     async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
-    /// Metadata of `rel` (relative to the root), following symlinks: for revalidating a cached
-    /// file, whose version it must match exactly.
-    async fn stat(&mut self, rel: &CStr) -> io::Result<Meta>;
-    /// Opens `rel` with [`crate::files::OPEN_FLAGS`] beneath the root (the kernel refuses any
-    /// resolution that leaves it, symlinks included) and stats the descriptor.
-    async fn open(&mut self, rel: &CStr) -> io::Result<(Self::File, Meta)>;
-    /// Reads the directory `rel` beneath the root for a listing (off the worker thread: see
-    /// [`crate::files::listing`]).
-    async fn list(&mut self, rel: &CStr) -> io::Result<Listing>;
+    /// Metadata of `rel` (relative to the directory `root`), following symlinks: for
+    /// revalidating a cached file, whose version it must match exactly.
+    async fn stat(&mut self, root: BorrowedFd<'_>, rel: &CStr) -> io::Result<Meta>;
+    /// Opens `rel` with [`crate::files::OPEN_FLAGS`] beneath the directory `root` (the kernel
+    /// refuses any resolution that leaves it, symlinks included) and stats the descriptor.
+    async fn open(&mut self, root: BorrowedFd<'_>, rel: &CStr) -> io::Result<(Self::File, Meta)>;
+    /// Reads the directory `rel` beneath the directory `root` for a listing (off the worker
+    /// thread: see [`crate::files::listing`]).
+    async fn list(&mut self, root: BorrowedFd<'_>, rel: &CStr) -> io::Result<Listing>;
     /// Reads exactly `len` bytes of `file` from its start (for the cache), then closes it.
     async fn read_whole(&mut self, file: Self::File, len: u64) -> io::Result<Vec<u8>>;
     /// Writes all of `buf`, calling `deadline.progress()` after each write that moved bytes (a
@@ -94,7 +98,7 @@ pub enum Phase {
 
 /// What a connection task needs from its worker.
 pub struct Ctx {
-    /// Settings, policy, counters, the log.
+    /// The settings in force, the counters, the log.
     pub shared: Arc<Shared>,
     /// This worker's index, for its counters.
     pub worker: usize,
@@ -102,16 +106,18 @@ pub struct Ctx {
     pub phase: Cell<Phase>,
     /// Timeouts, and the sockets a shutdown must reach.
     pub deadlines: Rc<Deadlines>,
-    /// The worker's file cache.
+    /// The worker's file cache. It belongs to one settings generation, and connections served
+    /// with other settings neither read nor fill it (see [`Ctx::settings_for_new_connection`]).
     pub cache: RefCell<FileCache>,
     /// Where "now" comes from.
     pub clock: Clock,
 }
 
 impl Ctx {
-    /// A worker's context, with a fresh cache sized by the config.
+    /// A worker's context, with a fresh cache sized by the settings in force.
     pub fn new(shared: Arc<Shared>, worker: usize, clock: Clock) -> Ctx {
-        let cache = FileCache::for_config(&shared.config.files);
+        let settings = shared.current();
+        let cache = FileCache::for_config(&settings.config.files, settings.generation);
         Ctx {
             shared,
             worker,
@@ -122,13 +128,38 @@ impl Ctx {
         }
     }
 
-    /// Moves the worker to `phase` and tells the connections that must know at once.
+    /// The settings a connection just accepted is served with, for its whole life: the ones in
+    /// force now. The first connection after a reload renews the worker's cache for the new
+    /// generation, so nothing read from the old root or under the old rules is served again.
+    pub fn settings_for_new_connection(&self) -> Arc<Settings> {
+        let settings = self.shared.current();
+        if self.cache.borrow().generation() != settings.generation {
+            let files = &settings.config.files;
+            *self.cache.borrow_mut() = FileCache::for_config(files, settings.generation);
+            self.stats().cache_bytes.store(0, Relaxed);
+        }
+        settings
+    }
+
+    /// This worker's counters.
+    pub fn stats(&self) -> &WorkerStats {
+        &self.shared.stats.workers[self.worker]
+    }
+
+    /// Moves the worker to `phase`, tells the connections that must know at once, and publishes
+    /// it for readiness.
     pub fn set_phase(&self, phase: Phase) {
         self.phase.set(phase);
         match phase {
-            Phase::Running => {}
-            Phase::Draining => self.deadlines.close_idle(),
-            Phase::Aborting => self.deadlines.abort_all(),
+            Phase::Running => self.stats().set_phase(WorkerPhase::Serving),
+            Phase::Draining => {
+                self.stats().set_phase(WorkerPhase::Draining);
+                self.deadlines.close_idle();
+            }
+            Phase::Aborting => {
+                self.stats().set_phase(WorkerPhase::Draining);
+                self.deadlines.abort_all();
+            }
         }
     }
 }
@@ -164,11 +195,13 @@ impl Skip {
 /// what each one holds. Heads from wrk or curl fit; a browser's takes a second read into 1 KiB.
 const IDLE_READ: usize = 256;
 
-/// Serves one accepted connection until it closes.
-pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
+/// Serves one accepted connection until it closes, with `settings` throughout (a reload while
+/// it is open does not change them).
+pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx, settings: Arc<Settings>) {
     // IPv4 clients of a dual-stack (`::`) listener arrive as `::ffff:a.b.c.d`: log them as IPv4.
     let peer = peer.to_canonical();
-    let limits = &ctx.shared.config.limits;
+    let settings = &*settings;
+    let limits = &settings.config.limits;
     let max = limits.max_request_bytes;
     let keep_alive_for = Duration::from_secs(limits.keep_alive_timeout_secs);
     let header_for = Duration::from_secs(limits.header_timeout_secs);
@@ -244,7 +277,7 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
                 // still coming.
                 let body_unread =
                     !complete && parsed.as_ref().is_ok_and(|r| r.body_len > 0 || r.chunked);
-                let answer = Box::pin(answer(&mut io, ctx, peer, parsed, &buf, &timer));
+                let answer = Box::pin(answer(&mut io, ctx, settings, peer, parsed, &buf, &timer));
                 (answer, consumed, body_unread)
             })
         };
@@ -318,7 +351,8 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
                 // what arrived of it; an idle keep-alive just closes.
                 if head_started.is_some() {
                     let timed_out = Err(Refusal::Timeout);
-                    let _ = Box::pin(answer(&mut io, ctx, peer, timed_out, &buf, &timer)).await;
+                    let answering = answer(&mut io, ctx, settings, peer, timed_out, &buf, &timer);
+                    let _ = Box::pin(answering).await;
                 }
                 socket.shut(Shutdown::Both);
                 return;
@@ -367,6 +401,7 @@ enum Outcome {
 async fn answer<T: Transport>(
     io: &mut T,
     ctx: &Ctx,
+    settings: &Settings,
     peer: IpAddr,
     parsed: Result<Request<'_>, Refusal>,
     head: &[u8],
@@ -374,17 +409,18 @@ async fn answer<T: Transport>(
 ) -> Outcome {
     let shared = &*ctx.shared;
     let logging = shared.log.enabled();
-    // The times are only needed for a log line.
+    // The wall-clock time is only needed for a log line; the monotonic one feeds the duration
+    // histogram too (a vDSO read, no system call).
     let time = logging.then(SystemTime::now);
-    let started = logging.then(|| ctx.clock.now());
+    let started = ctx.clock.now();
     // The request's fields as the log shows them, copied only when something will be logged.
     let (plan, text) = match parsed {
         Ok(req) => {
-            let mut plan = run_exchange(io, ctx, &req).await;
+            let mut plan = run_exchange(io, ctx, settings, &req).await;
             if let Body::File { len, .. } = plan.body {
                 if let Err(e) = io.secure_body(len) {
                     let head_only = req.method == http::Method::Head;
-                    plan = exchange::body_unavailable(shared, &req.path, head_only, e);
+                    plan = exchange::body_unavailable(settings, &req.path, head_only, e);
                 }
             }
             let text =
@@ -392,7 +428,7 @@ async fn answer<T: Transport>(
             (plan, text)
         }
         Err(refusal) => {
-            let plan = exchange::refused(shared, refusal);
+            let plan = exchange::refused(settings, refusal);
             let text = (logging || plan.status.code() >= 500)
                 .then(|| RequestText::of_refused(http::request::line_hint(head)));
             (plan, text)
@@ -412,21 +448,25 @@ async fn answer<T: Transport>(
     let keep_alive = plan.keep_alive;
     let wire = plan.wire_len();
     let body_len = plan.body_len();
-    let stats = &shared.stats.workers[ctx.worker];
+    let stats = ctx.stats();
     stats.response(status);
-    timer.writing(Duration::from_secs(shared.config.limits.send_timeout_secs));
+    timer.writing(Duration::from_secs(
+        settings.config.limits.send_timeout_secs,
+    ));
     let sent = send(io, plan, timer).await.is_ok() && !timer.expired();
     if sent {
         stats.sent(wire);
     }
-    if let (Some(time), Some(started), Some(text)) = (time, started, text) {
+    let duration = ctx.clock.now().saturating_duration_since(started);
+    stats.duration(duration);
+    if let (Some(time), Some(text)) = (time, text) {
         shared.log.send(Record {
             time,
             ip: peer,
             status,
             bytes: if sent { wire } else { 0 },
             body_bytes: if sent { body_len } else { 0 },
-            duration: ctx.clock.now().saturating_duration_since(started),
+            duration,
             text,
         });
     }
@@ -437,22 +477,48 @@ async fn answer<T: Transport>(
     }
 }
 
-/// Drives `req`'s exchange to its plan, doing each file-system step with the engine.
-async fn run_exchange<T: Transport>(io: &mut T, ctx: &Ctx, req: &Request<'_>) -> Plan<T::File> {
+/// Drives `req`'s exchange to its plan, doing each file-system step with the engine, beneath
+/// the root of `settings`.
+async fn run_exchange<T: Transport>(
+    io: &mut T,
+    ctx: &Ctx,
+    settings: &Settings,
+    req: &Request<'_>,
+) -> Plan<T::File> {
     let conn = ConnState {
         draining: ctx.phase.get() != Phase::Running,
     };
-    let mut ex = Exchange::new(&ctx.shared, &ctx.cache, req, conn);
+    let stats = &ctx.shared.stats;
+    let mut ex = Exchange::new(settings, stats, &ctx.cache, req, conn);
+    let root = settings.root_fd.as_fd();
     let mut step = ex.start(ctx.clock.now());
     loop {
         let done = match step {
-            Step::Stat(rel) => Done::Stat(io.stat(&rel).await),
-            Step::List(rel) => Done::List(io.list(&rel).await),
-            Step::Open(rel) => Done::Open(io.open(&rel).await),
+            Step::Stat(rel) => Done::Stat(io.stat(root, &rel).await),
+            Step::List(rel) => Done::List(io.list(root, &rel).await),
+            Step::Open(rel) => Done::Open(io.open(root, &rel).await),
             Step::ReadWhole(file, len) => Done::Read(io.read_whole(file, len).await),
-            Step::Send(plan) => return plan,
+            Step::Send(plan) => {
+                count_cache_use(ctx, ex.cache_use());
+                return plan;
+            }
         };
         step = ex.resume(done, ctx.clock.now());
+    }
+}
+
+/// Counts what the file cache did for a request; after a miss (which may have filled or emptied
+/// an entry) publishes the cache's size.
+fn count_cache_use(ctx: &Ctx, used: Option<CacheUse>) {
+    let stats = ctx.stats();
+    match used {
+        Some(CacheUse::Hit) => stats.cache_lookup(true),
+        Some(CacheUse::Miss) => {
+            stats.cache_lookup(false);
+            let bytes = ctx.cache.borrow().bytes() as u64;
+            stats.cache_bytes.store(bytes, Relaxed);
+        }
+        None => {}
     }
 }
 

@@ -8,6 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::CStr;
 use std::io;
 use std::net::{IpAddr, Shutdown};
+use std::os::fd::BorrowedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use crate::deadline::{Deadline, Shut};
 use crate::files::listing::{Entry, Listing};
 use crate::files::{Kind, Meta};
 use crate::log::{AccessLog, Record, Records};
+use crate::settings::Settings;
 
 /// The peer's side of a scripted connection, plus the in-memory file system.
 #[derive(Default)]
@@ -94,7 +96,7 @@ impl Transport for Scripted {
         }
     }
 
-    async fn stat(&mut self, rel: &CStr) -> io::Result<Meta> {
+    async fn stat(&mut self, _root: BorrowedFd<'_>, rel: &CStr) -> io::Result<Meta> {
         op(&self.0, "stat", rel);
         let mut files = self.0.files.borrow_mut();
         let (meta, _) = *files.get(rel.to_bytes()).ok_or(enoent())?;
@@ -104,7 +106,7 @@ impl Transport for Scripted {
         Ok(meta)
     }
 
-    async fn open(&mut self, rel: &CStr) -> io::Result<(MockFile, Meta)> {
+    async fn open(&mut self, _root: BorrowedFd<'_>, rel: &CStr) -> io::Result<(MockFile, Meta)> {
         op(&self.0, "open", rel);
         let files = self.0.files.borrow();
         let (meta, bytes) = files.get(rel.to_bytes()).ok_or(enoent())?;
@@ -114,7 +116,7 @@ impl Transport for Scripted {
         Ok((file, *meta))
     }
 
-    async fn list(&mut self, rel: &CStr) -> io::Result<Listing> {
+    async fn list(&mut self, _root: BorrowedFd<'_>, rel: &CStr) -> io::Result<Listing> {
         op(&self.0, "list", rel);
         let mut prefix = rel.to_bytes().to_vec();
         prefix.push(b'/');
@@ -205,14 +207,16 @@ impl Pair {
         config(&mut c);
         let (log, records) = AccessLog::channel(1 << 20);
         let root = std::fs::File::open("/").unwrap();
-        let shared = Arc::new(Shared::new(c, root.into(), log, "test", 1).unwrap());
+        let settings = Settings::with_root(c, root.into(), 1).unwrap();
+        let shared = Arc::new(Shared::new(settings, log, "test", 1));
         let ctx = Rc::new(Ctx::new(shared, 0, Clock::manual()));
         let script = Rc::new(Script::default());
         let done = Rc::new(Cell::new(false));
         let (s, c2, d) = (script.clone(), ctx.clone(), done.clone());
         tokio::task::spawn_local(async move {
             let peer: IpAddr = "192.0.2.7".parse().unwrap();
-            serve(Scripted(s), peer, &c2).await;
+            let settings = c2.settings_for_new_connection();
+            serve(Scripted(s), peer, &c2, settings).await;
             d.set(true);
         });
         Pair {

@@ -12,7 +12,7 @@ use std::ffi::CStr;
 use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
 
 use tokio::io::Interest;
@@ -41,10 +41,9 @@ impl Driver for Epoll {
         Ok(())
     }
 
-    fn acceptor(listener: std::net::TcpListener, root: RawFd) -> io::Result<EpollAcceptor> {
+    fn acceptor(listener: std::net::TcpListener) -> io::Result<EpollAcceptor> {
         Ok(EpollAcceptor {
             listener: TcpListener::from_std(listener)?,
-            root,
         })
     }
 }
@@ -52,7 +51,6 @@ impl Driver for Epoll {
 /// A worker's listener on tokio's reactor.
 pub struct EpollAcceptor {
     listener: TcpListener,
-    root: RawFd,
 }
 
 impl Acceptor for EpollAcceptor {
@@ -64,7 +62,6 @@ impl Acceptor for EpollAcceptor {
         Ok((
             EpollConn {
                 stream: Rc::new(stream),
-                root: self.root,
             },
             peer,
         ))
@@ -88,7 +85,6 @@ impl Shut for TcpStream {
 pub struct EpollConn {
     /// Shared with the worker's deadline table.
     stream: Rc<TcpStream>,
-    root: RawFd,
 }
 
 impl EpollConn {
@@ -167,19 +163,24 @@ impl Transport for EpollConn {
         }
     }
 
-    async fn stat(&mut self, rel: &CStr) -> io::Result<Meta> {
-        sys::statx(self.root, rel, 0)
+    async fn stat(&mut self, root: BorrowedFd<'_>, rel: &CStr) -> io::Result<Meta> {
+        sys::statx(root.as_raw_fd(), rel, 0)
     }
 
-    async fn open(&mut self, rel: &CStr) -> io::Result<(std::fs::File, Meta)> {
-        let file = std::fs::File::from(sys::openat2(self.root, rel, files::OPEN_FLAGS)?);
+    async fn open(
+        &mut self,
+        root: BorrowedFd<'_>,
+        rel: &CStr,
+    ) -> io::Result<(std::fs::File, Meta)> {
+        let file = std::fs::File::from(sys::openat2(root.as_raw_fd(), rel, files::OPEN_FLAGS)?);
         let meta = sys::statx(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;
         Ok((file, meta))
     }
 
-    async fn list(&mut self, rel: &CStr) -> io::Result<Listing> {
-        let (root, rel) = (self.root, rel.to_owned());
-        crate::blocking::run(move || listing::read_dir(root, &rel)).await?
+    async fn list(&mut self, root: BorrowedFd<'_>, rel: &CStr) -> io::Result<Listing> {
+        // The pool thread gets its own descriptor of the root: nothing can close it under it.
+        let (root, rel) = (root.try_clone_to_owned()?, rel.to_owned());
+        crate::blocking::run(move || listing::read_dir(root.as_raw_fd(), &rel)).await?
     }
 
     async fn read_whole(&mut self, file: std::fs::File, len: u64) -> io::Result<Vec<u8>> {

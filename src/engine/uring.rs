@@ -16,7 +16,7 @@ use std::ffi::{CStr, CString};
 use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
 use io_uring::{cqueue, opcode, types};
@@ -43,10 +43,9 @@ impl Driver for Uring {
         Ok(())
     }
 
-    fn acceptor(listener: std::net::TcpListener, root: RawFd) -> io::Result<UringAcceptor> {
+    fn acceptor(listener: std::net::TcpListener) -> io::Result<UringAcceptor> {
         Ok(UringAcceptor {
             listener: TcpListener::from_std(listener),
-            root,
         })
     }
 }
@@ -54,7 +53,6 @@ impl Driver for Uring {
 /// A worker's listener on the ring.
 pub struct UringAcceptor {
     listener: TcpListener,
-    root: RawFd,
 }
 
 impl Acceptor for UringAcceptor {
@@ -66,7 +64,6 @@ impl Acceptor for UringAcceptor {
         Ok((
             UringConn {
                 stream: Rc::new(stream),
-                root: self.root,
                 pipe: None,
             },
             peer,
@@ -88,7 +85,6 @@ impl Shut for TcpStream {
 /// One connection on the ring.
 pub struct UringConn {
     stream: Rc<TcpStream>,
-    root: RawFd,
     /// The pipe secured for the response about to be spliced ([`Transport::secure_body`]); it
     /// goes back to the worker's pool afterwards, so idle connections hold none.
     pipe: Option<Rc<Pipe>>,
@@ -326,24 +322,26 @@ impl Transport for UringConn {
         (r, slice.into_inner())
     }
 
-    async fn stat(&mut self, rel: &CStr) -> io::Result<Meta> {
-        statx(self.root, rel.to_owned(), 0).await
+    async fn stat(&mut self, root: BorrowedFd<'_>, rel: &CStr) -> io::Result<Meta> {
+        statx(root.as_raw_fd(), rel.to_owned(), 0).await
     }
 
-    async fn list(&mut self, rel: &CStr) -> io::Result<Listing> {
-        // No io_uring op reads a directory (getdents is not one): the blocking pool does.
-        let (root, rel) = (self.root, rel.to_owned());
-        crate::blocking::run(move || listing::read_dir(root, &rel)).await?
+    async fn list(&mut self, root: BorrowedFd<'_>, rel: &CStr) -> io::Result<Listing> {
+        // No io_uring op reads a directory (getdents is not one): the blocking pool does, with a
+        // descriptor of the root of its own, which nothing can close under it.
+        let (root, rel) = (root.try_clone_to_owned()?, rel.to_owned());
+        crate::blocking::run(move || listing::read_dir(root.as_raw_fd(), &rel)).await?
     }
 
-    async fn open(&mut self, rel: &CStr) -> io::Result<(File, Meta)> {
+    async fn open(&mut self, root: BorrowedFd<'_>, rel: &CStr) -> io::Result<(File, Meta)> {
         let data = Box::new(OpenData {
             path: rel.to_owned(),
             how: types::OpenHow::new()
                 .flags(files::OPEN_FLAGS)
                 .resolve(files::RESOLVE),
         });
-        let sqe = opcode::OpenAt2::new(types::Fd(self.root), data.path.as_ptr(), &data.how).build();
+        let root = types::Fd(root.as_raw_fd());
+        let sqe = opcode::OpenAt2::new(root, data.path.as_ptr(), &data.how).build();
         let file = UnsubmittedOneshot::new(data, OpenDone, sqe)
             .submit()
             .await?;

@@ -9,7 +9,6 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +18,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::Shared;
 use crate::clock::Clock;
 use crate::conn::{self, Ctx, Phase, Transport};
+use crate::stats::WorkerPhase;
 
 /// The engine-specific half of a listener.
 #[allow(async_fn_in_trait)]
@@ -38,7 +38,7 @@ pub trait Driver {
     /// Starts this thread's runtime and runs `fut` on it to completion (inside a `LocalSet`).
     fn block_on(fut: impl Future<Output = ()>) -> io::Result<()>;
     /// Wraps a bound, listening socket; called inside the runtime.
-    fn acceptor(listener: std::net::TcpListener, root: RawFd) -> io::Result<Self::Acceptor>;
+    fn acceptor(listener: std::net::TcpListener) -> io::Result<Self::Acceptor>;
 }
 
 /// Why a worker could not start.
@@ -60,13 +60,16 @@ pub fn run_worker<D: Driver>(
 ) {
     let report = ready.clone();
     let ran = D::block_on(async move {
-        let acceptor = match D::acceptor(listener, shared.root_fd.as_raw_fd()) {
+        let acceptor = match D::acceptor(listener) {
             Ok(a) => a,
             Err(error) => {
                 let _ = ready.send(Err(WorkerError { index, error }));
                 return;
             }
         };
+        // Serving from here on (its listener accepts), before start-up reports the server as
+        // listening, so readiness never lags the listening line.
+        shared.stats.workers[index].set_phase(WorkerPhase::Serving);
         let _ = ready.send(Ok(()));
         if index == 0 && crate::fault::injected("worker-exit") {
             return;
@@ -85,16 +88,15 @@ async fn run<A: Acceptor>(
     worker: usize,
     mut stop: watch::Receiver<bool>,
 ) {
-    let limits = &shared.config.limits;
-    let max = limits.max_connections_per_worker;
-    let shutdown_after = Duration::from_secs(limits.shutdown_timeout_secs);
+    // Fixed for the process's life: a reload reports a change of it as needing a restart.
+    let max = shared.current().config.limits.max_connections_per_worker;
     let slots = Arc::new(Semaphore::new(max));
     let ctx = Rc::new(Ctx::new(shared.clone(), worker, Clock::System));
     let sweeper = tokio::task::spawn_local({
         let deadlines = ctx.deadlines.clone();
         async move { deadlines.run().await }
     });
-    let stats = &shared.stats.workers[worker];
+    let stats = ctx.stats();
 
     loop {
         let permit = tokio::select! {
@@ -109,13 +111,14 @@ async fn run<A: Acceptor>(
             Ok((conn, peer)) => {
                 stats.connection_opened();
                 let ctx = ctx.clone();
+                let settings = ctx.settings_for_new_connection();
                 tokio::task::spawn_local(async move {
                     // Counted closed even if serving panics and the task unwinds.
                     let _open = OpenConnection {
                         ctx: &ctx,
                         _slot: permit,
                     };
-                    conn::serve(conn, peer.ip().to_canonical(), &ctx).await;
+                    conn::serve(conn, peer.ip().to_canonical(), &ctx, settings).await;
                 });
             }
             Err(e) => {
@@ -128,6 +131,8 @@ async fn run<A: Acceptor>(
 
     acceptor.stop();
     ctx.set_phase(Phase::Draining);
+    // The drain's limit is the one in force when it starts (a reload may have changed it).
+    let shutdown_after = Duration::from_secs(shared.current().config.limits.shutdown_timeout_secs);
     if tokio::time::timeout(shutdown_after, all_closed(&slots, max))
         .await
         .is_err()
@@ -140,6 +145,7 @@ async fn run<A: Acceptor>(
         let _ = tokio::time::timeout(Duration::from_secs(2), all_closed(&slots, max)).await;
     }
     sweeper.abort();
+    stats.set_phase(WorkerPhase::Stopped);
 }
 
 /// Resolves once every one of the `max` connection slots is free again.
@@ -165,7 +171,7 @@ struct OpenConnection<'a> {
 
 impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
-        self.ctx.shared.stats.workers[self.ctx.worker].connection_closed();
+        self.ctx.stats().connection_closed();
     }
 }
 

@@ -110,6 +110,8 @@ pub struct FileCache {
     max_bytes: usize,
     max_file: u64,
     revalidate: Duration,
+    /// The settings generation whose root and rules filled it.
+    generation: u64,
 }
 
 impl FileCache {
@@ -121,16 +123,34 @@ impl FileCache {
             max_bytes,
             max_file: if max_bytes == 0 { 0 } else { max_file },
             revalidate,
+            generation: 0,
         }
     }
 
-    /// The cache the `[files]` settings describe.
-    pub fn for_config(files: &config::Files) -> FileCache {
-        FileCache::new(
+    /// The cache the `[files]` settings of settings generation `generation` describe.
+    pub fn for_config(files: &config::Files, generation: u64) -> FileCache {
+        let mut c = FileCache::new(
             files.cache_bytes_per_worker,
             files.cache_max_file_bytes,
             Duration::from_secs(files.cache_revalidate_secs),
-        )
+        );
+        c.generation = generation;
+        c
+    }
+
+    /// The settings generation this cache serves (see [`crate::settings::Settings`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether it keeps anything at all.
+    pub fn enabled(&self) -> bool {
+        self.max_file > 0
+    }
+
+    /// Memory counted against the budget now: bodies, keys and the fixed overhead per entry.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Whether a file of this size would be kept.

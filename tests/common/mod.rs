@@ -442,6 +442,33 @@ impl Server {
         String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
     }
 
+    /// Waits (at most [`IO_TIMEOUT`]) until stderr holds `needle` at least `count` times, and
+    /// returns it; panics with what it holds otherwise.
+    pub fn wait_stderr(&self, needle: &str, count: usize) -> String {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            let err = self.stderr();
+            if err.matches(needle).count() >= count {
+                return err;
+            }
+            if Instant::now() > deadline {
+                panic!("stderr never held {count}× {needle:?}:\n{err}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The config file the server was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("uring.toml")
+    }
+
+    /// Rewrites the config file through `edit` (for reload tests).
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(self.config_path()).unwrap();
+        std::fs::write(self.config_path(), edit(text)).unwrap();
+    }
+
     pub fn connect(&self) -> TcpStream {
         let s = TcpStream::connect(self.addr).unwrap();
         s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
