@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Engine, IO_TIMEOUT, Opts, Response, Server, binary_bytes, read_response};
+use common::{BIN, Engine, IO_TIMEOUT, Opts, Response, Server, read_response};
 
 engine_tests!(
     metrics_count_exactly_what_was_served,
@@ -279,17 +279,7 @@ fn health_readiness_and_other_paths(e: Engine) {
 
 fn readyz_turns_503_while_draining(e: Engine) {
     let (mut s, addr) = start(Opts::new(e).extra("[limits]\nshutdown_timeout_secs = 60"));
-    let big = binary_bytes(20 << 20);
-    std::fs::write(s.root.join("big.png"), &big).unwrap();
-    let mut c = s.connect();
-    // A small receive buffer keeps the response in flight until this test reads it.
-    socket2::SockRef::from(&c)
-        .set_recv_buffer_size(64 * 1024)
-        .unwrap();
-    c.write_all(b"GET /big.png HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    let mut first = [0u8; 4096];
-    c.read_exact(&mut first).unwrap();
+    let (mut c, big, first) = s.download_in_flight();
     assert_eq!(admin(addr, "GET", "/readyz").status, 200);
 
     s.signal(libc::SIGTERM);

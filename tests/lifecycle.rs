@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{BufReader, Read, Write};
 
-use common::{Engine, Opts, Server, assert_closed, binary_bytes, read_response};
+use common::{Engine, Opts, Server, assert_closed, read_response};
 
 engine_tests!(
     access_log_line_has_the_documented_fields,
@@ -154,17 +154,7 @@ fn no_log_line_is_lost_under_load(e: Engine) {
 
 fn sigterm_finishes_in_flight_response(e: Engine) {
     let mut s = Server::start(e);
-    let big = binary_bytes(20 << 20);
-    std::fs::write(s.root.join("big.png"), &big).unwrap();
-    let mut c = s.connect();
-    // A small receive buffer keeps most of the response inside the server when the signal lands.
-    socket2::SockRef::from(&c)
-        .set_recv_buffer_size(64 * 1024)
-        .unwrap();
-    c.write_all(b"GET /big.png HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    let mut first = [0u8; 4096];
-    c.read_exact(&mut first).unwrap();
+    let (mut c, big, first) = s.download_in_flight();
     s.signal(libc::SIGTERM);
     // While the download drains, new connections are refused rather than left unanswered.
     let mut refused = false;

@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{BufReader, Read, Write};
 
-use common::{Engine, Opts, Server, binary_bytes, read_response};
+use common::{Engine, Opts, Server, read_response};
 
 engine_tests!(
     sigquit_stops_gracefully_like_sigterm,
@@ -22,17 +22,7 @@ const RELOADED: &str = "configuration reloaded from ";
 
 fn sigquit_stops_gracefully_like_sigterm(e: Engine) {
     let mut s = Server::start(e);
-    let big = binary_bytes(20 << 20);
-    std::fs::write(s.root.join("big.png"), &big).unwrap();
-    let mut c = s.connect();
-    // A small receive buffer keeps most of the response inside the server when the signal lands.
-    socket2::SockRef::from(&c)
-        .set_recv_buffer_size(64 * 1024)
-        .unwrap();
-    c.write_all(b"GET /big.png HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    let mut first = [0u8; 4096];
-    c.read_exact(&mut first).unwrap();
+    let (mut c, big, first) = s.download_in_flight();
     s.signal(libc::SIGQUIT);
     s.wait_stderr("SIGQUIT: finishing in-flight responses", 1);
     let mut rest = Vec::new();

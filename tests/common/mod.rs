@@ -489,6 +489,23 @@ impl Server {
         read_response(&mut BufReader::new(s), head_only).expect("a response")
     }
 
+    /// Starts a 20 MiB download of a new `big.png` that stays in flight (a small receive buffer
+    /// keeps most of it inside the server) and reads its first 4 KiB. Returns the connection,
+    /// the file's bytes and what was read, for the shutdown and drain tests.
+    pub fn download_in_flight(&self) -> (TcpStream, Vec<u8>, [u8; 4096]) {
+        let big = binary_bytes(20 << 20);
+        std::fs::write(self.root.join("big.png"), &big).unwrap();
+        let mut c = self.connect();
+        socket2::SockRef::from(&c)
+            .set_recv_buffer_size(64 * 1024)
+            .unwrap();
+        c.write_all(b"GET /big.png HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut first = [0u8; 4096];
+        c.read_exact(&mut first).unwrap();
+        (c, big, first)
+    }
+
     /// Sends raw bytes and returns everything the server sends until it closes the connection.
     pub fn exchange_until_close(&self, raw: &[u8]) -> Vec<u8> {
         let mut s = self.connect();
