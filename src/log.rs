@@ -252,9 +252,14 @@ pub fn format_into(line: &mut String, r: &Record) {
 }
 
 /// Keeps the log one record per line and space-separated: anything outside printable ASCII, and
-/// the space and backslash themselves, is written as `\xNN`.
+/// the space and backslash themselves, is written as `\xNN`, and an empty value as `-` (a target
+/// of `?x` has an empty path), so a line always has its seven fields.
 fn push_escaped(line: &mut String, s: &str) {
     use std::fmt::Write as _;
+    if s.is_empty() {
+        line.push('-');
+        return;
+    }
     for b in s.bytes() {
         if b.is_ascii_graphic() && b != b'\\' {
             line.push(b as char);
@@ -285,6 +290,24 @@ mod tests {
             line,
             "2026-11-18T11:06:40.123Z 127.0.0.1 /a\\x20b\\x5c 200 GET 2027 85us\n"
         );
+    }
+
+    /// Found by the property suite: `BREW ?x HTTP/1.1` logs an empty path, which left two
+    /// spaces side by side and a line of six whitespace-separated fields.
+    #[test]
+    fn an_empty_path_or_method_is_logged_as_a_dash() {
+        let r = Record {
+            time: SystemTime::UNIX_EPOCH,
+            ip: "127.0.0.1".parse().unwrap(),
+            path: String::new(),
+            status: 405,
+            method: String::new(),
+            bytes: 0,
+            duration: Duration::ZERO,
+        };
+        let mut line = String::new();
+        format_into(&mut line, &r);
+        assert_eq!(line, "1970-01-01T00:00:00.000Z 127.0.0.1 - 405 - 0 0us\n");
     }
 
     #[test]

@@ -72,7 +72,9 @@ fn refused_requests_are_logged_too(e: Engine) {
     s.get("/photo.jpg");
     s.exchange_until_close(b"GET /x HTTP/1.1\r\n\r\n");
     s.exchange_until_close(b"BREW /pot HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    let lines = s.log_lines(4);
+    // An empty path (the target is only a query) is logged as `-`, keeping seven fields.
+    s.exchange_until_close(b"BREW ?x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let lines = s.log_lines(5);
     let mut got: Vec<(String, String, String)> = lines
         .iter()
         .map(|l| {
@@ -82,6 +84,7 @@ fn refused_requests_are_logged_too(e: Engine) {
         .collect();
     got.sort();
     let want = [
+        ("-", "405", "BREW"),
         ("/missing.html", "404", "GET"),
         ("/photo.jpg", "403", "GET"),
         ("/pot", "405", "BREW"),
