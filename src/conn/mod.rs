@@ -174,6 +174,8 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
     // When the first byte of the current request arrived: the header timeout runs from there.
     let mut head_started: Option<Instant> = None;
     let mut idle_since = ctx.clock.now();
+    // Responses sent so far, for `max_requests_per_connection` (the exchange decides).
+    let mut served: u64 = 0;
 
     loop {
         // The body of the parsed head, as far as it has arrived; `complete` once it has.
@@ -230,7 +232,8 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
             // still coming.
             let body_unread =
                 !complete && parsed.as_ref().is_ok_and(|r| r.body_len > 0 || r.chunked);
-            let outcome = answer(&mut io, ctx, peer, parsed, &buf, &timer).await;
+            let outcome = answer(&mut io, ctx, peer, parsed, &buf, &timer, served).await;
+            served += 1;
             head_started = None;
             idle_since = ctx.clock.now();
             match (outcome, consumed) {
@@ -287,7 +290,7 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx) {
                 // what arrived of it; an idle keep-alive just closes.
                 if head_started.is_some() {
                     let timed_out = Err(Refusal::Timeout);
-                    let _ = answer(&mut io, ctx, peer, timed_out, &buf, &timer).await;
+                    let _ = answer(&mut io, ctx, peer, timed_out, &buf, &timer, served).await;
                 }
                 socket.shut(Shutdown::Both);
                 return;
@@ -332,7 +335,8 @@ enum Outcome {
 }
 
 /// Runs the exchange, sends, logs and counts one response. `Err(refusal)` is a request that was
-/// refused before it parsed; `head` is what arrived of it, for the log.
+/// refused before it parsed; `head` is what arrived of it, for the log. `served` responses went
+/// out on this connection before this one.
 async fn answer<T: Transport>(
     io: &mut T,
     ctx: &Ctx,
@@ -340,6 +344,7 @@ async fn answer<T: Transport>(
     parsed: Result<Request<'_>, Refusal>,
     head: &[u8],
     timer: &Deadline,
+    served: u64,
 ) -> Outcome {
     let shared = &*ctx.shared;
     let logging = shared.log.enabled();
@@ -349,7 +354,7 @@ async fn answer<T: Transport>(
     // (method, path) as the log shows them, built only when something will be logged.
     let (plan, who) = match parsed {
         Ok(req) => {
-            let mut plan = run_exchange(io, ctx, &req).await;
+            let mut plan = run_exchange(io, ctx, &req, served).await;
             if let Body::File { len, .. } = plan.body {
                 if let Err(e) = io.secure_body(len) {
                     let head_only = req.method == http::Method::Head;
@@ -403,9 +408,15 @@ async fn answer<T: Transport>(
 }
 
 /// Drives `req`'s exchange to its plan, doing each file-system step with the engine.
-async fn run_exchange<T: Transport>(io: &mut T, ctx: &Ctx, req: &Request<'_>) -> Plan<T::File> {
+async fn run_exchange<T: Transport>(
+    io: &mut T,
+    ctx: &Ctx,
+    req: &Request<'_>,
+    served: u64,
+) -> Plan<T::File> {
     let conn = ConnState {
         draining: ctx.phase.get() != Phase::Running,
+        served,
     };
     let mut ex = Exchange::new(&ctx.shared, &ctx.cache, req, conn);
     let mut step = ex.start(ctx.clock.now());
