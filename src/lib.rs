@@ -19,6 +19,8 @@ pub mod engine;
 pub mod exchange;
 pub mod fault;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod log;
 pub mod probe;
