@@ -23,6 +23,7 @@ pub mod files;
 pub mod fuzzing;
 pub mod http;
 pub mod log;
+pub mod panics;
 pub mod probe;
 pub mod respond;
 pub mod server;

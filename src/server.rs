@@ -89,6 +89,7 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
         tracing::warn!("io_uring is unavailable, serving with the epoll engine: {why}");
     }
     raise_fd_limit();
+    crate::panics::install_hook();
     let root_fd: OwnedFd = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_DIRECTORY)

@@ -102,6 +102,9 @@ pub struct Ctx {
     pub cache: RefCell<FileCache>,
     /// Where "now" comes from.
     pub clock: Clock,
+    /// The debug-build fault `conn-panic`: a request for `/__panic` panics (see
+    /// [`crate::fault`]). Read once when the worker starts; always false in release builds.
+    pub panic_on_request: bool,
 }
 
 impl Ctx {
@@ -115,6 +118,7 @@ impl Ctx {
             deadlines: Rc::new(Deadlines::new(clock.clone())),
             cache: RefCell::new(cache),
             clock,
+            panic_on_request: crate::fault::injected("conn-panic"),
         }
     }
 
@@ -354,6 +358,9 @@ async fn answer<T: Transport>(
     // (method, path) as the log shows them, built only when something will be logged.
     let (plan, who) = match parsed {
         Ok(req) => {
+            if ctx.panic_on_request && *req.path == *b"/__panic" {
+                panic!("injected fault conn-panic");
+            }
             let mut plan = run_exchange(io, ctx, &req, served).await;
             if let Body::File { len, .. } = plan.body {
                 if let Err(e) = io.secure_body(len) {

@@ -1,14 +1,15 @@
 //! A worker's life, shared by both engines: its runtime, its accept loop, its shutdown sequence.
 //!
 //! Each worker owns one listener and one single-threaded runtime. It caps its open connections
-//! with a semaphore, spawns one local task per connection, and on shutdown stops accepting, lets
+//! with a semaphore, spawns one local task per connection (a panic in one is contained to it:
+//! see [`crate::panics`]), and on shutdown stops accepting, lets
 //! in-flight responses finish (closing idle connections at once), and after
 //! `shutdown_timeout_secs` aborts whatever is left. An engine plugs in through [`Driver`]: how to
 //! run a runtime on this thread, and how to accept on it.
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::Shared;
 use crate::clock::Clock;
 use crate::conn::{self, Ctx, Phase, Transport};
+use crate::panics;
 
 /// The engine-specific half of a listener.
 #[allow(async_fn_in_trait)]
@@ -110,12 +112,23 @@ async fn run<A: Acceptor>(
                 stats.connection_opened();
                 let ctx = ctx.clone();
                 tokio::task::spawn_local(async move {
-                    // Counted closed even if serving panics and the task unwinds.
                     let _open = OpenConnection {
                         ctx: &ctx,
                         _slot: permit,
                     };
-                    conn::serve(conn, peer.ip().to_canonical(), &ctx).await;
+                    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+                    let socket = conn.handle();
+                    let served = panics::contain(conn::serve(conn, peer.ip(), &ctx)).await;
+                    if let Err(why) = served {
+                        // A bug, confined to this connection: close it, say who it was, go on.
+                        socket.shut(Shutdown::Both);
+                        tracing::error!(
+                            worker,
+                            %peer,
+                            "connection task failed with a panic: {why}; its connection was \
+                             closed and the worker goes on"
+                        );
+                    }
                 });
             }
             Err(e) => {
