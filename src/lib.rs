@@ -29,6 +29,7 @@ pub mod respond;
 pub mod server;
 pub mod site;
 pub mod stats;
+pub mod tally;
 
 use std::os::fd::OwnedFd;
 

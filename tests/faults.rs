@@ -4,12 +4,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::time::Duration;
 
-use common::{Engine, Opts};
+use common::{Engine, Opts, read_response};
 
-engine_tests!(a_panicking_connection_costs_only_itself);
+engine_tests!(
+    a_panicking_connection_costs_only_itself,
+    out_of_descriptors_at_accept_stays_quiet,
+    the_open_files_limit_is_raised_and_said_once,
+);
 
 /// Waits (bounded) until `f` holds; returns whether it did. For state the server reaches a moment
 /// after the client sees the answer (a line on stderr, a descriptor closed through the ring).
@@ -23,6 +27,20 @@ fn eventually(mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// The server's descriptor count once it has stopped changing (a closed socket is released a
+/// moment after the client sees the close, through the ring on the uring engine).
+fn settled_fds(s: &common::Server) -> usize {
+    let mut last = s.open_fds();
+    let mut same = 0;
+    while same < 5 {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = s.open_fds();
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
+
 fn a_panicking_connection_costs_only_itself(e: Engine) {
     let mut o = Opts::new(e);
     // One worker: the connection served after the panic is served by the worker that panicked.
@@ -30,14 +48,11 @@ fn a_panicking_connection_costs_only_itself(e: Engine) {
     o.env
         .push(("URING_HTTPD_FAULT".into(), "conn-panic".into()));
     let mut s = o.start();
-    assert_eq!(s.get("/style.css").status, 200);
-    let mut baseline = s.open_fds();
-    eventually(|| {
-        let now = s.open_fds();
-        let settled = now == baseline;
-        baseline = now;
-        settled
-    });
+    // Warm up (the file cached, a pipe pooled), on a connection the server closes itself.
+    let out =
+        s.exchange_until_close(b"GET /style.css HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let baseline = settled_fds(&s);
 
     let mut c = s.connect();
     let port = c.local_addr().unwrap().port();
@@ -67,12 +82,95 @@ fn a_panicking_connection_costs_only_itself(e: Engine) {
         "{err}"
     );
     assert_eq!(err.matches("conn-panic").count(), 1, "said once: {err}");
-    assert!(
-        eventually(|| s.open_fds() == baseline),
-        "descriptors: {} now, {baseline} before",
-        s.open_fds()
-    );
+    assert_eq!(settled_fds(&s), baseline, "descriptors now and before");
     // Nothing else changed: a clean exit, every answered request logged.
     assert!(s.stop().success(), "{}", s.stderr());
     assert_eq!(s.log_lines(2).len(), 2);
+}
+
+/// With 64 descriptors and 150 clients, most connections wait in the backlog while every
+/// accept fails with EMFILE, and requests that were accepted with the last descriptors get 503s
+/// (no descriptor left for their file): stderr gets one line per worker for each (and a count
+/// at most every 10 s), not one per failure. Once clients leave, accepting resumes.
+fn out_of_descriptors_at_accept_stays_quiet(e: Engine) {
+    let mut o = Opts::new(e).extra("[limits]\nkeep_alive_timeout_secs = 60");
+    o.nofile = Some(64);
+    let s = o.start();
+    let started = s.stderr().lines().count();
+    let mut clients = Vec::new();
+    for _ in 0..150 {
+        // The kernel completes the handshake into the backlog whether or not it is accepted.
+        let mut c = s.connect();
+        c.write_all(b"GET /style.css HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        clients.push(c);
+    }
+    // Every worker fills its table and then fails at accept; let that go on for many rounds of
+    // the accept loop (a failure a few milliseconds apart before this change).
+    let failing = || {
+        s.stderr()
+            .matches("accept failed: Too many open files")
+            .count()
+    };
+    assert!(eventually(|| failing() == 2), "{}", s.stderr());
+    std::thread::sleep(Duration::from_millis(500));
+    let err = s.stderr();
+    let new_lines: Vec<&str> = err.lines().skip(started).collect();
+    // Per worker: one line for accepts, one for the first request that could not open its file.
+    assert!(
+        new_lines.len() <= 4,
+        "{} new lines:\n{err}",
+        new_lines.len()
+    );
+    assert!(
+        new_lines.iter().all(|l| {
+            (l.contains("accept failed") && l.contains("(limit 64)"))
+                || l.contains("503: file system: Too many open files")
+        }),
+        "{err}"
+    );
+    // Clients leave: the waiting ones are accepted and answered (a 503 where a worker that had
+    // not cached the file still found no descriptor for it), and new ones are served.
+    let waiting = clients.split_off(120);
+    drop(clients);
+    for c in waiting {
+        let mut r = BufReader::new(c);
+        let resp = read_response(&mut r, false).expect("answered once descriptors are free");
+        assert!(matches!(resp.status, 200 | 503), "{resp:?}");
+    }
+    assert_eq!(s.get("/style.css").status, 200);
+}
+
+/// Started with a soft limit of 256 below the hard one, the server raises it and says so in one
+/// start-up line; started at the hard limit, it says that instead.
+fn the_open_files_limit_is_raised_and_said_once(e: Engine) {
+    let hard = common::nofile_hard();
+    if hard <= 256 {
+        eprintln!("skipped: the hard descriptor limit here ({hard}) leaves nothing to raise");
+        return;
+    }
+    let mut o = Opts::new(e);
+    o.nofile_soft = Some(256);
+    let s = o.start();
+    let line = format!("open files limit raised to {hard} (was 256)");
+    let err = s.stderr();
+    assert_eq!(err.matches("open files limit").count(), 1, "{err}");
+    assert!(err.contains(&line), "{err}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", s.pid())).unwrap();
+    let row = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = row.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, [hard.to_string(), hard.to_string()], "{row}");
+
+    let mut o = Opts::new(e);
+    o.nofile = Some(300);
+    let s = o.start();
+    let err = s.stderr();
+    assert_eq!(err.matches("open files limit").count(), 1, "{err}");
+    assert!(
+        err.contains("open files limit 300 (already the hard limit)"),
+        "{err}"
+    );
 }

@@ -34,6 +34,7 @@ use crate::http::chunked::{self, Progress};
 use crate::http::{self, ParseError, Request, Status, response};
 use crate::log::Record;
 use crate::respond::{Body, Plan};
+use crate::tally::{self, Report, Tally};
 
 #[cfg(test)]
 mod tests;
@@ -102,6 +103,9 @@ pub struct Ctx {
     pub cache: RefCell<FileCache>,
     /// Where "now" comes from.
     pub clock: Clock,
+    /// 5xx answers for want of descriptors or memory, reported through a tally rather than one
+    /// line each (under exhaustion they come at the request rate).
+    pub scarce: RefCell<Tally>,
     /// The debug-build fault `conn-panic`: a request for `/__panic` panics (see
     /// [`crate::fault`]). Read once when the worker starts; always false in release builds.
     pub panic_on_request: bool,
@@ -118,6 +122,7 @@ impl Ctx {
             deadlines: Rc::new(Deadlines::new(clock.clone())),
             cache: RefCell::new(cache),
             clock,
+            scarce: RefCell::new(Tally::default()),
             panic_on_request: crate::fault::injected("conn-panic"),
         }
     }
@@ -385,7 +390,31 @@ async fn answer<T: Transport>(
             .as_ref()
             .map_or("-".to_string(), |c| c.to_string());
         let path = who.as_ref().map_or("-", |(_, p)| p.as_str());
-        tracing::error!(worker = ctx.worker, %peer, path, "{status}: {cause}");
+        let scarce = match &plan.cause {
+            Some(Refusal::Io(e) | Refusal::BodyUnavailable(e)) => tally::scarce(e),
+            _ => false,
+        };
+        let worker = ctx.worker;
+        if !scarce {
+            tracing::error!(worker, %peer, path, "{status}: {cause}");
+        } else {
+            match ctx.scarce.borrow_mut().event(ctx.clock.now()) {
+                Some(Report::First) => tracing::error!(
+                    worker,
+                    %peer,
+                    path,
+                    "{status}: {cause}; further answers failing for want of resources are \
+                     counted and reported every {}s",
+                    tally::INTERVAL.as_secs()
+                ),
+                Some(Report::Since { count, secs }) => tracing::error!(
+                    worker,
+                    "{count} answers failed for want of resources in the last {secs}s; the \
+                     last one: {status}: {cause}"
+                ),
+                None => {}
+            }
+        }
     }
     let keep_alive = plan.keep_alive;
     let wire = plan.wire_len();

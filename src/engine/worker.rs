@@ -18,9 +18,10 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
 use crate::Shared;
-use crate::clock::Clock;
+use crate::clock::{Clock, Instant};
 use crate::conn::{self, Ctx, Phase, Transport};
 use crate::panics;
+use crate::tally::{self, Report, Tally};
 
 /// The engine-specific half of a listener.
 #[allow(async_fn_in_trait)]
@@ -97,6 +98,7 @@ async fn run<A: Acceptor>(
         async move { deadlines.run().await }
     });
     let stats = &shared.stats.workers[worker];
+    let mut accept_errors = AcceptErrors::default();
 
     loop {
         let permit = tokio::select! {
@@ -109,6 +111,9 @@ async fn run<A: Acceptor>(
         };
         match accepted {
             Ok((conn, peer)) => {
+                if let Some(line) = accept_errors.accepted(ctx.clock.now()) {
+                    tracing::warn!(worker, "{line}");
+                }
                 stats.connection_opened();
                 let ctx = ctx.clone();
                 tokio::task::spawn_local(async move {
@@ -132,9 +137,16 @@ async fn run<A: Acceptor>(
                 });
             }
             Err(e) => {
-                // Out of descriptors or a connection reset before accept: wait a little, go on.
-                tracing::warn!(worker, "accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                let now = ctx.clock.now();
+                if let Some(line) = accept_errors.failed(&e, now) {
+                    tracing::warn!(worker, "{line}");
+                }
+                // Out of descriptors (or memory): the connection stays in the backlog and the
+                // next accept would fail at once, so pause this worker's accepts; a connection
+                // reset before it was accepted is just skipped.
+                if let Some(pause) = accept_errors.pause(&e) {
+                    tokio::time::sleep(pause).await;
+                }
             }
         }
     }
@@ -153,6 +165,74 @@ async fn run<A: Acceptor>(
         let _ = tokio::time::timeout(Duration::from_secs(2), all_closed(&slots, max)).await;
     }
     sweeper.abort();
+}
+
+/// The first pause after an accept failed for want of descriptors or memory; it doubles while
+/// accepts keep failing, up to [`ACCEPT_PAUSE_MAX`].
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
+/// The longest pause between accepts while they fail for want of resources.
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_millis(100);
+
+/// Failing accepts, kept quiet: under descriptor exhaustion every accept fails at once, and one
+/// log line per failure would flood stderr (thousands a second) exactly when the operator needs
+/// to read it. They are reported through a [`Tally`] (the first at once, then a count at most
+/// every [`tally::INTERVAL`]), and the pause between accepts grows while they keep failing for
+/// want of resources.
+#[derive(Debug, Default)]
+struct AcceptErrors {
+    tally: Tally,
+    /// The last failure's text.
+    last: String,
+    /// The current pause, while failures for want of resources go on.
+    pause: Option<Duration>,
+}
+
+impl AcceptErrors {
+    /// Records a failed accept; returns the line to log, if one is due.
+    fn failed(&mut self, e: &io::Error, now: Instant) -> Option<String> {
+        self.last = tally::describe(e);
+        let report = self.tally.event(now)?;
+        Some(self.line(report, ""))
+    }
+
+    /// Records a successful accept; returns the line to log, if failures are waiting to be
+    /// reported and one is due.
+    fn accepted(&mut self, now: Instant) -> Option<String> {
+        self.pause = None;
+        if !self.tally.pending() {
+            return None;
+        }
+        let report = self.tally.due(now)?;
+        Some(self.line(report, "; accepting again"))
+    }
+
+    fn line(&self, report: Report, tail: &str) -> String {
+        match report {
+            Report::First => format!(
+                "accept failed: {}; further failures are counted and reported every {}s",
+                self.last,
+                tally::INTERVAL.as_secs()
+            ),
+            Report::Since { count, secs } => format!(
+                "accept failed {count} times in the last {secs}s: {}{tail}",
+                self.last
+            ),
+        }
+    }
+
+    /// How long to wait before the next accept after `e`: nothing for a connection that failed
+    /// on its own (reset before it was accepted), a growing pause when descriptors or memory ran
+    /// out.
+    fn pause(&mut self, e: &io::Error) -> Option<Duration> {
+        if !tally::scarce(e) {
+            return None;
+        }
+        let next = self
+            .pause
+            .map_or(ACCEPT_PAUSE_MIN, |p| (p * 2).min(ACCEPT_PAUSE_MAX));
+        self.pause = Some(next);
+        Some(next)
+    }
 }
 
 /// Resolves once every one of the `max` connection slots is free again.
@@ -187,5 +267,66 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
         if stop.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emfile() -> io::Error {
+        io::Error::from_raw_os_error(libc::EMFILE)
+    }
+
+    #[test]
+    fn accept_failures_are_reported_once_then_counted_per_interval() {
+        let mut a = AcceptErrors::default();
+        let t0 = Instant::now();
+        let first = a
+            .failed(&emfile(), t0)
+            .expect("the first failure is reported");
+        assert!(
+            first.starts_with("accept failed: Too many open files (os error 24) (limit "),
+            "{first}"
+        );
+        // A storm within the interval: silent.
+        for i in 1..2400 {
+            let at = t0 + Duration::from_millis(i * 4);
+            assert_eq!(a.failed(&emfile(), at), None);
+        }
+        let at = t0 + Duration::from_secs(10);
+        let line = a.failed(&emfile(), at).expect("a report per interval");
+        assert!(
+            line.starts_with("accept failed 2400 times in the last 10s: Too many open files"),
+            "{line}"
+        );
+        // Recovery within the next interval says nothing yet; after it, the count and that
+        // accepts work again.
+        assert_eq!(a.failed(&emfile(), at + Duration::from_secs(1)), None);
+        assert_eq!(a.accepted(at + Duration::from_secs(2)), None);
+        let line = a.accepted(at + Duration::from_secs(11)).unwrap();
+        assert!(
+            line.starts_with("accept failed 1 times in the last 11s"),
+            "{line}"
+        );
+        assert!(line.ends_with("; accepting again"), "{line}");
+        assert_eq!(
+            a.accepted(at + Duration::from_secs(30)),
+            None,
+            "nothing left"
+        );
+    }
+
+    #[test]
+    fn only_scarce_resources_pause_accepts_and_the_pause_grows_then_resets() {
+        let mut a = AcceptErrors::default();
+        let reset = io::Error::from_raw_os_error(libc::ECONNABORTED);
+        assert_eq!(a.pause(&reset), None);
+        let pauses: Vec<u64> = (0..6)
+            .map(|_| a.pause(&emfile()).unwrap().as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [10, 20, 40, 80, 100, 100]);
+        a.accepted(Instant::now());
+        assert_eq!(a.pause(&emfile()), Some(ACCEPT_PAUSE_MIN));
     }
 }

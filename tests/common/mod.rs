@@ -235,6 +235,8 @@ pub struct Opts {
     pub env: Vec<(String, String)>,
     /// A descriptor limit (soft and hard) for the server process.
     pub nofile: Option<u64>,
+    /// A soft descriptor limit for the server process, the hard one left as it is.
+    pub nofile_soft: Option<u64>,
 }
 
 impl Opts {
@@ -246,6 +248,7 @@ impl Opts {
             args: Vec::new(),
             env: Vec::new(),
             nofile: None,
+            nofile_soft: None,
         }
     }
 
@@ -258,6 +261,17 @@ impl Opts {
     pub fn start(self) -> Server {
         Server::start_with(self)
     }
+}
+
+/// This process's hard descriptor limit (what a child inherits).
+pub fn nofile_hard() -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into `l`, a valid rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) }, 0);
+    l.rlim_max
 }
 
 /// A running server and its temporary directory (config, root, access log).
@@ -354,11 +368,12 @@ impl Server {
         for (k, v) in &o.env {
             cmd.env(k, v);
         }
-        if let Some(n) = o.nofile {
+        if o.nofile.is_some() || o.nofile_soft.is_some() {
             use std::os::unix::process::CommandExt;
+            let hard = o.nofile.unwrap_or_else(nofile_hard);
             let limit = libc::rlimit {
-                rlim_cur: n,
-                rlim_max: n,
+                rlim_cur: o.nofile_soft.or(o.nofile).unwrap_or(hard),
+                rlim_max: hard,
             };
             // SAFETY: setrlimit is async-signal-safe and only touches the child being started.
             unsafe {
