@@ -97,7 +97,7 @@ pub fn start(target: &AccessTarget) -> io::Result<(AccessLog, Writer)> {
             return Ok((AccessLog::off(), Writer { handle: None }));
         }
         AccessTarget::Stdout => Box::new(io::stdout()),
-        AccessTarget::File(path) => Box::new(open_append(path)?),
+        AccessTarget::File(path) => Box::new(WholeLines::new(open_append(path)?)),
     };
     let (tx, rx) = mpsc::channel();
     let handle = std::thread::Builder::new()
@@ -117,6 +117,67 @@ fn open_append(path: &Path) -> io::Result<std::fs::File> {
         .append(true)
         .open(path)
         .map_err(|e| io::Error::new(e.kind(), format!("access log {}: {e}", path.display())))
+}
+
+/// A log file that only ever holds whole lines. When the file system fills, a write can stop in
+/// the middle of a line (a short write, then ENOSPC); left there, that fragment would be glued to
+/// the next line written once space frees up. So this tracks how much of an unfinished line the
+/// file holds and, when a write fails, truncates the file back to the end of its last whole line.
+/// The lines after it are reported lost by the writer, as before. Only files get this: standard
+/// output may be a pipe, which cannot be truncated (and does not fill up).
+struct WholeLines {
+    file: std::fs::File,
+    /// Bytes of an unfinished line at the end of the file.
+    torn: u64,
+}
+
+impl WholeLines {
+    fn new(file: std::fs::File) -> WholeLines {
+        WholeLines { file, torn: 0 }
+    }
+
+    /// Cuts an unfinished line off the end of the file. The file is opened O_APPEND and only
+    /// this writer appends to it, so its offset after our last write is its end.
+    fn untear(&mut self) {
+        use std::io::Seek;
+        if self.torn == 0 {
+            return;
+        }
+        let cut = self
+            .file
+            .stream_position()
+            .map(|end| end.saturating_sub(self.torn))
+            .and_then(|whole| self.file.set_len(whole));
+        if cut.is_ok() {
+            self.torn = 0;
+        }
+    }
+}
+
+impl Write for WholeLines {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.file.write(buf) {
+            Ok(n) => {
+                self.torn = match buf[..n].iter().rposition(|&b| b == b'\n') {
+                    Some(i) => (n - i - 1) as u64,
+                    None => self.torn + n as u64,
+                };
+                if n == 0 && !buf.is_empty() {
+                    // The caller gives up on a write that moves nothing.
+                    self.untear();
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                self.untear();
+                Err(e)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Drains in batches. While records keep coming it polls every few milliseconds, so senders

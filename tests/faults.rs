@@ -174,3 +174,97 @@ fn the_open_files_limit_is_raised_and_said_once(e: Engine) {
         "{err}"
     );
 }
+
+/// A tmpfs of 64 KiB mounted for one test, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount() -> Result<SmallDisk, std::io::Error> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir()?;
+        let target = CString::new(dir.path().as_os_str().as_bytes()).unwrap();
+        // SAFETY: mount(2) with NUL-terminated strings that live across the call.
+        let r = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                c"size=64k".as_ptr().cast(),
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        let target = std::ffi::CString::new(self.dir.path().as_os_str().as_bytes()).unwrap();
+        // SAFETY: umount2(2) on the mount point this value mounted.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// The access log on a file system that fills up (a 64 KiB tmpfs): the server keeps serving,
+/// says the log is failing, exits 1 for the lost lines, and the file holds whole lines only,
+/// never a torn one. Needs root for the mount; skipped visibly otherwise.
+#[test]
+fn a_full_disk_leaves_whole_access_lines_only() {
+    let disk = match SmallDisk::mount() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("skipped: cannot mount a 64 KiB tmpfs ({e}); this test needs root");
+            return;
+        }
+    };
+    let log = disk.dir.path().join("access.log");
+    let mut s = Opts::new(Engine::Epoll)
+        .extra(&format!("[log]\naccess = \"{}\"", log.display()))
+        .start();
+    // About 75 bytes a line: 2000 lines are more than twice what fits.
+    let c = s.connect();
+    let mut w = c.try_clone().unwrap();
+    let mut r = BufReader::new(c);
+    for i in 0..2000 {
+        let path = format!("/style.css?{i}");
+        w.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        assert_eq!(read_response(&mut r, false).unwrap().status, 200);
+        if i % 200 == 0 {
+            // Let the writer flush in several batches, as it does under real traffic.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    drop((w, r));
+    let status = s.stop();
+    let err = s.stderr();
+    assert_eq!(status.code(), Some(1), "lines were lost: {err}");
+    assert!(
+        err.contains("access log write failed: No space left on device"),
+        "{err}"
+    );
+    let text = std::fs::read(&log).unwrap();
+    assert!(
+        text.len() > 32 * 1024,
+        "the disk filled: {} bytes",
+        text.len()
+    );
+    assert!(
+        text.ends_with(b"\n"),
+        "a torn last line: {:?}",
+        &text[text.len() - 80..]
+    );
+    let text = String::from_utf8(text).unwrap();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f.len(), 7, "{line:?}");
+        assert_eq!((f[2], f[3], f[4]), ("/style.css", "200", "GET"), "{line:?}");
+    }
+}
