@@ -1,6 +1,7 @@
 //! Faults and exhaustion, over sockets on both engines: a connection whose task panics (the
 //! debug-build fault `URING_HTTPD_FAULT=conn-panic`) costs that connection only; running out of
-//! descriptors at accept keeps stderr to a few lines.
+//! descriptors at accept keeps stderr to a few lines; the access log on a full disk keeps whole
+//! lines; memory taken by a burst of connections goes back once they close.
 
 mod common;
 
@@ -13,6 +14,7 @@ engine_tests!(
     a_panicking_connection_costs_only_itself,
     out_of_descriptors_at_accept_stays_quiet,
     the_open_files_limit_is_raised_and_said_once,
+    memory_comes_back_after_a_burst,
 );
 
 /// Waits (bounded) until `f` holds; returns whether it did. For state the server reaches a moment
@@ -267,4 +269,57 @@ fn a_full_disk_leaves_whole_access_lines_only() {
         assert_eq!(f.len(), 7, "{line:?}");
         assert_eq!((f[2], f[3], f[4]), ("/style.css", "200", "GET"), "{line:?}");
     }
+}
+
+/// After a burst of 4,000 keep-alive connections closes, most of the memory they took goes back
+/// to the system (the worker trims the allocator once most of its connections are gone). The
+/// bound is generous, half of what the burst added, and measured once the resident size has
+/// stopped changing (waiting up to seconds for it), so it does not depend on timing; without
+/// the trim nearly all of it stays.
+fn memory_comes_back_after_a_burst(e: Engine) {
+    let mut o =
+        Opts::new(e).extra("[limits]\nkeep_alive_timeout_secs = 60\n[log]\naccess = \"off\"");
+    o.workers = 1;
+    let s = o.start();
+    assert_eq!(s.get("/style.css").status, 200);
+    let rss = || s.proc_status_kb("VmRSS");
+    let settled = || {
+        let mut last = rss();
+        let mut same = 0;
+        while same < 5 {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = rss();
+            same = if now == last { same + 1 } else { 0 };
+            last = now;
+        }
+        last
+    };
+    let start = settled();
+    let mut clients = Vec::new();
+    for _ in 0..4000 {
+        let mut c = s.connect();
+        c.write_all(b"GET /style.css HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        clients.push(c);
+    }
+    for c in &mut clients {
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+    }
+    let peak = rss();
+    assert!(
+        peak > start + 8 * 1024,
+        "the burst took memory: {start} -> {peak} KiB"
+    );
+    drop(clients);
+    // The worker gives the memory back half a second after the drain; wait (bounded) for it.
+    let bound = start + (peak - start) / 2;
+    eventually(|| settled() < bound);
+    let after = settled();
+    eprintln!("resident {start} KiB before, {peak} KiB at the peak, {after} KiB after");
+    assert!(
+        after < bound,
+        "resident {start} KiB before, {peak} KiB at the peak, {after} KiB after"
+    );
 }
