@@ -383,8 +383,10 @@ async fn answer<T: Transport>(
         ),
     };
     let status = plan.status.code();
-    if status >= 500 {
-        // Every 5xx is the server's problem: say why on stderr.
+    // Every 5xx is the server's problem: say why on stderr. Except 505, which says the client
+    // spoke another HTTP version: logged at the rate such requests come, it would let any client
+    // flood stderr (the soak test did).
+    if status >= 500 && plan.status != Status::HttpVersionNotSupported {
         let cause = plan
             .cause
             .as_ref()
