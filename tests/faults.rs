@@ -313,9 +313,10 @@ fn memory_comes_back_after_a_burst(e: Engine) {
         "the burst took memory: {start} -> {peak} KiB"
     );
     drop(clients);
-    // The worker gives the memory back half a second after the drain; wait (bounded) for it.
+    // The worker gives the memory back half a second after the drain (and again when the last
+    // connection is gone); wait, bounded, for most of it before asserting the generous bound.
     let bound = start + (peak - start) / 2;
-    eventually(|| settled() < bound);
+    eventually(|| settled() < start + (peak - start) / 8);
     let after = settled();
     eprintln!("resident {start} KiB before, {peak} KiB at the peak, {after} KiB after");
     assert!(

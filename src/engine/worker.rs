@@ -265,7 +265,11 @@ struct OpenConnection<'a> {
 impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
         self.ctx.shared.stats.workers[self.ctx.worker].connection_closed();
-        self.occupancy.closed(&self.ctx.deadlines);
+        // Not while the worker stops: the process is about to give everything back, and the
+        // runtime may be dropping its tasks already (nothing can be spawned then).
+        if self.ctx.phase.get() == Phase::Running {
+            self.occupancy.closed(&self.ctx.deadlines);
+        }
     }
 }
 
