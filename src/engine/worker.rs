@@ -113,7 +113,7 @@ async fn run<A: Acceptor>(
         };
         match accepted {
             Ok((conn, peer)) => {
-                if let Some(line) = accept_errors.accepted(ctx.clock.now()) {
+                if let Some(line) = accept_errors.accepted(&ctx.clock) {
                     tracing::warn!(worker, "{line}");
                 }
                 stats.connection_opened();
@@ -201,13 +201,13 @@ impl AcceptErrors {
     }
 
     /// Records a successful accept; returns the line to log, if failures are waiting to be
-    /// reported and one is due.
-    fn accepted(&mut self, now: Instant) -> Option<String> {
+    /// reported and one is due. Reads the clock only then: this runs for every connection.
+    fn accepted(&mut self, clock: &Clock) -> Option<String> {
         self.pause = None;
         if !self.tally.pending() {
             return None;
         }
-        let report = self.tally.due(now)?;
+        let report = self.tally.due(clock.now())?;
         Some(self.line(report, "; accepting again"))
     }
 
@@ -372,7 +372,8 @@ mod tests {
     #[test]
     fn accept_failures_are_reported_once_then_counted_per_interval() {
         let mut a = AcceptErrors::default();
-        let t0 = Instant::now();
+        let clock = Clock::manual();
+        let t0 = clock.now();
         let first = a
             .failed(&emfile(), t0)
             .expect("the first failure is reported");
@@ -394,18 +395,17 @@ mod tests {
         // Recovery within the next interval says nothing yet; after it, the count and that
         // accepts work again.
         assert_eq!(a.failed(&emfile(), at + Duration::from_secs(1)), None);
-        assert_eq!(a.accepted(at + Duration::from_secs(2)), None);
-        let line = a.accepted(at + Duration::from_secs(11)).unwrap();
+        clock.advance(Duration::from_secs(12));
+        assert_eq!(a.accepted(&clock), None);
+        clock.advance(Duration::from_secs(9));
+        let line = a.accepted(&clock).unwrap();
         assert!(
             line.starts_with("accept failed 1 times in the last 11s"),
             "{line}"
         );
         assert!(line.ends_with("; accepting again"), "{line}");
-        assert_eq!(
-            a.accepted(at + Duration::from_secs(30)),
-            None,
-            "nothing left"
-        );
+        clock.advance(Duration::from_secs(30));
+        assert_eq!(a.accepted(&clock), None, "nothing left");
     }
 
     #[test]
@@ -417,7 +417,7 @@ mod tests {
             .map(|_| a.pause(&emfile()).unwrap().as_millis() as u64)
             .collect();
         assert_eq!(pauses, [10, 20, 40, 80, 100, 100]);
-        a.accepted(Instant::now());
+        a.accepted(&Clock::System);
         assert_eq!(a.pause(&emfile()), Some(ACCEPT_PAUSE_MIN));
     }
 }
