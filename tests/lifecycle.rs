@@ -17,6 +17,7 @@ engine_tests!(
     sigint_shuts_down_cleanly,
     idle_connections_close_at_shutdown,
     a_worker_that_dies_stops_the_process_loudly,
+    a_worker_that_panics_stops_the_process_loudly,
 );
 
 /// Splits a log line into its fields, checking each one's shape.
@@ -239,6 +240,25 @@ fn a_worker_that_dies_stops_the_process_loudly(e: Engine) {
     let err = s.stderr();
     assert!(
         err.contains("worker 0 returned while serving; stopping the server"),
+        "{err}"
+    );
+    assert!(err.contains("a worker stopped unexpectedly"), "{err}");
+}
+
+/// The same when the worker thread panics (outside any connection, so nothing contains it): the
+/// panic is printed, the death logged, the others stopped, exit code 3.
+fn a_worker_that_panics_stops_the_process_loudly(e: Engine) {
+    let mut o = Opts::new(e);
+    o.env
+        .push(("URING_HTTPD_FAULT".into(), "worker-panic".into()));
+    let mut s = o.start();
+    s.panic_expected = true;
+    let status = s.wait();
+    assert_eq!(status.code(), Some(3), "{}", s.stderr());
+    let err = s.stderr();
+    assert!(err.contains("injected fault worker-panic"), "{err}");
+    assert!(
+        err.contains("worker 0 panicked while serving; stopping the server"),
         "{err}"
     );
     assert!(err.contains("a worker stopped unexpectedly"), "{err}");

@@ -75,6 +75,9 @@ pub fn run_worker<D: Driver>(
         if index == 0 && crate::fault::injected("worker-exit") {
             return;
         }
+        if index == 0 && crate::fault::injected("worker-panic") {
+            panic!("injected fault worker-panic");
+        }
         run(acceptor, shared, index, stop).await;
     });
     if let Err(error) = ran {

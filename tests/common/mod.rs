@@ -283,6 +283,9 @@ pub struct Server {
     pub log_path: PathBuf,
     stderr: Arc<Mutex<String>>,
     stdout: Arc<Mutex<Vec<u8>>>,
+    /// A test that makes the server panic on purpose sets this; otherwise any "panicked" on
+    /// stderr fails the test.
+    pub panic_expected: bool,
 }
 
 /// The config every test starts from; `[limits]` and `[log]` keys come from `Opts::extra`.
@@ -442,6 +445,7 @@ impl Server {
             dir,
             stderr,
             stdout,
+            panic_expected: false,
         }
     }
 
@@ -519,7 +523,10 @@ impl Server {
                 // Let the reader threads take the last output.
                 std::thread::sleep(Duration::from_millis(50));
                 let err = self.stderr();
-                assert!(!err.contains("panicked"), "the server panicked:\n{err}");
+                assert!(
+                    self.panic_expected || !err.contains("panicked"),
+                    "the server panicked:\n{err}"
+                );
                 return st;
             }
             if Instant::now() > deadline {
@@ -554,7 +561,7 @@ impl Drop for Server {
             // Every test also checks that nothing it sent made the server panic.
             std::thread::sleep(Duration::from_millis(20));
             let err = self.stderr();
-            if !std::thread::panicking() {
+            if !std::thread::panicking() && !self.panic_expected {
                 assert!(!err.contains("panicked"), "the server panicked:\n{err}");
             }
         }
