@@ -64,6 +64,18 @@ with tempfile.TemporaryDirectory() as d:
             time.sleep(2)
             soon = rss_kib(server.pid)
             time.sleep(3)
+            if os.environ.get("SMAPS") == "1":
+                # The mappings holding the most resident memory, to see where it stays.
+                rows, cur = [], None
+                for line in open(f"/proc/{server.pid}/smaps"):
+                    parts = line.split()
+                    if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                        cur = [line.strip()[:90], 0]
+                        rows.append(cur)
+                    elif parts[0] == "Rss:":
+                        cur[1] = int(parts[1])
+                for name, kib in sorted(rows, key=lambda r: -r[1])[:5]:
+                    print(f"    {kib:>8} KiB  {name}")
             print(f"cycle {cycle}    peak {peak:>8} KiB, 2 s after {soon:>8} KiB, 5 s after {rss_kib(server.pid):>8} KiB")
     finally:
         server.terminate()

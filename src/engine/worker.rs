@@ -292,7 +292,7 @@ const TRIM_DELAY: Duration = Duration::from_millis(500);
 /// for reuse and returns it to the system only from the arena's top, so after a burst of 10,000
 /// connections closed, some 100 MB stayed resident for good (`scripts/rss-cycles.py`, release
 /// build, 2 workers: 4.5 MB at start, 94 MB at the peak, 94-121 MB after each of 3 cycles; with
-/// this, 5-6 MB after on both engines, with an occasional 20-58 MB left on the uring engine). When at least [`TRIM_AFTER`] connections of a worker have closed
+/// this, 5.1-5.7 MB after every cycle on both engines). When at least [`TRIM_AFTER`] connections of a worker have closed
 /// since its peak and it is down to an eighth of that peak, it schedules `malloc_trim(0)` (after
 /// [`TRIM_DELAY`]), which hands the free pages of every arena back, and the peak starts again
 /// from what is open; when the last connection closes after such a trim, it trims once more. So
@@ -346,13 +346,26 @@ impl Occupancy {
     }
 }
 
-/// Returns the allocator's free pages to the system (glibc's `malloc_trim`; nothing elsewhere).
+/// Returns the allocator's free pages to the system (glibc; nothing elsewhere), in two steps.
+///
+/// `malloc_trim(0)` releases the free pages inside every arena, but not the free space at the
+/// top of a thread's arena: when a drain frees everything, small chunks wait in glibc's fast
+/// bins, merge into that top only when consolidated, and nothing then shrinks it (seen as 26 MB
+/// kept by one worker's arena, per /proc/PID/smaps, with under 1 MB in use). Freeing a block of
+/// at least 64 KiB in this thread's arena makes glibc consolidate and shrink the top, so that
+/// comes first.
 fn give_memory_back() {
     #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases memory the allocator holds free; it takes the arenas'
-    // locks itself and touches no memory the program uses.
-    unsafe {
-        libc::malloc_trim(0);
+    {
+        // 64 KiB and more is glibc's FASTBIN_CONSOLIDATION_THRESHOLD; below 128 KiB, its smallest
+        // mmap threshold, so it comes from (and returns to) this thread's arena.
+        let block: Vec<u8> = Vec::with_capacity(96 * 1024);
+        drop(std::hint::black_box(block));
+        // SAFETY: malloc_trim only releases memory the allocator holds free; it takes the arenas'
+        // locks itself and touches no memory the program uses.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 }
 
