@@ -4,8 +4,11 @@
 Starts the release binary on 127.0.0.1 (port 0, 2 workers, the demo site), then runs CYCLES
 cycles: open CONNS connections at once (each sends one keep-alive GET and reads the answer, so
 every connection holds its buffers), close them all, wait for the server to settle. Prints VmRSS
-(from /proc/PID/status) before, at the peak of each cycle, and after it; bounded and self-stopping,
-loopback only. Usage: scripts/rss-cycles.py [BINARY] (env CONNS=10000 CYCLES=3 PATHS=/,/style.css).
+(from /proc/PID/status) before, at the peak of each cycle, and 2 s and 5 s after it; bounded and
+self-stopping, loopback only. SMAPS=1 also lists the five mappings holding the most resident
+memory after each cycle (a worker's glibc arena is a 64 MiB-aligned anonymous mapping);
+SHOW_STDERR=1 echoes the server's stderr. Usage: scripts/rss-cycles.py [BINARY]
+(env CONNS=10000 CYCLES=3 ENGINE=uring PATHS=/,/index.html).
 """
 import os, re, socket, subprocess, sys, tempfile, threading, time, resource
 
