@@ -169,6 +169,9 @@ pub struct Limits {
     pub max_connections_per_worker: usize,
     /// Seconds a graceful shutdown waits for in-flight responses before closing them; default 10.
     pub shutdown_timeout_secs: u64,
+    /// Responses served on one connection before it closes (the last one says `Connection:
+    /// close`); 0 (the default) = unlimited.
+    pub max_requests_per_connection: u64,
 }
 
 /// The `[log]` section: the access log and the diagnostics level.
@@ -250,6 +253,7 @@ impl Default for Limits {
             send_timeout_secs: 60,
             max_connections_per_worker: 16384,
             shutdown_timeout_secs: 10,
+            max_requests_per_connection: 0,
         }
     }
 }
@@ -436,7 +440,7 @@ pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<Loaded, Confi
     // Every number has a range, so that no value can pass here and fail (or panic) later: a
     // timeout of 2^63 seconds overflows an Instant, 2^62 connections overflow a semaphore.
     const DAY: u64 = 86_400;
-    let numbers: [(&str, &str, u64, RangeInclusive<u64>); 11] = [
+    let numbers: [(&str, &str, u64, RangeInclusive<u64>); 12] = [
         ("server", "workers", config.server.workers as u64, 0..=1024),
         (
             "files",
@@ -497,6 +501,12 @@ pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<Loaded, Confi
             "buffer_lines",
             config.log.buffer_lines as u64,
             1..=1 << 20,
+        ),
+        (
+            "limits",
+            "max_requests_per_connection",
+            config.limits.max_requests_per_connection,
+            0..=1 << 32,
         ),
     ];
     for (section, key, value, range) in numbers {
@@ -1168,6 +1178,7 @@ mod tests {
             ),
             ("limits", "shutdown_timeout_secs", "86401"),
             ("log", "buffer_lines", "0"),
+            ("limits", "max_requests_per_connection", "4294967297"),
         ];
         for (section, key, value) in table {
             std::fs::write(&cfg, format!("[{section}]\n\n{key} = {value}\n")).unwrap();

@@ -160,6 +160,11 @@ impl Deadlines {
         self.each(|d| d.fire(Shutdown::Both));
     }
 
+    /// Forgets the entries of closed connections now, rather than at the next sweep.
+    pub fn forget_closed(&self) {
+        self.each(|_| {});
+    }
+
     /// Connections still registered.
     #[cfg(test)]
     fn len(&self) -> usize {

@@ -149,6 +149,9 @@ pub enum Done<F> {
 pub struct ConnState {
     /// The worker is shutting down: answer, then close.
     pub draining: bool,
+    /// Responses already sent on this connection: with `max_requests_per_connection`, the last
+    /// one allowed says `Connection: close`.
+    pub served: u64,
 }
 
 /// A path being looked up, and why.
@@ -360,8 +363,11 @@ impl<'a, F> Exchange<'a, F> {
         req: &'a Request<'a>,
         conn: ConnState,
     ) -> Exchange<'a, F> {
+        let limits = &settings.config.limits;
+        let last = limits.max_requests_per_connection > 0
+            && conn.served.saturating_add(1) >= limits.max_requests_per_connection;
         let keep_alive =
-            req.keep_alive && !conn.draining && settings.config.limits.keep_alive_timeout_secs > 0;
+            req.keep_alive && !conn.draining && !last && limits.keep_alive_timeout_secs > 0;
         Exchange {
             settings,
             stats,
@@ -1212,12 +1218,36 @@ mod tests {
         off.limits.keep_alive_timeout_secs = 0;
         let (on, off) = (shared(Config::default()), shared(off));
         let (c_on, c_off) = (cache(&on), cache(&off));
-        let draining = ConnState { draining: true };
+        let draining = ConnState {
+            draining: true,
+            ..ConnState::default()
+        };
         let ka = |sh, c, r, conn| sent(exchange(sh, c, r, conn).start(Instant::now())).keep_alive;
         assert!(ka(&on, &c_on, &r, ConnState::default()));
         assert!(!ka(&on, &c_on, &r10, ConnState::default()));
         assert!(!ka(&off, &c_off, &r, ConnState::default()));
         assert!(!ka(&on, &c_on, &r, draining));
+    }
+
+    #[test]
+    fn the_last_request_allowed_on_a_connection_says_close() {
+        let r = req("GET /.x HTTP/1.1\r\nHost: h\r\n\r\n");
+        let mut three = Config::default();
+        three.limits.max_requests_per_connection = 3;
+        let (limited, unlimited) = (shared(three), shared(Config::default()));
+        let (c_l, c_u) = (cache(&limited), cache(&unlimited));
+        let ka = |sh, c, served| {
+            let conn = ConnState {
+                served,
+                ..ConnState::default()
+            };
+            sent(exchange(sh, c, &r, conn).start(Instant::now())).keep_alive
+        };
+        assert!(ka(&limited, &c_l, 0));
+        assert!(ka(&limited, &c_l, 1));
+        assert!(!ka(&limited, &c_l, 2), "the third response is the last");
+        assert!(!ka(&limited, &c_l, 7));
+        assert!(ka(&unlimited, &c_u, u64::MAX), "0 is unlimited");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! makes the server fail in the named way, so tests can prove how the process reacts. Release
 //! builds compile every check to `false`.
 //!
-//! Faults: `worker-exit` (worker 0 returns right after it reported ready).
+//! Faults: `worker-exit` (worker 0 returns right after it reported ready); `worker-panic`
+//! (worker 0 panics there instead); `conn-panic` (a request for `/__panic` panics inside its
+//! connection's task).
 
 /// Whether the fault `name` is switched on. Read at start-up points only, never per request.
 pub fn injected(name: &str) -> bool {

@@ -22,9 +22,12 @@ pub mod engine;
 pub mod exchange;
 pub mod fault;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod panics;
 pub mod probe;
 pub mod reload;
 pub mod respond;
@@ -33,6 +36,7 @@ pub mod settings;
 pub mod signals;
 pub mod site;
 pub mod stats;
+pub mod tally;
 
 use std::sync::Arc;
 

@@ -92,6 +92,7 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
         tracing::warn!("io_uring is unavailable, serving with the epoll engine: {why}");
     }
     raise_fd_limit();
+    crate::panics::install_hook();
     let log_config = &loaded.config.log;
     let (format, buffer_lines) = (log_config.format, log_config.buffer_lines);
     let settings = Settings::open(loaded.config, &loaded.root, 1).map_err(|e| match e {
@@ -246,13 +247,19 @@ impl Running {
     }
 }
 
-/// Raises the soft descriptor limit to the hard one: each connection and each file being sent
-/// holds a descriptor, and the default soft limit of 1024 is far below what a busy server needs.
+/// Raises the soft descriptor limit to the hard one, and says which limit is in force (one line):
+/// each connection and each file being sent holds a descriptor, and the usual soft limit of 1024
+/// is far below what a busy server needs.
 fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!("open files limit raised to {hard} (was {soft})"),
+            Err(e) => tracing::warn!(
+                "open files limit stays at {soft}: raising it to the hard limit {hard} failed: {e}"
+            ),
+        },
+        Ok((soft, _)) => tracing::info!("open files limit {soft} (already the hard limit)"),
+        Err(e) => tracing::warn!("cannot read the open files limit: {e}"),
     }
 }

@@ -20,6 +20,7 @@ engine_tests!(
     client_that_stops_reading_is_cut_off,
     connections_do_not_leak_descriptors,
     out_of_descriptors_gives_503_never_a_truncated_200,
+    max_requests_per_connection_closes_after_the_nth_response,
 );
 
 fn http11_keeps_the_connection_for_many_requests(e: Engine) {
@@ -291,4 +292,27 @@ fn out_of_descriptors_gives_503_never_a_truncated_200(e: Engine) {
         grown = s.open_fds() - before;
     }
     assert!(grown <= 5 + 2, "{grown} descriptors for 5 idle connections");
+}
+
+/// `max_requests_per_connection = 3`: the third response says `Connection: close` and the
+/// server closes; the next connection gets its own three.
+fn max_requests_per_connection_closes_after_the_nth_response(e: Engine) {
+    let s = Opts::new(e)
+        .extra("[limits]\nmax_requests_per_connection = 3")
+        .start();
+    for _ in 0..2 {
+        let c = s.connect();
+        let mut w = c.try_clone().unwrap();
+        let mut r = BufReader::new(c);
+        for want in ["keep-alive", "keep-alive", "close"] {
+            w.write_all(b"GET /style.css HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            let resp = read_response(&mut r, false).unwrap();
+            assert_eq!(resp.status, 200);
+            assert_eq!(resp.header("Connection"), Some(want));
+            assert_eq!(resp.body, b"body { color: #333; }\n");
+        }
+        assert_closed(&mut r);
+    }
+    assert_eq!(s.log_lines(6).len(), 6);
 }

@@ -17,6 +17,7 @@ engine_tests!(
     sigint_shuts_down_cleanly,
     idle_connections_close_at_shutdown,
     a_worker_that_dies_stops_the_process_loudly,
+    a_worker_that_panics_stops_the_process_loudly,
 );
 
 /// Splits a log line into its fields, checking each one's shape.
@@ -72,7 +73,9 @@ fn refused_requests_are_logged_too(e: Engine) {
     s.get("/photo.jpg");
     s.exchange_until_close(b"GET /x HTTP/1.1\r\n\r\n");
     s.exchange_until_close(b"BREW /pot HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    let lines = s.log_lines(4);
+    // An empty path (the target is only a query) is logged as `-`, keeping seven fields.
+    s.exchange_until_close(b"BREW ?x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let lines = s.log_lines(5);
     let mut got: Vec<(String, String, String)> = lines
         .iter()
         .map(|l| {
@@ -82,6 +85,7 @@ fn refused_requests_are_logged_too(e: Engine) {
         .collect();
     got.sort();
     let want = [
+        ("-", "405", "BREW"),
         ("/missing.html", "404", "GET"),
         ("/photo.jpg", "403", "GET"),
         ("/pot", "405", "BREW"),
@@ -226,6 +230,25 @@ fn a_worker_that_dies_stops_the_process_loudly(e: Engine) {
     let err = s.stderr();
     assert!(
         err.contains("worker 0 returned while serving; stopping the server"),
+        "{err}"
+    );
+    assert!(err.contains("a worker stopped unexpectedly"), "{err}");
+}
+
+/// The same when the worker thread panics (outside any connection, so nothing contains it): the
+/// panic is printed, the death logged, the others stopped, exit code 3.
+fn a_worker_that_panics_stops_the_process_loudly(e: Engine) {
+    let mut o = Opts::new(e);
+    o.env
+        .push(("URING_HTTPD_FAULT".into(), "worker-panic".into()));
+    let mut s = o.start();
+    s.panic_expected = true;
+    let status = s.wait();
+    assert_eq!(status.code(), Some(3), "{}", s.stderr());
+    let err = s.stderr();
+    assert!(err.contains("injected fault worker-panic"), "{err}");
+    assert!(
+        err.contains("worker 0 panicked while serving; stopping the server"),
         "{err}"
     );
     assert!(err.contains("a worker stopped unexpectedly"), "{err}");

@@ -39,6 +39,7 @@ use crate::log::{Record, RequestText};
 use crate::respond::{Body, Plan};
 use crate::settings::Settings;
 use crate::stats::{WorkerPhase, WorkerStats};
+use crate::tally::{self, Report, Tally};
 
 #[cfg(test)]
 mod tests;
@@ -111,6 +112,12 @@ pub struct Ctx {
     pub cache: RefCell<FileCache>,
     /// Where "now" comes from.
     pub clock: Clock,
+    /// 5xx answers for want of descriptors or memory, reported through a tally rather than one
+    /// line each (under exhaustion they come at the request rate).
+    pub scarce: RefCell<Tally>,
+    /// The debug-build fault `conn-panic`: a request for `/__panic` panics (see
+    /// [`crate::fault`]). Read once when the worker starts; always false in release builds.
+    pub panic_on_request: bool,
 }
 
 impl Ctx {
@@ -125,6 +132,8 @@ impl Ctx {
             deadlines: Rc::new(Deadlines::new(clock.clone())),
             cache: RefCell::new(cache),
             clock,
+            scarce: RefCell::new(Tally::default()),
+            panic_on_request: crate::fault::injected("conn-panic"),
         }
     }
 
@@ -216,6 +225,8 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx, settings: A
     // When the first byte of the current request arrived: the header timeout runs from there.
     let mut head_started: Option<Instant> = None;
     let mut idle_since = ctx.clock.now();
+    // Responses sent so far, for `max_requests_per_connection` (the exchange decides).
+    let mut served: u64 = 0;
 
     loop {
         // The answer to a parsed request (or a refused one), with what the loop needs after it.
@@ -277,7 +288,9 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx, settings: A
                 // still coming.
                 let body_unread =
                     !complete && parsed.as_ref().is_ok_and(|r| r.body_len > 0 || r.chunked);
-                let answer = Box::pin(answer(&mut io, ctx, settings, peer, parsed, &buf, &timer));
+                let answer = Box::pin(answer(
+                    &mut io, ctx, settings, peer, parsed, &buf, &timer, served,
+                ));
                 (answer, consumed, body_unread)
             })
         };
@@ -287,6 +300,7 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx, settings: A
             None => None,
         };
         if let Some((outcome, consumed, body_unread)) = answered {
+            served += 1;
             head_started = None;
             idle_since = ctx.clock.now();
             match (outcome, consumed) {
@@ -351,7 +365,9 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx, settings: A
                 // what arrived of it; an idle keep-alive just closes.
                 if head_started.is_some() {
                     let timed_out = Err(Refusal::Timeout);
-                    let answering = answer(&mut io, ctx, settings, peer, timed_out, &buf, &timer);
+                    let answering = answer(
+                        &mut io, ctx, settings, peer, timed_out, &buf, &timer, served,
+                    );
                     let _ = Box::pin(answering).await;
                 }
                 socket.shut(Shutdown::Both);
@@ -397,7 +413,9 @@ enum Outcome {
 }
 
 /// Runs the exchange, sends, logs and counts one response. `Err(refusal)` is a request that was
-/// refused before it parsed; `head` is what arrived of it, for the log.
+/// refused before it parsed; `head` is what arrived of it, for the log. `served` responses went
+/// out on this connection before this one.
+#[allow(clippy::too_many_arguments)] // the connection's parts an answer needs, each borrowed separately
 async fn answer<T: Transport>(
     io: &mut T,
     ctx: &Ctx,
@@ -406,6 +424,7 @@ async fn answer<T: Transport>(
     parsed: Result<Request<'_>, Refusal>,
     head: &[u8],
     timer: &Deadline,
+    served: u64,
 ) -> Outcome {
     let shared = &*ctx.shared;
     let logging = shared.log.enabled();
@@ -416,7 +435,10 @@ async fn answer<T: Transport>(
     // The request's fields as the log shows them, copied only when something will be logged.
     let (plan, text) = match parsed {
         Ok(req) => {
-            let mut plan = run_exchange(io, ctx, settings, &req).await;
+            if ctx.panic_on_request && *req.path == *b"/__panic" {
+                panic!("injected fault conn-panic");
+            }
+            let mut plan = run_exchange(io, ctx, settings, &req, served).await;
             if let Body::File { len, .. } = plan.body {
                 if let Err(e) = io.secure_body(len) {
                     let head_only = req.method == http::Method::Head;
@@ -435,15 +457,41 @@ async fn answer<T: Transport>(
         }
     };
     let status = plan.status.code();
-    if status >= 500 {
-        // Every 5xx is the server's problem: say why on stderr.
+    // Every 5xx is the server's problem: say why on stderr. Except 505, which says the client
+    // spoke another HTTP version: logged at the rate such requests come, it would let any client
+    // flood stderr (the soak test did).
+    if status >= 500 && plan.status != Status::HttpVersionNotSupported {
         let cause = plan
             .cause
             .as_ref()
             .map_or("-".to_string(), |c| c.to_string());
         let path = text.as_ref().and_then(RequestText::path).unwrap_or(b"-");
         let path = &*String::from_utf8_lossy(path);
-        tracing::error!(worker = ctx.worker, %peer, path, "{status}: {cause}");
+        let scarce = match &plan.cause {
+            Some(Refusal::Io(e) | Refusal::BodyUnavailable(e)) => tally::scarce(e),
+            _ => false,
+        };
+        let worker = ctx.worker;
+        if !scarce {
+            tracing::error!(worker, %peer, path, "{status}: {cause}");
+        } else {
+            match ctx.scarce.borrow_mut().event(ctx.clock.now()) {
+                Some(Report::First) => tracing::error!(
+                    worker,
+                    %peer,
+                    path,
+                    "{status}: {cause}; further answers failing for want of resources are \
+                     counted and reported every {}s",
+                    tally::INTERVAL.as_secs()
+                ),
+                Some(Report::Since { count, secs }) => tracing::error!(
+                    worker,
+                    "{count} answers failed for want of resources in the last {secs}s; the \
+                     last one: {status}: {cause}"
+                ),
+                None => {}
+            }
+        }
     }
     let keep_alive = plan.keep_alive;
     let wire = plan.wire_len();
@@ -484,9 +532,11 @@ async fn run_exchange<T: Transport>(
     ctx: &Ctx,
     settings: &Settings,
     req: &Request<'_>,
+    served: u64,
 ) -> Plan<T::File> {
     let conn = ConnState {
         draining: ctx.phase.get() != Phase::Running,
+        served,
     };
     let stats = &ctx.shared.stats;
     let mut ex = Exchange::new(settings, stats, &ctx.cache, req, conn);

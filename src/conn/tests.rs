@@ -1029,3 +1029,34 @@ fn a_directory_without_index_is_listed_only_when_listing_is_on() {
         }
     });
 }
+
+#[test]
+fn max_requests_per_connection_closes_after_the_nth_response() {
+    run(|| async {
+        let p = Pair::start(|c| c.limits.max_requests_per_connection = 2);
+        p.file("a.html", b"A", MTIME);
+        // Three pipelined requests: the second answer is the last, and says so.
+        p.send(&format!("{A}{A}{A}")).await;
+        assert_eq!(p.take(), format!("{}{}", a_ok("keep-alive"), a_ok("close")));
+        assert!(
+            p.script.shut_write.get(),
+            "closed after the second response"
+        );
+        assert_eq!(p.logged().len(), 2, "the third request is never answered");
+        // The unanswered request behind it is drained by the lingering close, then it ends.
+        p.script.eof.set(true);
+        p.send("").await;
+        assert!(p.closed());
+    });
+}
+
+#[test]
+fn max_requests_per_connection_of_one_closes_every_connection_after_its_answer() {
+    run(|| async {
+        let p = Pair::start(|c| c.limits.max_requests_per_connection = 1);
+        p.file("a.html", b"A", MTIME);
+        p.send(A).await;
+        assert_eq!(p.take(), a_ok("close"));
+        assert!(p.closed(), "nothing unread: a plain close");
+    });
+}

@@ -161,9 +161,10 @@ fn default_line(r: &Record, out: &mut Vec<u8>) {
     let _ = write!(out, " {} {}us", r.bytes, r.duration.as_micros());
 }
 
-/// The default format's escaping: a field is one space-free token, `-` when absent.
+/// The default format's escaping: a field is one space-free token, `-` when absent or empty (a
+/// target of `?x` has an empty path), so a line always has its seven fields.
 fn push_default(out: &mut Vec<u8>, field: Option<&[u8]>) {
-    let Some(bytes) = field else {
+    let Some(bytes) = field.filter(|b| !b.is_empty()) else {
         out.push(b'-');
         return;
     };

@@ -235,6 +235,8 @@ pub struct Opts {
     pub env: Vec<(String, String)>,
     /// A descriptor limit (soft and hard) for the server process.
     pub nofile: Option<u64>,
+    /// A soft descriptor limit for the server process, the hard one left as it is.
+    pub nofile_soft: Option<u64>,
 }
 
 impl Opts {
@@ -246,6 +248,7 @@ impl Opts {
             args: Vec::new(),
             env: Vec::new(),
             nofile: None,
+            nofile_soft: None,
         }
     }
 
@@ -260,6 +263,17 @@ impl Opts {
     }
 }
 
+/// This process's hard descriptor limit (what a child inherits).
+pub fn nofile_hard() -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into `l`, a valid rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) }, 0);
+    l.rlim_max
+}
+
 /// A running server and its temporary directory (config, root, access log).
 pub struct Server {
     child: Option<Child>,
@@ -269,6 +283,9 @@ pub struct Server {
     pub log_path: PathBuf,
     stderr: Arc<Mutex<String>>,
     stdout: Arc<Mutex<Vec<u8>>>,
+    /// A test that makes the server panic on purpose sets this; otherwise any "panicked" on
+    /// stderr fails the test.
+    pub panic_expected: bool,
 }
 
 /// The config every test starts from; `[limits]` and `[log]` keys come from `Opts::extra`.
@@ -354,11 +371,12 @@ impl Server {
         for (k, v) in &o.env {
             cmd.env(k, v);
         }
-        if let Some(n) = o.nofile {
+        if o.nofile.is_some() || o.nofile_soft.is_some() {
             use std::os::unix::process::CommandExt;
+            let hard = o.nofile.unwrap_or_else(nofile_hard);
             let limit = libc::rlimit {
-                rlim_cur: n,
-                rlim_max: n,
+                rlim_cur: o.nofile_soft.or(o.nofile).unwrap_or(hard),
+                rlim_max: hard,
             };
             // SAFETY: setrlimit is async-signal-safe and only touches the child being started.
             unsafe {
@@ -427,6 +445,7 @@ impl Server {
             dir,
             stderr,
             stdout,
+            panic_expected: false,
         }
     }
 
@@ -548,7 +567,10 @@ impl Server {
                 // Let the reader threads take the last output.
                 std::thread::sleep(Duration::from_millis(50));
                 let err = self.stderr();
-                assert!(!err.contains("panicked"), "the server panicked:\n{err}");
+                assert!(
+                    self.panic_expected || !err.contains("panicked"),
+                    "the server panicked:\n{err}"
+                );
                 return st;
             }
             if Instant::now() > deadline {
@@ -583,7 +605,7 @@ impl Drop for Server {
             // Every test also checks that nothing it sent made the server panic.
             std::thread::sleep(Duration::from_millis(20));
             let err = self.stderr();
-            if !std::thread::panicking() {
+            if !std::thread::panicking() && !self.panic_expected {
                 assert!(!err.contains("panicked"), "the server panicked:\n{err}");
             }
         }
