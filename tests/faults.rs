@@ -277,12 +277,7 @@ fn a_full_disk_leaves_whole_access_lines_only() {
 /// stopped changing (waiting up to seconds for it), so it does not depend on timing; without
 /// the trim nearly all of it stays.
 fn memory_comes_back_after_a_burst(e: Engine) {
-    // Under AddressSanitizer, its allocator (with its quarantine) replaces glibc's.
-    let binary = std::fs::read(common::BIN).unwrap();
-    if binary.windows(11).any(|w| w == b"__asan_init") {
-        eprintln!(
-            "skipped: the server is built with AddressSanitizer, whose allocator keeps memory"
-        );
+    if common::built_with_asan() {
         return;
     }
     let mut o =

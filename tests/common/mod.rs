@@ -224,6 +224,19 @@ pub fn write_site(root: &Path, outside: &Path) {
     std::os::unix::fs::symlink(outside, root.join("outside-dir")).unwrap();
 }
 
+/// Whether the server binary is built with AddressSanitizer, whose allocator (with its
+/// quarantine) keeps freed memory: tests that bound the server's RSS skip themselves then.
+pub fn built_with_asan() -> bool {
+    let binary = std::fs::read(BIN).unwrap();
+    let asan = binary.windows(11).any(|w| w == b"__asan_init");
+    if asan {
+        eprintln!(
+            "skipped: the server is built with AddressSanitizer, whose allocator keeps memory"
+        );
+    }
+    asan
+}
+
 /// How to start a server.
 pub struct Opts {
     pub engine: Engine,
