@@ -61,7 +61,7 @@ use crate::config::{AccessTarget, LogFormat};
 pub const FULL_WAIT: Duration = Duration::from_millis(1);
 
 /// Drops are reported on stderr at most once per this interval (the first one at once).
-pub const REPORT_EVERY: Duration = Duration::from_secs(10);
+pub const REPORT_EVERY: Duration = crate::tally::INTERVAL;
 
 /// One served (or refused) request.
 #[derive(Debug, Clone)]

@@ -84,9 +84,9 @@ pub enum Lookup {
     Miss,
     /// Checked recently enough: serve it.
     Fresh(Hit),
-    /// Stat `rel` (and its sidecars, when they are served) and call [`FileCache::revalidate`]
-    /// before serving.
-    Stale(CString),
+    /// Stat `rel` (and its sidecars, when they are served and the file is unchanged, as `meta`
+    /// says it was) and call [`FileCache::revalidate`] before serving.
+    Stale(CString, Meta),
 }
 
 /// Memory an entry costs besides its body and key: the `FileInfo` strings, the relative path,
@@ -165,7 +165,7 @@ impl FileCache {
             Some(e) if now.duration_since(e.checked) < self.revalidate => {
                 Lookup::Fresh(e.hit.clone())
             }
-            Some(e) => Lookup::Stale(e.rel.clone()),
+            Some(e) => Lookup::Stale(e.rel.clone(), e.hit.info.meta),
         }
     }
 
@@ -272,7 +272,9 @@ mod tests {
         c.insert(b"/a.html".to_vec(), rel.clone(), hit(3, 7, abc), NONE, t0);
         assert!(matches!(c.lookup(b"/a.html", t0), Lookup::Fresh(h) if &h.body[..] == b"abc"));
         let later = t0 + Duration::from_secs(2);
-        assert!(matches!(c.lookup(b"/a.html", later), Lookup::Stale(r) if r == rel));
+        assert!(
+            matches!(c.lookup(b"/a.html", later), Lookup::Stale(r, m) if r == rel && m == meta(3, 7))
+        );
         let same = Some(meta(3, 7));
         assert!(c.revalidate(b"/a.html", same, &NONE, later).is_some());
         assert!(matches!(c.lookup(b"/a.html", later), Lookup::Fresh(..)));
