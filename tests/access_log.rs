@@ -39,16 +39,6 @@ fn in_order(s: &Server, requests: &[&str]) -> Vec<Response> {
         .collect()
 }
 
-/// Bytes of head plus body as the server sent them.
-fn wire_len(r: &Response) -> u64 {
-    let head: usize = r
-        .headers
-        .iter()
-        .map(|(n, v)| n.len() + 2 + v.len() + 2)
-        .sum();
-    (format!("HTTP/1.1 {} {}\r\n", r.status, r.reason).len() + head + 2 + r.body.len()) as u64
-}
-
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -266,7 +256,7 @@ fn json_lines_have_exactly_the_documented_keys(e: Engine) {
         assert!(ms(from) <= ms(t) && t <= to, "{line}");
         assert!(v["time"].as_str().unwrap().ends_with('Z'), "{line}");
         assert!(v["duration_us"].is_u64(), "{line}");
-        assert_eq!(v["bytes"], wire_len(r), "{line}");
+        assert_eq!(v["bytes"], r.wire_len(), "{line}");
         assert_eq!(v["ip"], "127.0.0.1");
         assert_eq!(v["protocol"], "HTTP/1.1");
         assert_eq!(v["status"], 200);

@@ -108,16 +108,6 @@ fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> u64 {
     matching.iter().map(|(_, _, v)| *v as u64).sum()
 }
 
-/// Bytes of head plus body as the server sent them.
-fn wire_len(r: &Response) -> u64 {
-    let head: usize = r
-        .headers
-        .iter()
-        .map(|(n, v)| n.len() + 2 + v.len() + 2)
-        .sum();
-    (format!("HTTP/1.1 {} {}\r\n", r.status, r.reason).len() + head + 2 + r.body.len()) as u64
-}
-
 /// Scrapes until `done` holds (the counters a closing connection or the log writer updates
 /// land a moment after the client saw its response), at most `IO_TIMEOUT`.
 fn scrape_until(addr: SocketAddr, done: impl Fn(&[Sample]) -> bool) -> Vec<Sample> {
@@ -152,16 +142,16 @@ fn metrics_count_exactly_what_was_served(e: Engine) {
     for _ in 0..N {
         let r = s.get("/style.css");
         assert_eq!(r.status, 200);
-        bytes += wire_len(&r);
+        bytes += r.wire_len();
     }
     for path in ["/missing.html", "/photo.jpg", "/.hidden.html"] {
         let r = s.get(path);
         assert!(matches!(r.status, 403 | 404), "{path}");
-        bytes += wire_len(&r);
+        bytes += r.wire_len();
     }
     let r = s.get("/sub");
     assert_eq!(r.status, 301);
-    bytes += wire_len(&r);
+    bytes += r.wire_len();
     let served = N as u64 + 4;
 
     let m = scrape_until(addr, |m| {

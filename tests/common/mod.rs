@@ -641,6 +641,17 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Bytes of head plus body as the server sent them.
+    pub fn wire_len(&self) -> u64 {
+        let head: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + 2 + v.len() + 2)
+            .sum();
+        let line = format!("HTTP/1.1 {} {}\r\n", self.status, self.reason).len();
+        (line + head + 2 + self.body.len()) as u64
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
