@@ -16,8 +16,9 @@ pub const THREADS: usize = 2;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-fn pool() -> io::Result<&'static Mutex<Sender<Job>>> {
-    static POOL: OnceLock<Result<Mutex<Sender<Job>>, String>> = OnceLock::new();
+fn pool() -> io::Result<&'static Sender<Job>> {
+    // A `Sender` may be shared between threads as it is: no lock on the way in.
+    static POOL: OnceLock<Result<Sender<Job>, String>> = OnceLock::new();
     let pool = POOL.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
@@ -44,7 +45,7 @@ fn pool() -> io::Result<&'static Mutex<Sender<Job>>> {
                 })
                 .map_err(|e| format!("cannot start the blocking pool: {e}"))?;
         }
-        Ok(Mutex::new(tx))
+        Ok(tx)
     });
     pool.as_ref().map_err(|e| io::Error::other(e.clone()))
 }
@@ -56,8 +57,6 @@ pub async fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> i
         let _ = tx.send(f());
     });
     pool()?
-        .lock()
-        .map_err(|_| io::Error::other("blocking pool poisoned"))?
         .send(job)
         .map_err(|_| io::Error::other("blocking pool stopped"))?;
     rx.await

@@ -655,7 +655,7 @@ impl<'a, F> Exchange<'a, F> {
             };
             return Step::ReadWhole(file, size);
         }
-        let available = files::available(&sidecars);
+        let available = sidecars.map(|s| s.is_some());
         let vary = available.contains(&true);
         match coding::choose(self.req.accept_encoding.as_deref(), available) {
             Some(coding) => {

@@ -114,11 +114,6 @@ pub fn sidecar(rel: &CString, coding: Coding) -> CString {
 /// there is no regular file of that name.
 pub type Sidecars = [Option<Meta>; 3];
 
-/// Which codings a probe found.
-pub fn available(sidecars: &Sidecars) -> [bool; 3] {
-    sidecars.map(|s| s.is_some())
-}
-
 /// Which files may be served, and the Content-Type of each.
 #[derive(Debug, Clone)]
 pub struct Policy {
