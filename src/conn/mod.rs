@@ -446,21 +446,18 @@ async fn answer<T: Transport>(
                 }
             }
             let text =
-                (logging || plan.status.code() >= 500).then(|| RequestText::of_request(&req));
+                (logging || plan.status.is_server_fault()).then(|| RequestText::of_request(&req));
             (plan, text)
         }
         Err(refusal) => {
             let plan = exchange::refused(settings, refusal);
-            let text = (logging || plan.status.code() >= 500)
+            let text = (logging || plan.status.is_server_fault())
                 .then(|| RequestText::of_refused(http::request::line_hint(head)));
             (plan, text)
         }
     };
     let status = plan.status.code();
-    // Every 5xx is the server's problem: say why on stderr. Except 505, which says the client
-    // spoke another HTTP version: logged at the rate such requests come, it would let any client
-    // flood stderr (the soak test did).
-    if status >= 500 && plan.status != Status::HttpVersionNotSupported {
+    if plan.status.is_server_fault() {
         let cause = plan
             .cause
             .as_ref()

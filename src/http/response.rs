@@ -43,6 +43,15 @@ macro_rules! statuses {
     };
 }
 
+impl Status {
+    /// Whether this status reports the server's own failure, whose cause goes to stderr. Every
+    /// 5xx except 505: that one says the client spoke another HTTP version, and said on stderr
+    /// at the rate such requests come, it would let any client flood it.
+    pub fn is_server_fault(self) -> bool {
+        self.code() >= 500 && self != Status::HttpVersionNotSupported
+    }
+}
+
 statuses! {
     Ok = 200 "OK";
     NoContent = 204 "No Content";
