@@ -9,6 +9,10 @@
 //! sees [`Deadline::expired`] and closes. Timeouts are whole seconds, so firing up to one sweep
 //! late is fine.
 //!
+//! Writes read no clock at all: a write that moves bytes only marks its deadline, and the sweep
+//! that sees the mark moves the deadline to a full stall period from then. A stalled write is
+//! cut off up to one sweep late, like every other deadline.
+//!
 //! The same table carries graceful shutdown to the connections: [`Deadlines::close_idle`] shuts
 //! the sockets of connections waiting for a next request, [`Deadlines::abort_all`] every socket.
 //! So no read or write has to race a shutdown signal. Each entry owns a handle on its socket
@@ -52,6 +56,9 @@ pub struct Deadline {
     wait: Cell<Wait>,
     /// Time a write may go without progress, for [`Deadline::progress`].
     stall: Cell<Duration>,
+    /// A write made progress (or began) since the last sweep, which then restarts the stall
+    /// period.
+    moved: Cell<bool>,
     expired: Cell<bool>,
 }
 
@@ -73,18 +80,20 @@ impl Deadline {
         self.wait.set(Wait::Read);
     }
 
-    /// Writes follow; each one must make progress within `stall`. This starts a new phase, so an
-    /// expiry of the read before it (answered with a 408) does not count against the write.
+    /// Writes follow; each one must make progress within `stall`, counted from the next sweep.
+    /// This starts a new phase, so an expiry of the read before it (answered with a 408) does
+    /// not count against the write.
     pub fn writing(&self, stall: Duration) {
         self.stall.set(stall);
         self.wait.set(Wait::Write);
         self.expired.set(false);
+        self.at.set(None);
         self.progress();
     }
 
-    /// A write made progress: the stall clock starts again.
+    /// A write made progress: the next sweep starts the stall period again. Reads no clock.
     pub fn progress(&self) {
-        self.at.set(Some(self.clock.now() + self.stall.get()));
+        self.moved.set(true);
     }
 
     /// True once the sweeper has shut the socket down for this deadline.
@@ -123,6 +132,7 @@ impl Deadlines {
             at: Cell::new(None),
             wait: Cell::new(Wait::Read),
             stall: Cell::new(Duration::ZERO),
+            moved: Cell::new(false),
             expired: Cell::new(false),
         });
         let mut entries = self.entries.borrow_mut();
@@ -133,10 +143,13 @@ impl Deadlines {
         d
     }
 
-    /// Shuts down every socket whose deadline has passed; forgets closed connections.
+    /// Shuts down every socket whose deadline has passed; restarts the stall period of writes
+    /// that moved since the last sweep; forgets closed connections.
     pub fn sweep(&self, now: Instant) {
         self.each(|d| {
-            if !d.expired.get() && d.at.get().is_some_and(|at| at <= now) {
+            if d.wait.get() == Wait::Write && d.moved.replace(false) {
+                d.at.set(Some(now + d.stall.get()));
+            } else if !d.expired.get() && d.at.get().is_some_and(|at| at <= now) {
                 d.fire(match d.wait.get() {
                     Wait::Idle | Wait::Read => Shutdown::Read,
                     Wait::Write => Shutdown::Both,
@@ -239,6 +252,40 @@ mod tests {
         assert!(!d.expired());
         clock.advance(Duration::from_secs(2));
         t.sweep(clock.now());
+        assert_eq!(*probe.0.borrow(), [Shutdown::Both]);
+    }
+
+    #[test]
+    fn a_write_that_never_moves_is_cut_off_one_stall_period_after_the_first_sweep() {
+        let (t, clock) = table();
+        let probe = Rc::new(Probe::default());
+        let d = t.register(probe.clone());
+        d.writing(Duration::from_secs(2));
+        // The deadline starts at the first sweep after the write began (at most one sweep late).
+        clock.advance(SWEEP);
+        t.sweep(clock.now());
+        clock.advance(Duration::from_secs(2) - Duration::from_millis(1));
+        t.sweep(clock.now());
+        assert!(!d.expired());
+        clock.advance(Duration::from_millis(1));
+        t.sweep(clock.now());
+        assert!(d.expired());
+        assert_eq!(*probe.0.borrow(), [Shutdown::Both]);
+    }
+
+    #[test]
+    fn progress_before_a_sweep_counts_once() {
+        let (t, clock) = table();
+        let probe = Rc::new(Probe::default());
+        let d = t.register(probe.clone());
+        d.writing(Duration::from_secs(2));
+        t.sweep(clock.now());
+        d.progress();
+        d.progress();
+        clock.advance(Duration::from_secs(1));
+        t.sweep(clock.now()); // moved: 2 s from here
+        clock.advance(Duration::from_secs(2));
+        t.sweep(clock.now()); // no progress since: cut off
         assert_eq!(*probe.0.borrow(), [Shutdown::Both]);
     }
 

@@ -288,8 +288,10 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx, settings: A
                 // still coming.
                 let body_unread =
                     !complete && parsed.as_ref().is_ok_and(|r| r.body_len > 0 || r.chunked);
+                // The request's time runs from its first byte, as nginx's $request_time does.
+                let started = head_started.unwrap_or_else(|| ctx.clock.now());
                 let answer = Box::pin(answer(
-                    &mut io, ctx, settings, peer, parsed, &buf, &timer, served,
+                    &mut io, ctx, settings, peer, parsed, &buf, &timer, served, started,
                 ));
                 (answer, consumed, body_unread)
             })
@@ -299,10 +301,10 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx, settings: A
             Some((answer, consumed, body_unread)) => Some((answer.await, consumed, body_unread)),
             None => None,
         };
-        if let Some((outcome, consumed, body_unread)) = answered {
+        if let Some(((outcome, ended), consumed, body_unread)) = answered {
             served += 1;
             head_started = None;
-            idle_since = ctx.clock.now();
+            idle_since = ended;
             match (outcome, consumed) {
                 (Outcome::KeepAlive, Some(head_len)) if !body_unread => {
                     buf.drain(..head_len);
@@ -363,10 +365,10 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx, settings: A
             _ if timer.expired() => {
                 // A request that never completed (its head or its body) gets a 408, logged with
                 // what arrived of it; an idle keep-alive just closes.
-                if head_started.is_some() {
+                if let Some(started) = head_started {
                     let timed_out = Err(Refusal::Timeout);
                     let answering = answer(
-                        &mut io, ctx, settings, peer, timed_out, &buf, &timer, served,
+                        &mut io, ctx, settings, peer, timed_out, &buf, &timer, served, started,
                     );
                     let _ = Box::pin(answering).await;
                 }
@@ -414,7 +416,9 @@ enum Outcome {
 
 /// Runs the exchange, sends, logs and counts one response. `Err(refusal)` is a request that was
 /// refused before it parsed; `head` is what arrived of it, for the log. `served` responses went
-/// out on this connection before this one.
+/// out on this connection before this one. `started` is when the request's first byte arrived;
+/// the instant the response was done comes back with the outcome. Those two are the only clock
+/// readings a request costs (deadlines and the exchange reuse them).
 #[allow(clippy::too_many_arguments)] // the connection's parts an answer needs, each borrowed separately
 async fn answer<T: Transport>(
     io: &mut T,
@@ -425,20 +429,19 @@ async fn answer<T: Transport>(
     head: &[u8],
     timer: &Deadline,
     served: u64,
-) -> Outcome {
+    started: Instant,
+) -> (Outcome, Instant) {
     let shared = &*ctx.shared;
     let logging = shared.log.enabled();
-    // The wall-clock time is only needed for a log line; the monotonic one feeds the duration
-    // histogram too (a vDSO read, no system call).
+    // The wall-clock time is only needed for a log line.
     let time = logging.then(SystemTime::now);
-    let started = ctx.clock.now();
     // The request's fields as the log shows them, copied only when something will be logged.
     let (plan, text) = match parsed {
         Ok(req) => {
             if ctx.panic_on_request && *req.path == *b"/__panic" {
                 panic!("injected fault conn-panic");
             }
-            let mut plan = run_exchange(io, ctx, settings, &req, served).await;
+            let mut plan = run_exchange(io, ctx, settings, &req, served, started).await;
             if let Body::File { len, .. } = plan.body {
                 if let Err(e) = io.secure_body(len) {
                     let head_only = req.method == http::Method::Head;
@@ -502,7 +505,8 @@ async fn answer<T: Transport>(
     if sent {
         stats.sent(wire);
     }
-    let duration = ctx.clock.now().saturating_duration_since(started);
+    let ended = ctx.clock.now();
+    let duration = ended.saturating_duration_since(started);
     stats.duration(duration);
     if let (Some(time), Some(text)) = (time, text) {
         shared.log.send(Record {
@@ -515,21 +519,23 @@ async fn answer<T: Transport>(
             text,
         });
     }
-    match (sent, keep_alive) {
+    let outcome = match (sent, keep_alive) {
         (false, _) => Outcome::Failed,
         (true, true) => Outcome::KeepAlive,
         (true, false) => Outcome::Close,
-    }
+    };
+    (outcome, ended)
 }
 
 /// Drives `req`'s exchange to its plan, doing each file-system step with the engine, beneath
-/// the root of `settings`.
+/// the root of `settings`. `now` is the request's start: a cache hit reads no clock.
 async fn run_exchange<T: Transport>(
     io: &mut T,
     ctx: &Ctx,
     settings: &Settings,
     req: &Request<'_>,
     served: u64,
+    now: Instant,
 ) -> Plan<T::File> {
     let conn = ConnState {
         draining: ctx.phase.get() != Phase::Running,
@@ -538,7 +544,7 @@ async fn run_exchange<T: Transport>(
     let stats = &ctx.shared.stats;
     let mut ex = Exchange::new(settings, stats, &ctx.cache, req, conn);
     let root = settings.root_fd.as_fd();
-    let mut step = ex.start(ctx.clock.now());
+    let mut step = ex.start(now);
     loop {
         let done = match step {
             Step::Stat(rel) => Done::Stat(io.stat(root, &rel).await),
