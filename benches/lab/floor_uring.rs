@@ -10,6 +10,12 @@
 //! close or an error ends the connection once no operation on it is in flight, so an fd is never
 //! reused under a pending completion. Bounded: at most [`MAX_CONNS`] connections (more are
 //! closed at once), a fixed buffer ring, and the process dies with the lab (PR_SET_PDEATHSIG).
+//!
+//! An experiment (`benches/README.md`): with `FLOOR_URING=oneshot,coop` in its environment the
+//! responder works the way tokio-uring lets uring-httpd work, to price those limits apart from
+//! the server's own work. `oneshot`: one single-shot recv per request into the connection's own
+//! buffer, queued only after the response's send completed (no multishot recv, no buffer ring);
+//! `coop`: COOP_TASKRUN instead of DEFER_TASKRUN (which tokio-uring's driver cannot use).
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -36,6 +42,8 @@ const SEND: u64 = 3 << 32;
 
 #[derive(Default)]
 struct Conn {
+    /// The connection's read buffer (`oneshot` mode only).
+    buf: Vec<u8>,
     heads: HeadCounter,
     owed: Owed,
     recv_armed: bool,
@@ -152,12 +160,19 @@ pub fn run(port: u16, file: &Path) -> Result<(), String> {
     floor_proto::bound_to_parent();
     let reply = Reply::for_file(file)?;
     let listener = floor_proto::listen(port, false)?;
-    let mut ring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_cqsize(ENTRIES * 4)
+    let mode = std::env::var("FLOOR_URING").unwrap_or_default();
+    let oneshot = mode.split(',').any(|m| m == "oneshot");
+    let coop = mode.split(',').any(|m| m == "coop");
+    let mut builder = IoUring::builder();
+    builder.setup_single_issuer().setup_cqsize(ENTRIES * 4);
+    if coop {
+        builder.setup_coop_taskrun();
+    } else {
+        builder.setup_defer_taskrun();
+    }
+    let mut ring = builder
         .build(ENTRIES)
-        .map_err(|e| format!("io_uring setup (SINGLE_ISSUER | DEFER_TASKRUN): {e}"))?;
+        .map_err(|e| format!("io_uring setup (SINGLE_ISSUER, FLOOR_URING={mode:?}): {e}"))?;
     let mut bufs = BufRing::new(&ring)?;
     let lfd = listener.as_raw_fd();
     let mut conns: Vec<Option<Conn>> = Vec::new();
@@ -168,6 +183,14 @@ pub fn run(port: u16, file: &Path) -> Result<(), String> {
         .build()
         .user_data(ACCEPT);
     push(&mut sq, &submitter, accept.clone());
+    // A single-shot recv into the connection's buffer (`oneshot` mode).
+    let recv_once = |fd: i32, c: &mut Conn, sq: &mut squeue::SubmissionQueue<'_>| {
+        let e = opcode::Recv::new(types::Fd(fd), c.buf.as_mut_ptr(), c.buf.len() as u32)
+            .build()
+            .user_data(RECV | fd as u32 as u64);
+        push(sq, &submitter, e);
+        c.recv_armed = true;
+    };
     let send = |fd: i32, c: &mut Conn, sq: &mut squeue::SubmissionQueue<'_>| {
         let chunk = reply.chunk(&c.owed);
         let e = opcode::Send::new(types::Fd(fd), chunk.as_ptr(), chunk.len() as u32)
@@ -202,18 +225,41 @@ pub fn run(port: u16, file: &Path) -> Result<(), String> {
                             if conns.len() <= fd as usize {
                                 conns.resize_with(fd as usize + 1, || None);
                             }
-                            conns[fd as usize] = Some(Conn {
-                                recv_armed: true,
-                                ..Conn::default()
-                            });
-                            let recv = opcode::RecvMulti::new(types::Fd(fd), BGID)
-                                .build()
-                                .user_data(RECV | fd as u32 as u64);
-                            push(&mut sq, &submitter, recv);
+                            let c = conns[fd as usize].insert(Conn::default());
+                            if oneshot {
+                                c.buf = vec![0; BUF_LEN];
+                                recv_once(fd, c, &mut sq);
+                            } else {
+                                c.recv_armed = true;
+                                let recv = opcode::RecvMulti::new(types::Fd(fd), BGID)
+                                    .build()
+                                    .user_data(RECV | fd as u32 as u64);
+                                push(&mut sq, &submitter, recv);
+                            }
                         }
                     }
                     if !cqueue::more(flags) {
                         push(&mut sq, &submitter, accept.clone());
+                    }
+                }
+                RECV if oneshot => {
+                    let c = conns[fd as usize].as_mut().expect("recv on a known fd");
+                    c.recv_armed = false;
+                    if res > 0 {
+                        let n = c.heads.feed(&c.buf[..res as usize]);
+                        c.owed.add(n);
+                        if c.owed.is_empty() {
+                            // Part of a head: read on.
+                            recv_once(fd, c, &mut sq);
+                        } else if !c.sending {
+                            send(fd, c, &mut sq);
+                        }
+                    } else {
+                        c.closing = true;
+                    }
+                    if c.closing && !c.sending {
+                        close(fd);
+                        conns[fd as usize] = None;
                     }
                 }
                 RECV => {
@@ -256,6 +302,9 @@ pub fn run(port: u16, file: &Path) -> Result<(), String> {
                         c.owed.sent(res as usize, reply.len());
                         if !c.closing && !c.owed.is_empty() {
                             send(fd, c, &mut sq);
+                        } else if oneshot && !c.closing && !c.recv_armed {
+                            // The response is out: now the next request's read.
+                            recv_once(fd, c, &mut sq);
                         }
                     } else if !c.closing {
                         c.closing = true;
