@@ -202,7 +202,7 @@ impl Skip {
 /// The read buffer a connection starts with, grown when a head needs more (up to
 /// `max_request_bytes`): an idle io_uring connection lends its buffer to the kernel, so this is
 /// what each one holds. Heads from wrk or curl fit; a browser's takes a second read into 1 KiB.
-const IDLE_READ: usize = 256;
+pub const IDLE_READ: usize = 256;
 
 /// Serves one accepted connection until it closes, with `settings` throughout (a reload while
 /// it is open does not change them).

@@ -4,6 +4,10 @@
 //! first file bytes leave in the same segment). Small files are read into the head's buffer and
 //! sent with one write instead: two system calls either way, and one fewer packet.
 //!
+//! An idle connection holds no read buffer: a read that finds nothing to read hands its empty
+//! buffer to the worker's pool while it waits for readability, and takes one back when the
+//! socket turns readable.
+//!
 //! The open and stat calls block the thread, as they do in nginx without thread pools; on files in
 //! the page cache they take microseconds. Files are opened `O_NONBLOCK`, so a FIFO in the root
 //! cannot stall the worker.
@@ -19,13 +23,39 @@ use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::worker::{Acceptor, Driver};
-use crate::conn::Transport;
+use crate::conn::{IDLE_READ, Transport};
 use crate::deadline::{Deadline, Shut};
 use crate::files::listing::{self, Listing};
 use crate::files::{self, Meta, sys};
 
 /// Files up to this size are read into the head's buffer and sent with one write.
 const INLINE: u64 = 16 * 1024;
+
+/// Empty read buffers a worker keeps for connections that turn readable: enough for every
+/// connection of a busy worker to find one without `malloc`, at most 272 KiB.
+const POOLED_READ_BUFS: usize = 1024;
+
+thread_local! {
+    /// Empty read buffers of [`IDLE_READ`] bytes, parked by connections waiting to read.
+    static READ_BUFS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Parks an empty read buffer while its connection waits; only the usual size is kept.
+fn park(buf: Vec<u8>) {
+    if buf.capacity() == IDLE_READ {
+        READ_BUFS.with_borrow_mut(|p| {
+            if p.len() < POOLED_READ_BUFS {
+                p.push(buf);
+            }
+        });
+    }
+}
+
+/// An empty read buffer with room for `cap` bytes, from the pool when it is the usual size.
+fn unpark(cap: usize) -> Vec<u8> {
+    let pooled = (cap == IDLE_READ).then(|| READ_BUFS.with_borrow_mut(|p| p.pop()));
+    pooled.flatten().unwrap_or_else(|| Vec::with_capacity(cap))
+}
 
 /// The epoll engine, for [`super::worker::run_worker`].
 pub struct Epoll;
@@ -151,14 +181,24 @@ impl Transport for EpollConn {
 
     async fn read(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         loop {
-            if let Err(e) = self.stream.readable().await {
-                return (Err(e), buf);
-            }
-            // The caller leaves spare capacity, so this never reallocates.
+            // The caller leaves spare capacity, so this never reallocates. Without readiness
+            // tokio answers WouldBlock itself, with no system call.
             match self.stream.try_read_buf(&mut buf) {
                 Ok(n) => return (Ok(n), buf),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return (Err(e), buf),
+            }
+            // Nothing to read yet: an empty buffer waits in the pool, not in this connection.
+            let (cap, parked) = (buf.capacity(), buf.is_empty());
+            if parked {
+                park(std::mem::take(&mut buf));
+            }
+            let ready = self.stream.readable().await;
+            if parked {
+                buf = unpark(cap);
+            }
+            if let Err(e) = ready {
+                return (Err(e), buf);
             }
         }
     }
