@@ -31,6 +31,7 @@ engine_tests!(
     status_page_reports_engine_and_counters,
     cached_file_is_revalidated_after_a_change,
     cache_can_be_disabled,
+    files_up_to_a_mebibyte_are_cached_and_sent_whole_to_a_slow_reader,
 );
 
 fn root_serves_index_html(e: Engine) {
@@ -388,4 +389,36 @@ fn cache_can_be_disabled(e: Engine) {
     };
     assert_eq!(served_after_change(0), b"body { color: #444; }\n");
     assert_eq!(served_after_change(65536), b"body { color: #333; }\n");
+}
+
+/// The cache's default limit is 1 MiB: a 900 KiB file is cached (a later change on disk is not
+/// seen before revalidation), and its body goes out from memory byte-exact even to a client whose
+/// small receive buffer makes the server write it in many pieces.
+fn files_up_to_a_mebibyte_are_cached_and_sent_whole_to_a_slow_reader(e: Engine) {
+    let s = Opts::new(e)
+        .extra("[files]\ncache_revalidate_secs = 3600")
+        .extra("[server]\nworkers = 1")
+        .start();
+    let body = common::binary_bytes(900 * 1024);
+    std::fs::write(s.root.join("photo.png"), &body).unwrap();
+    assert!(s.get("/photo.png").body == body, "first, uncached response");
+    let mut c = s.connect();
+    socket2::SockRef::from(&c)
+        .set_recv_buffer_size(32 * 1024)
+        .unwrap();
+    c.write_all(b"GET /photo.png HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut c = BufReader::new(c);
+    let r = read_response(&mut c, false).expect("a complete response");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Length"), Some("921600"));
+    assert!(
+        r.body == body,
+        "the cached body arrived whole and byte-exact"
+    );
+    // Same size, new bytes: served from the cache until revalidation, an hour away.
+    let changed = common::binary_bytes(900 * 1024 + 1)[1..].to_vec();
+    assert!(changed != body);
+    std::fs::write(s.root.join("photo.png"), changed).unwrap();
+    assert!(s.get("/photo.png").body == body, "served from the cache");
 }

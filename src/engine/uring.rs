@@ -7,10 +7,11 @@
 //! the completion arrives. Operations cannot be cancelled: code that abandons one shuts the socket
 //! down first (see [`Transport::abort`]).
 //!
-//! Bodies larger than the cache's files go out with `IORING_OP_SPLICE`, file → pipe → socket, so
+//! Uncached bodies from 64 KiB to 1 MiB go out with `IORING_OP_SPLICE`, file → pipe → socket, so
 //! their bytes never pass through user space (the io_uring counterpart of `sendfile`). Each such
 //! operation holds `Rc` handles to the socket, the file and the pipe, so none of those descriptors
-//! can be closed (and its number reused) while the kernel may still act on it.
+//! can be closed (and its number reused) while the kernel may still act on it. Bodies from 1 MiB
+//! are copied through a pooled buffer instead ([`COPY_MIN`]).
 
 use std::ffi::{CStr, CString};
 use std::future::Future;
