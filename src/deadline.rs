@@ -217,6 +217,13 @@ mod tests {
         }
     }
 
+    /// A connection registered in `t`, with the probe that records how it was shut down.
+    fn watched(t: &Deadlines) -> (Rc<Probe>, Rc<Deadline>) {
+        let probe = Rc::new(Probe::default());
+        let d = t.register(probe.clone());
+        (probe, d)
+    }
+
     fn table() -> (Deadlines, Clock) {
         let clock = Clock::manual();
         (Deadlines::new(clock.clone()), clock)
@@ -225,8 +232,7 @@ mod tests {
     #[test]
     fn expired_read_deadline_shuts_the_read_side() {
         let (t, clock) = table();
-        let probe = Rc::new(Probe::default());
-        let d = t.register(probe.clone());
+        let (probe, d) = watched(&t);
         d.read_within(Duration::from_secs(5));
         t.sweep(clock.now());
         assert!(!d.expired());
@@ -242,8 +248,7 @@ mod tests {
     #[test]
     fn a_stalled_write_shuts_both_sides_and_progress_moves_the_deadline() {
         let (t, clock) = table();
-        let probe = Rc::new(Probe::default());
-        let d = t.register(probe.clone());
+        let (probe, d) = watched(&t);
         d.writing(Duration::from_secs(2));
         clock.advance(Duration::from_secs(1));
         d.progress();
@@ -258,8 +263,7 @@ mod tests {
     #[test]
     fn a_write_that_never_moves_is_cut_off_one_stall_period_after_the_first_sweep() {
         let (t, clock) = table();
-        let probe = Rc::new(Probe::default());
-        let d = t.register(probe.clone());
+        let (probe, d) = watched(&t);
         d.writing(Duration::from_secs(2));
         // The deadline starts at the first sweep after the write began (at most one sweep late).
         clock.advance(SWEEP);
@@ -276,8 +280,7 @@ mod tests {
     #[test]
     fn progress_before_a_sweep_counts_once() {
         let (t, clock) = table();
-        let probe = Rc::new(Probe::default());
-        let d = t.register(probe.clone());
+        let (probe, d) = watched(&t);
         d.writing(Duration::from_secs(2));
         t.sweep(clock.now());
         d.progress();

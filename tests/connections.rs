@@ -202,12 +202,7 @@ fn client_that_stops_reading_is_cut_off(e: Engine) {
         .extra("[limits]\nsend_timeout_secs = 1")
         .start();
     std::fs::write(s.root.join("big.png"), common::binary_bytes(20 << 20)).unwrap();
-    let mut c = s.connect();
-    socket2::SockRef::from(&c)
-        .set_recv_buffer_size(16 * 1024)
-        .unwrap();
-    c.write_all(b"GET /big.png HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    let mut c = s.get_slowly("/big.png", 16 * 1024);
     // Never read: the server's write stalls, and after send_timeout_secs it gives up. The log line
     // is written when the response ends, with 0 bytes counted for an unfinished response.
     let lines = s.log_lines(1);

@@ -402,13 +402,7 @@ fn files_up_to_a_mebibyte_are_cached_and_sent_whole_to_a_slow_reader(e: Engine) 
     let body = common::binary_bytes(900 * 1024);
     std::fs::write(s.root.join("photo.png"), &body).unwrap();
     assert!(s.get("/photo.png").body == body, "first, uncached response");
-    let mut c = s.connect();
-    socket2::SockRef::from(&c)
-        .set_recv_buffer_size(32 * 1024)
-        .unwrap();
-    c.write_all(b"GET /photo.png HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    let mut c = BufReader::new(c);
+    let mut c = BufReader::new(s.get_slowly("/photo.png", 32 * 1024));
     let r = read_response(&mut c, false).expect("a complete response");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("Content-Length"), Some("921600"));

@@ -26,6 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
+
 use crate::Shared;
 use crate::clock::{Clock, Instant};
 use crate::deadline::{Deadline, Deadlines, Shut};
@@ -67,6 +69,14 @@ pub trait Transport {
     /// Writes all of `buf`, calling `deadline.progress()` after each write that moved bytes (a
     /// stalled write is ended by the worker's deadline sweeper). Hands the buffer back.
     async fn write_all(&mut self, buf: Vec<u8>, deadline: &Deadline) -> (io::Result<()>, Vec<u8>);
+    /// Writes `head`, then `body` from where it lies (a cached file's memory), without copying
+    /// it behind the head, with the same progress rule as [`Transport::write_all`].
+    async fn write_parts(
+        &mut self,
+        head: Vec<u8>,
+        body: Bytes,
+        deadline: &Deadline,
+    ) -> io::Result<()>;
     /// Writes `head`, then `len` bytes of `file` from `offset`, the engine's best way, with the
     /// same progress rule as [`Transport::write_all`].
     async fn send_file(
@@ -575,8 +585,12 @@ fn count_cache_use(ctx: &Ctx, used: Option<CacheUse>) {
     }
 }
 
-/// Puts a plan on the wire: bytes in memory go out behind the head in one write; a file body is
-/// left to the engine's best way of sending files.
+/// Bodies in memory up to this size are copied behind the head and go out in one write; larger
+/// ones are written from where they lie, so a response's buffer does not grow with the file.
+const COPY_BEHIND_HEAD: usize = 16 * 1024;
+
+/// Puts a plan on the wire: small bodies in memory go out behind the head in one write; a file
+/// body is left to the engine's best way of sending files.
 async fn send<T: Transport>(io: &mut T, plan: Plan<T::File>, timer: &Deadline) -> io::Result<()> {
     let mut buf = plan.head;
     match plan.body {
@@ -585,6 +599,9 @@ async fn send<T: Transport>(io: &mut T, plan: Plan<T::File>, timer: &Deadline) -
         }
         Body::Empty => {}
         Body::Static(b) => buf.extend_from_slice(b),
+        Body::Bytes(b) if b.len() > COPY_BEHIND_HEAD => {
+            return io.write_parts(buf, b, timer).await;
+        }
         Body::Bytes(b) => buf.extend_from_slice(&b),
     }
     let (sent, buf) = io.write_all(buf, timer).await;

@@ -159,6 +159,20 @@ impl Transport for Scripted {
         (Ok(()), buf)
     }
 
+    async fn write_parts(
+        &mut self,
+        mut head: Vec<u8>,
+        body: Bytes,
+        deadline: &Deadline,
+    ) -> io::Result<()> {
+        self.0
+            .ops
+            .borrow_mut()
+            .push(format!("write parts {}+{}", head.len(), body.len()));
+        head.extend_from_slice(&body);
+        self.write_all(head, deadline).await.0
+    }
+
     async fn send_file(
         &mut self,
         mut head: Vec<u8>,

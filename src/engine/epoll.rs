@@ -19,6 +19,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
 
+use bytes::Bytes;
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -233,6 +234,37 @@ impl Transport for EpollConn {
     async fn write_all(&mut self, buf: Vec<u8>, deadline: &Deadline) -> (io::Result<()>, Vec<u8>) {
         let r = self.send_all(&buf, 0, deadline).await;
         (r, buf)
+    }
+
+    async fn write_parts(
+        &mut self,
+        head: Vec<u8>,
+        body: Bytes,
+        deadline: &Deadline,
+    ) -> io::Result<()> {
+        let fd = self.stream.as_raw_fd();
+        let total = (head.len() + body.len()) as u64;
+        self.push(total, deadline, |done| {
+            let done = done as usize;
+            let (h, b) = if done < head.len() {
+                (&head[done..], &body[..])
+            } else {
+                (&[][..], &body[done - head.len()..])
+            };
+            let iov = [
+                libc::iovec {
+                    iov_base: h.as_ptr() as *mut libc::c_void,
+                    iov_len: h.len(),
+                },
+                libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                },
+            ];
+            // SAFETY: both iovecs point into live slices; writev(2) only reads them.
+            unsafe { libc::writev(fd, iov.as_ptr(), 2) }
+        })
+        .await
     }
 
     async fn send_file(

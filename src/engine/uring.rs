@@ -20,6 +20,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
+use bytes::Bytes;
 use io_uring::{cqueue, opcode, types};
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::fs::File;
@@ -308,6 +309,24 @@ impl UringConn {
         result
     }
 
+    /// Writes all of `buf` (shared bytes, such as a cached file's), one write at a time.
+    async fn write_bytes(&self, mut buf: Bytes, deadline: &Deadline) -> io::Result<()> {
+        while !buf.is_empty() {
+            let (r, b) = self.stream.write(buf).submit().await;
+            buf = b;
+            match r {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    buf = Bytes::slice(&buf, n..);
+                    deadline.progress();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Writes all of `buf`, one write operation at a time, refreshing the deadline after each
     /// write that moved bytes (a slow reader is not cut off as long as it keeps reading).
     async fn write_buf(&self, buf: Vec<u8>, deadline: &Deadline) -> (io::Result<()>, Vec<u8>) {
@@ -376,6 +395,33 @@ impl Transport for UringConn {
 
     async fn write_all(&mut self, buf: Vec<u8>, deadline: &Deadline) -> (io::Result<()>, Vec<u8>) {
         self.write_buf(buf, deadline).await
+    }
+
+    async fn write_parts(
+        &mut self,
+        head: Vec<u8>,
+        body: Bytes,
+        deadline: &Deadline,
+    ) -> io::Result<()> {
+        // One IORING_OP_WRITEV for both; whatever a partial write leaves goes out with plain
+        // writes of the rest.
+        let total = head.len() + body.len();
+        let (r, parts) = self.stream.writev(vec![Bytes::from(head), body]).await;
+        let mut done = match r {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) => return Err(e),
+        };
+        deadline.progress();
+        if done < total {
+            for part in parts {
+                let skip = done.min(part.len());
+                done -= skip;
+                self.write_bytes(Bytes::slice(&part, skip..), deadline)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     async fn send_file(

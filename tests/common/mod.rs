@@ -521,18 +521,25 @@ impl Server {
         read_response(&mut BufReader::new(s), head_only).expect("a response")
     }
 
+    /// Sends `GET path` on a new connection whose receive buffer is only `rcvbuf` bytes, and
+    /// returns the connection unread: the server has to write the response in many pieces.
+    pub fn get_slowly(&self, path: &str, rcvbuf: usize) -> TcpStream {
+        let mut c = self.connect();
+        socket2::SockRef::from(&c)
+            .set_recv_buffer_size(rcvbuf)
+            .unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        c.write_all(req.as_bytes()).unwrap();
+        c
+    }
+
     /// Starts a 20 MiB download of a new `big.png` that stays in flight (a small receive buffer
     /// keeps most of it inside the server) and reads its first 4 KiB. Returns the connection,
     /// the file's bytes and what was read, for the shutdown and drain tests.
     pub fn download_in_flight(&self) -> (TcpStream, Vec<u8>, [u8; 4096]) {
         let big = binary_bytes(20 << 20);
         std::fs::write(self.root.join("big.png"), &big).unwrap();
-        let mut c = self.connect();
-        socket2::SockRef::from(&c)
-            .set_recv_buffer_size(64 * 1024)
-            .unwrap();
-        c.write_all(b"GET /big.png HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
+        let mut c = self.get_slowly("/big.png", 64 * 1024);
         let mut first = [0u8; 4096];
         c.read_exact(&mut first).unwrap();
         (c, big, first)
