@@ -114,8 +114,9 @@ pub struct Files {
     /// An HTML listing for a directory without an index file; default false (404).
     pub listing: bool,
     /// Files up to this size, in bytes, are kept in memory by each worker; 0 disables the cache.
-    /// Default 1 MiB: a cached body goes out with one copy, which on the io_uring engine costs
-    /// 0.7x the CPU of splicing it (`benches/README.md`).
+    /// Default 65536. Raising it to 1 MiB serves 100 KiB files for 0.7x the uring engine's CPU
+    /// (`benches/README.md`), but each response to a slow reader then holds up to that much
+    /// memory, outside the cache's budget once its entry is evicted.
     pub cache_max_file_bytes: u64,
     /// Memory, in bytes, each worker may spend on cached files; default 32 MiB.
     pub cache_bytes_per_worker: usize,
@@ -238,7 +239,7 @@ impl Default for Files {
             .iter()
             .map(|s| s.to_string())
             .collect(),
-            cache_max_file_bytes: 1 << 20,
+            cache_max_file_bytes: 64 * 1024,
             cache_bytes_per_worker: 32 << 20,
             cache_revalidate_secs: 1,
         }

@@ -293,6 +293,25 @@ mod tests {
     }
 
     #[test]
+    fn progress_keeps_a_write_alive_past_its_first_stall_period() {
+        let (t, clock) = table();
+        let (probe, d) = watched(&t);
+        d.writing(Duration::from_secs(2));
+        t.sweep(clock.now()); // the stall period starts: cut off at 2 s without progress
+        clock.advance(Duration::from_millis(1900));
+        d.progress();
+        clock.advance(Duration::from_millis(200));
+        t.sweep(clock.now()); // 2.1 s: moved since the last sweep, so 2 s from here
+        assert!(!d.expired(), "progress was made");
+        clock.advance(Duration::from_millis(1900));
+        t.sweep(clock.now());
+        assert!(!d.expired());
+        clock.advance(Duration::from_millis(100));
+        t.sweep(clock.now()); // 4.1 s: no progress for a whole period
+        assert_eq!(*probe.0.borrow(), [Shutdown::Both]);
+    }
+
+    #[test]
     fn close_idle_spares_busy_connections_and_abort_takes_all() {
         let (t, clock) = table();
         let (idle, busy) = (Rc::new(Probe::default()), Rc::new(Probe::default()));
