@@ -289,16 +289,9 @@ fn goaccess_reads_the_combined_log(e: Engine) {
         .status()
         .is_err()
     {
-        // Straight to stderr, which libtest's capture of passing tests does not reach.
-        static NOTED: std::sync::Once = std::sync::Once::new();
-        NOTED.call_once(|| {
-            let _ = writeln!(
-                std::io::stderr(),
-                "note: goaccess is not installed: goaccess_reads_the_combined_log skipped \
-                 (apt-get install goaccess)"
-            );
-        });
-        return;
+        return common::skip(
+            "goaccess_reads_the_combined_log: goaccess is not installed (apt-get install goaccess)",
+        );
     }
     let mut s = Opts::new(e).extra("[log]\nformat = \"combined\"").start();
     let requests = [

@@ -43,15 +43,10 @@ fn systemd_analyze(args: &[&str]) -> Option<Output> {
     {
         Ok(out) => Some(out),
         Err(e) => {
-            // Straight to stderr, which libtest's capture of passing tests does not reach.
-            static NOTED: std::sync::Once = std::sync::Once::new();
-            NOTED.call_once(|| {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "note: systemd-analyze is not available ({e}): the systemd unit checks are \
-                     skipped (apt-get install systemd)"
-                );
-            });
+            common::skip(&format!(
+                "systemd-analyze is not available ({e}) for the systemd unit checks (apt-get \
+                 install systemd)"
+            ));
             None
         }
     }

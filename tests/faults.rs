@@ -222,8 +222,10 @@ fn a_full_disk_leaves_whole_access_lines_only() {
     let disk = match SmallDisk::mount() {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("skipped: cannot mount a 64 KiB tmpfs ({e}); this test needs root");
-            return;
+            return common::skip(&format!(
+                "a_full_disk_leaves_whole_access_lines_only: cannot mount a 64 KiB tmpfs ({e}); \
+                 it needs root"
+            ));
         }
     };
     let log = disk.dir.path().join("access.log");

@@ -41,6 +41,20 @@ pub use uring_httpd::engine::Engine;
 /// io_uring is unavailable (`.ci/run` sets it, so CI never passes without io_uring unnoticed).
 pub const REQUIRE_URING: &str = "URING_HTTPD_REQUIRE_URING";
 
+/// Set to `1` to make a test that needs an outside tool or privilege (GoAccess, systemd-analyze,
+/// root for a tmpfs mount) fail where it is missing, instead of skipping with a note (`.ci/run`
+/// sets it after installing what they need).
+pub const REQUIRE_TOOLS: &str = "URING_HTTPD_REQUIRE_TOOLS";
+
+/// A test that cannot run here says why on stderr (past libtest's capture of passing tests) and
+/// returns; with `URING_HTTPD_REQUIRE_TOOLS=1` it fails instead.
+pub fn skip(why: &str) {
+    if std::env::var_os(REQUIRE_TOOLS).is_some_and(|v| v == "1") {
+        panic!("{why}, and {REQUIRE_TOOLS}=1 does not allow skipping");
+    }
+    let _ = writeln!(std::io::stderr(), "note: skipped: {why}");
+}
+
 /// The variables the server reads; cleared for every server a test starts, so a developer's own
 /// settings cannot change a test.
 pub const SERVER_ENV: [&str; 6] = [
