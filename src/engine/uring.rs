@@ -22,7 +22,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use io_uring::{cqueue, opcode, types};
-use tokio_uring::buf::BoundedBuf;
+use tokio_uring::buf::{BoundedBuf, IoBuf};
 use tokio_uring::fs::File;
 use tokio_uring::net::{TcpListener, TcpStream};
 use tokio_uring::{OneshotOutputTransform, UnsubmittedOneshot};
@@ -309,29 +309,12 @@ impl UringConn {
         result
     }
 
-    /// Writes all of `buf` (shared bytes, such as a cached file's), one write at a time.
-    async fn write_bytes(&self, mut buf: Bytes, deadline: &Deadline) -> io::Result<()> {
-        while !buf.is_empty() {
-            let (r, b) = self.stream.write(buf).submit().await;
-            buf = b;
-            match r {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    buf = Bytes::slice(&buf, n..);
-                    deadline.progress();
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes all of `buf`, one write operation at a time, refreshing the deadline after each
-    /// write that moved bytes (a slow reader is not cut off as long as it keeps reading).
-    async fn write_buf(&self, buf: Vec<u8>, deadline: &Deadline) -> (io::Result<()>, Vec<u8>) {
+    /// Writes all of `buf` (a `Vec`, or a cached file's shared `Bytes`), one write operation at
+    /// a time, refreshing the deadline after each write that moved bytes (a slow reader is not
+    /// cut off as long as it keeps reading).
+    async fn write_buf<B: IoBuf>(&self, buf: B, deadline: &Deadline) -> (io::Result<()>, B) {
         let (mut buf, mut done) = (buf, 0);
-        while done < buf.len() {
+        while done < buf.bytes_init() {
             let (r, slice) = self.stream.write(buf.slice(done..)).submit().await;
             buf = slice.into_inner();
             match r {
@@ -403,23 +386,17 @@ impl Transport for UringConn {
         body: Bytes,
         deadline: &Deadline,
     ) -> io::Result<()> {
-        // One IORING_OP_WRITEV for both; whatever a partial write leaves goes out with plain
+        // One IORING_OP_WRITEV for both; whatever a partial write left goes out with plain
         // writes of the rest.
-        let total = head.len() + body.len();
         let (r, parts) = self.stream.writev(vec![Bytes::from(head), body]).await;
-        let mut done = match r {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => n,
-            Err(e) => return Err(e),
-        };
-        deadline.progress();
-        if done < total {
-            for part in parts {
-                let skip = done.min(part.len());
-                done -= skip;
-                self.write_bytes(Bytes::slice(&part, skip..), deadline)
-                    .await?;
-            }
+        let mut done = r?;
+        if done > 0 {
+            deadline.progress();
+        }
+        for part in parts {
+            let skip = done.min(part.len());
+            done -= skip;
+            self.write_buf(Bytes::slice(&part, skip..), deadline).await.0?;
         }
         Ok(())
     }
