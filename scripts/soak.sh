@@ -100,6 +100,8 @@ TOML
 
     wrk_rps=$(awk '/Requests\/sec/ { print $2 }' "$out/wrk-$engine.txt")
     mix=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["counts"]; ok=sum(v for k,v in d.items() if not k.endswith("_unexpected")); bad=sum(v for k,v in d.items() if k.endswith("_unexpected")); print(f"{ok} checked, {bad} unexpected")' "$out/mix-$engine.json")
+    case $mix in *" 0 unexpected") ;; *) failed=1 ;; esac
+    [ "$code" = 0 ] || failed=1
     awk -F'\t' -v e="$engine" -v secs="$secs" -v code="$code" -v rps="$wrk_rps" -v mix="$mix" '
         $1 == e {
             n++
@@ -114,6 +116,9 @@ TOML
         }' "$out/samples.tsv" | tee -a "$out/summary.txt"
     if grep -q panicked "$out/stderr-$engine.log"; then
         echo "soak $engine: the server panicked, see $out/stderr-$engine.log"
+        failed=1
     fi
 done
 echo "samples: $out/samples.tsv"
+# Non-zero when any answer was unexpected, a server panicked or did not exit 0.
+exit "${failed:-0}"

@@ -192,6 +192,7 @@ fn chunked_body_is_decoded_and_the_connection_kept(e: Engine) {
     assert_eq!(got[1].status, 405);
     assert_eq!(got[2].body, b"{\"a\": 1}\n");
     let log = s.log_lines(3);
+    assert_eq!(log.len(), 3, "{log:?}");
     assert!(!log.iter().any(|l| l.contains("/app.js")), "{log:?}");
 }
 
@@ -267,6 +268,7 @@ fn unsupported_version_is_505(e: Engine) {
     // The client's version is not the server's problem: logged, but not on stderr (where any
     // client could otherwise flood it); a 5xx that is the server's still is.
     let lines = s.log_lines(2);
+    assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines.iter().all(|l| l.contains(" 505 ")), "{lines:?}");
     let err = s.stderr();
     assert!(!err.contains("505"), "{err}");

@@ -29,20 +29,6 @@ fn eventually(mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// The server's descriptor count once it has stopped changing (a closed socket is released a
-/// moment after the client sees the close, through the ring on the uring engine).
-fn settled_fds(s: &common::Server) -> usize {
-    let mut last = s.open_fds();
-    let mut same = 0;
-    while same < 5 {
-        std::thread::sleep(Duration::from_millis(20));
-        let now = s.open_fds();
-        same = if now == last { same + 1 } else { 0 };
-        last = now;
-    }
-    last
-}
-
 fn a_panicking_connection_costs_only_itself(e: Engine) {
     let mut o = Opts::new(e);
     // One worker: the connection served after the panic is served by the worker that panicked.
@@ -54,7 +40,7 @@ fn a_panicking_connection_costs_only_itself(e: Engine) {
     let out =
         s.exchange_until_close(b"GET /style.css HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
-    let baseline = settled_fds(&s);
+    let baseline = s.settled_fds();
 
     let mut c = s.connect();
     let port = c.local_addr().unwrap().port();
@@ -84,7 +70,7 @@ fn a_panicking_connection_costs_only_itself(e: Engine) {
         "{err}"
     );
     assert_eq!(err.matches("conn-panic").count(), 1, "said once: {err}");
-    assert_eq!(settled_fds(&s), baseline, "descriptors now and before");
+    assert_eq!(s.settled_fds(), baseline, "descriptors now and before");
     // Nothing else changed: a clean exit, every answered request logged.
     assert!(s.stop().success(), "{}", s.stderr());
     assert_eq!(s.log_lines(2).len(), 2);
@@ -288,17 +274,7 @@ fn memory_comes_back_after_a_burst(e: Engine) {
     let s = o.start();
     assert_eq!(s.get("/style.css").status, 200);
     let rss = || s.proc_status_kb("VmRSS");
-    let settled = || {
-        let mut last = rss();
-        let mut same = 0;
-        while same < 5 {
-            std::thread::sleep(Duration::from_millis(20));
-            let now = rss();
-            same = if now == last { same + 1 } else { 0 };
-            last = now;
-        }
-        last
-    };
+    let settled = || common::settled(rss);
     let start = settled();
     let mut clients = Vec::new();
     for _ in 0..4000 {

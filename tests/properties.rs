@@ -227,7 +227,8 @@ fn policy(dots: bool) -> Policy {
 }
 
 /// The checks must be able to fail: a head with two Content-Lengths, or with one on a 304, is
-/// caught; so is a resolved path the reference disagrees with.
+/// caught. (The access-line check at the end is the positive case: a path with a space and a
+/// newline still makes a line of seven fields.)
 #[test]
 fn the_checks_catch_what_they_are_meant_to() {
     use fuzzing::{BodySeen, Outcome, check_outcome};

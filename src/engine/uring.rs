@@ -396,7 +396,9 @@ impl Transport for UringConn {
         for part in parts {
             let skip = done.min(part.len());
             done -= skip;
-            self.write_buf(Bytes::slice(&part, skip..), deadline).await.0?;
+            self.write_buf(Bytes::slice(&part, skip..), deadline)
+                .await
+                .0?;
         }
         Ok(())
     }

@@ -291,29 +291,52 @@ mod tests {
     #[test]
     fn memory_stays_bounded() {
         let now = Instant::now();
-        let mut c = FileCache::new(100, 40, Duration::from_secs(1));
+        // Room for exactly three 30-byte files under 2-byte keys (each costs 30 + 2 + overhead).
+        let entry = 30 + 2 + ENTRY_OVERHEAD;
+        let mut c = FileCache::new(3 * entry + entry / 2, 40, Duration::from_secs(1));
         for i in 0..50u8 {
             let body = Bytes::from(vec![i; 30]);
             let x = CString::new("x").unwrap();
             c.insert(vec![b'/', i], x, hit(30, 1, body), NONE, now);
-            assert!(c.bytes <= 100, "{}", c.bytes);
+            assert!(c.bytes <= 3 * entry + entry / 2, "{}", c.bytes);
         }
-        assert!(c.len() <= 3);
-        // Too big for an entry: not kept.
-        let big = hit(41, 1, Bytes::from(vec![0; 41]));
-        c.insert(b"/big".to_vec(), CString::new("x").unwrap(), big, NONE, now);
+        assert_eq!(c.len(), 3, "full, and no fuller");
+        assert_eq!(c.bytes, 3 * entry);
+        let x = || CString::new("x").unwrap();
+        let mut c = FileCache::new(1 << 20, 40, Duration::from_secs(1));
+        // Larger than the largest file kept: not kept; at the limit: kept.
+        c.insert(
+            b"/big".to_vec(),
+            x(),
+            hit(41, 1, Bytes::from(vec![0; 41])),
+            NONE,
+            now,
+        );
         assert!(matches!(c.lookup(b"/big", now), Lookup::Miss));
-        // A variant too big to keep keeps its whole entry out.
-        let mut with_big_variant = hit(10, 1, Bytes::from(vec![0; 10]));
-        with_big_variant.variants = Rc::new([Variant {
-            coding: Coding::Gzip,
-            info: FileInfo::new(meta(41, 1), "text/html"),
-            body: Bytes::from(vec![0; 41]),
-        }]);
-        let gz = [None, None, Some(meta(41, 1))];
-        let x = CString::new("x").unwrap();
-        c.insert(b"/v".to_vec(), x, with_big_variant, gz, now);
+        c.insert(
+            b"/fits".to_vec(),
+            x(),
+            hit(40, 1, Bytes::from(vec![0; 40])),
+            NONE,
+            now,
+        );
+        assert!(matches!(c.lookup(b"/fits", now), Lookup::Fresh(_)));
+        // A variant too big to keep keeps its whole entry out; one at the limit does not.
+        let with_variant = |len: usize| {
+            let mut h = hit(10, 1, Bytes::from(vec![0; 10]));
+            h.variants = Rc::new([Variant {
+                coding: Coding::Gzip,
+                info: FileInfo::new(meta(len as u64, 1), "text/html"),
+                body: Bytes::from(vec![0; len]),
+            }]);
+            (h, [None, None, Some(meta(len as u64, 1))])
+        };
+        let (h, gz) = with_variant(41);
+        c.insert(b"/v".to_vec(), x(), h, gz, now);
         assert!(matches!(c.lookup(b"/v", now), Lookup::Miss));
+        let (h, gz) = with_variant(40);
+        c.insert(b"/w".to_vec(), x(), h, gz, now);
+        assert!(matches!(c.lookup(b"/w", now), Lookup::Fresh(_)));
     }
 
     #[test]

@@ -627,6 +627,25 @@ impl Server {
             .unwrap()
             .count()
     }
+
+    /// The server's open descriptors once the count has stopped changing.
+    pub fn settled_fds(&self) -> usize {
+        settled(|| self.open_fds())
+    }
+}
+
+/// `f()` once it has returned the same value five times in a row, 20 ms apart (a count the
+/// server is still changing, such as its descriptors or resident memory after a burst).
+pub fn settled<T: PartialEq>(f: impl Fn() -> T) -> T {
+    let mut last = f();
+    let mut same = 0;
+    while same < 5 {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = f();
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+    }
+    last
 }
 
 impl Drop for Server {
