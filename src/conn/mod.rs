@@ -20,7 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::ffi::CStr;
 use std::io;
 use std::net::{IpAddr, Shutdown};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -34,7 +34,7 @@ use crate::deadline::{Deadline, Deadlines, Shut};
 use crate::exchange::{self, CacheUse, ConnState, Done, Exchange, Refusal, Step};
 use crate::files::Meta;
 use crate::files::cache::FileCache;
-use crate::files::listing::Listing;
+use crate::files::listing::{self, Listing};
 use crate::http::chunked::{self, Progress};
 use crate::http::{self, ParseError, Request, Status, response};
 use crate::log::{Record, RequestText};
@@ -61,9 +61,13 @@ pub trait Transport {
     /// Opens `rel` with [`crate::files::OPEN_FLAGS`] beneath the directory `root` (the kernel
     /// refuses any resolution that leaves it, symlinks included) and stats the descriptor.
     async fn open(&mut self, root: BorrowedFd<'_>, rel: &CStr) -> io::Result<(Self::File, Meta)>;
-    /// Reads the directory `rel` beneath the directory `root` for a listing (off the worker
-    /// thread: see [`crate::files::listing`]).
-    async fn list(&mut self, root: BorrowedFd<'_>, rel: &CStr) -> io::Result<Listing>;
+    /// Reads the directory `rel` beneath the directory `root` for a listing. Both engines do it
+    /// on the blocking pool (no io_uring operation reads a directory), with a descriptor of the
+    /// root of its own, which nothing can close under it.
+    async fn list(&mut self, root: BorrowedFd<'_>, rel: &CStr) -> io::Result<Listing> {
+        let (root, rel) = (root.try_clone_to_owned()?, rel.to_owned());
+        crate::blocking::run(move || listing::read_dir(root.as_raw_fd(), &rel)).await?
+    }
     /// Reads exactly `len` bytes of `file` from its start (for the cache), then closes it.
     async fn read_whole(&mut self, file: Self::File, len: u64) -> io::Result<Vec<u8>>;
     /// Writes all of `buf`, calling `deadline.progress()` after each write that moved bytes (a
@@ -428,7 +432,8 @@ enum Outcome {
 /// refused before it parsed; `head` is what arrived of it, for the log. `served` responses went
 /// out on this connection before this one. `started` is when the request's first byte arrived;
 /// the instant the response was done comes back with the outcome. Those two are the only clock
-/// readings a request costs (deadlines and the exchange reuse them).
+/// readings a request answered from the cache costs (deadlines and the exchange reuse them); a
+/// miss reads it again after each file-system step.
 #[allow(clippy::too_many_arguments)] // the connection's parts an answer needs, each borrowed separately
 async fn answer<T: Transport>(
     io: &mut T,

@@ -26,7 +26,6 @@ use tokio::net::{TcpListener, TcpStream};
 use super::worker::{Acceptor, Driver};
 use crate::conn::{IDLE_READ, Transport};
 use crate::deadline::{Deadline, Shut};
-use crate::files::listing::{self, Listing};
 use crate::files::{self, Meta, sys};
 
 /// Files up to this size are read into the head's buffer and sent with one write.
@@ -41,21 +40,20 @@ thread_local! {
     static READ_BUFS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Parks an empty read buffer while its connection waits; only the usual size is kept.
+/// Parks an empty read buffer of [`IDLE_READ`] bytes while its connection waits.
 fn park(buf: Vec<u8>) {
-    if buf.capacity() == IDLE_READ {
-        READ_BUFS.with_borrow_mut(|p| {
-            if p.len() < POOLED_READ_BUFS {
-                p.push(buf);
-            }
-        });
-    }
+    READ_BUFS.with_borrow_mut(|p| {
+        if p.len() < POOLED_READ_BUFS {
+            p.push(buf);
+        }
+    });
 }
 
-/// An empty read buffer with room for `cap` bytes, from the pool when it is the usual size.
-fn unpark(cap: usize) -> Vec<u8> {
-    let pooled = (cap == IDLE_READ).then(|| READ_BUFS.with_borrow_mut(|p| p.pop()));
-    pooled.flatten().unwrap_or_else(|| Vec::with_capacity(cap))
+/// An empty read buffer of [`IDLE_READ`] bytes, from the pool when it has one.
+fn unpark() -> Vec<u8> {
+    READ_BUFS
+        .with_borrow_mut(|p| p.pop())
+        .unwrap_or_else(|| Vec::with_capacity(IDLE_READ))
 }
 
 /// The epoll engine, for [`super::worker::run_worker`].
@@ -164,7 +162,7 @@ impl EpollConn {
             });
             match sent {
                 // sendfile at the end of a file that shrank under us; send never returns 0 here.
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank")),
+                Ok(0) => return Err(files::shrank()),
                 Ok(n) => {
                     done += n;
                     deadline.progress();
@@ -189,14 +187,15 @@ impl Transport for EpollConn {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return (Err(e), buf),
             }
-            // Nothing to read yet: an empty buffer waits in the pool, not in this connection.
-            let (cap, parked) = (buf.capacity(), buf.is_empty());
+            // Nothing to read yet: an empty buffer of the usual size waits in the pool, not in
+            // this connection (a grown one stays: freeing it would cost a malloc per request).
+            let parked = buf.is_empty() && buf.capacity() == IDLE_READ;
             if parked {
                 park(std::mem::take(&mut buf));
             }
             let ready = self.stream.readable().await;
             if parked {
-                buf = unpark(cap);
+                buf = unpark();
             }
             if let Err(e) = ready {
                 return (Err(e), buf);
@@ -216,12 +215,6 @@ impl Transport for EpollConn {
         let file = std::fs::File::from(sys::openat2(root.as_raw_fd(), rel, files::OPEN_FLAGS)?);
         let meta = sys::statx(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;
         Ok((file, meta))
-    }
-
-    async fn list(&mut self, root: BorrowedFd<'_>, rel: &CStr) -> io::Result<Listing> {
-        // The pool thread gets its own descriptor of the root: nothing can close it under it.
-        let (root, rel) = (root.try_clone_to_owned()?, rel.to_owned());
-        crate::blocking::run(move || listing::read_dir(root.as_raw_fd(), &rel)).await?
     }
 
     async fn read_whole(&mut self, file: std::fs::File, len: u64) -> io::Result<Vec<u8>> {
@@ -298,12 +291,12 @@ impl Transport for EpollConn {
     }
 }
 
-/// statx(2) of `path` relative to `dirfd` (an empty path with AT_EMPTY_PATH: `dirfd` itself).
+/// Fills `buf` from `file` at `offset` (pread), failing when the file is shorter than promised.
 fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     file.read_exact_at(buf, offset).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
-            io::Error::new(e.kind(), "file shrank while sending")
+            files::shrank()
         } else {
             e
         }

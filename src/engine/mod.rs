@@ -69,6 +69,7 @@ const NEEDED: &[(u8, &str)] = &[
     (io_uring::opcode::Accept::CODE, "ACCEPT"),
     (io_uring::opcode::Read::CODE, "READ"),
     (io_uring::opcode::Write::CODE, "WRITE"),
+    (io_uring::opcode::Writev::CODE, "WRITEV"),
     (io_uring::opcode::Statx::CODE, "STATX"),
     (io_uring::opcode::OpenAt2::CODE, "OPENAT2"),
     (io_uring::opcode::Close::CODE, "CLOSE"),

@@ -30,7 +30,6 @@ use tokio_uring::{OneshotOutputTransform, UnsubmittedOneshot};
 use super::worker::{Acceptor, Driver};
 use crate::conn::Transport;
 use crate::deadline::{Deadline, Shut};
-use crate::files::listing::{self, Listing};
 use crate::files::{self, Meta};
 
 /// The io_uring engine, for [`super::worker::run_worker`].
@@ -275,10 +274,7 @@ impl UringConn {
                     .splice(keep, file.as_raw_fd(), pos as i64, pipe.w.as_raw_fd(), want)
                     .await?;
                 if filled == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "file shrank while sending",
-                    ));
+                    return Err(files::shrank());
                 }
                 pos += filled as u64;
                 let mut left = filled;
@@ -342,13 +338,6 @@ impl Transport for UringConn {
 
     async fn stat(&mut self, root: BorrowedFd<'_>, rel: &CStr) -> io::Result<Meta> {
         statx(root.as_raw_fd(), rel.to_owned(), 0).await
-    }
-
-    async fn list(&mut self, root: BorrowedFd<'_>, rel: &CStr) -> io::Result<Listing> {
-        // No io_uring op reads a directory (getdents is not one): the blocking pool does, with a
-        // descriptor of the root of its own, which nothing can close under it.
-        let (root, rel) = (root.try_clone_to_owned()?, rel.to_owned());
-        crate::blocking::run(move || listing::read_dir(root.as_raw_fd(), &rel)).await?
     }
 
     async fn open(&mut self, root: BorrowedFd<'_>, rel: &CStr) -> io::Result<(File, Meta)> {
@@ -477,11 +466,7 @@ async fn read_exact_at(
             .await;
         buf = slice.into_inner();
         match r {
-            Ok(0) => {
-                let shrank =
-                    io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while sending");
-                return (Err(shrank), buf);
-            }
+            Ok(0) => return (Err(files::shrank()), buf),
             Ok(_) => {}
             Err(e) => return (Err(e), buf),
         }

@@ -323,6 +323,15 @@ impl FileInfo {
     }
 }
 
+/// The error for a file that turned out shorter than the length its response promised (it
+/// shrank while being sent): the connection is cut, never padded.
+pub fn shrank() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "file shrank while sending",
+    )
+}
+
 /// Fields requested from statx.
 pub const STATX_MASK: u32 =
     libc::STATX_TYPE | libc::STATX_SIZE | libc::STATX_MTIME | libc::STATX_INO | libc::STATX_CTIME;
