@@ -221,14 +221,6 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// A log that drops every record (and counts nothing).
-    pub fn off() -> AccessLog {
-        AccessLog {
-            tx: None,
-            state: Arc::new(State::new(0)),
-        }
-    }
-
     /// A log whose records arrive on the returned receiver, for tests that assert what was logged.
     #[cfg(test)]
     pub(crate) fn channel(capacity: usize) -> (AccessLog, Records) {
@@ -337,11 +329,6 @@ impl Writer {
             }
             _ => tracing::info!("the access log is not a file: nothing to reopen"),
         }
-    }
-
-    /// The counters of lines written and dropped.
-    pub fn counters(&self) -> &Arc<LogCounters> {
-        &self.state.counters
     }
 
     /// Waits for the writer to drain the queue; call after dropping every [`AccessLog`].

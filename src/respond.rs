@@ -301,13 +301,10 @@ pub fn directory_redirect<F>(
 ) -> Plan<F> {
     let mut location = vec![b'/'];
     if rel.as_bytes() != b"." {
-        for &b in rel.as_bytes() {
-            if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {
-                location.push(b);
-            } else {
-                location.extend_from_slice(format!("%{b:02X}").as_bytes());
-            }
-        }
+        location.extend(crate::http::percent_encoded(
+            rel.as_bytes(),
+            b"-._~!$&'()*+,;=:@/",
+        ));
         location.push(b'/');
     }
     if let Some(q) = query {

@@ -11,7 +11,6 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
-use std::time::{Duration, UNIX_EPOCH};
 
 use super::{Kind, Meta, Policy, sys};
 
@@ -95,13 +94,7 @@ fn escape_html(s: &str, out: &mut String) {
 }
 
 fn escape_href(name: &[u8], out: &mut String) {
-    for &b in name {
-        if b.is_ascii_alphanumeric() || b"-._~!$()*+,;=:@".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
+    out.extend(crate::http::percent_encoded(name, b"-._~!$()*+,;=:@").map(char::from));
 }
 
 /// Renders the listing of the directory the request path `path` names (it ends in `/`), with
@@ -148,8 +141,7 @@ pub fn render(path: &[u8], listing: &Listing, policy: &Policy) -> Vec<u8> {
             _ => html.push_str(&e.meta.size.to_string()),
         }
         html.push_str("</td><td>");
-        let mtime = UNIX_EPOCH + Duration::from_secs(e.meta.mtime.max(0) as u64);
-        html.push_str(&httpdate::fmt_http_date(mtime));
+        html.push_str(&httpdate::fmt_http_date(e.meta.modified()));
         html.push_str("</td></tr>\n");
     }
     html.push_str("</table>\n");

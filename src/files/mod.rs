@@ -261,6 +261,12 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// The modification time in whole seconds, as HTTP dates show it (a time before the epoch
+    /// shows as the epoch).
+    pub fn modified(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.mtime.max(0) as u64)
+    }
+
     /// Reads the fields of [`STATX_MASK`] out of a `statx` result.
     pub fn from_statx(st: &libc::statx) -> Meta {
         let kind = match u32::from(st.stx_mode) & libc::S_IFMT {
@@ -319,7 +325,7 @@ impl FileInfo {
 
     /// The modification time, whole seconds (what `Last-Modified` can say).
     pub fn mtime(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.meta.mtime.max(0) as u64)
+        self.meta.modified()
     }
 }
 

@@ -57,7 +57,6 @@ statuses! {
     NoContent = 204 "No Content";
     PartialContent = 206 "Partial Content";
     MovedPermanently = 301 "Moved Permanently";
-    PermanentRedirect = 308 "Permanent Redirect";
     NotModified = 304 "Not Modified";
     BadRequest = 400 "Bad Request";
     Forbidden = 403 "Forbidden";
