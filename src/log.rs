@@ -119,10 +119,15 @@ impl Destination {
                 out: Box::new(io::stdout()),
                 path: None,
             }),
-            AccessTarget::File(path) => Some(Destination {
-                out: Box::new(WholeLines::new(open_append(path)?)),
-                path: Some(path.clone()),
-            }),
+            AccessTarget::File(path) => Some(Destination::file(path)?),
+        })
+    }
+
+    /// Opens the file at `path`, creating it or appending to it.
+    fn file(path: &Path) -> io::Result<Destination> {
+        Ok(Destination {
+            out: Box::new(WholeLines::new(open_append(path)?)),
+            path: Some(path.to_path_buf()),
         })
     }
 }
@@ -369,8 +374,9 @@ pub fn start(
     capacity: usize,
 ) -> io::Result<(AccessLog, Writer)> {
     let state = Arc::new(State::new(capacity));
-    let (out, path): (Box<dyn Write + Send>, _) = match target {
-        AccessTarget::Off => {
+    let destination = match Destination::open(target)? {
+        Some(d) => d,
+        None => {
             let log = AccessLog {
                 tx: None,
                 state: state.clone(),
@@ -385,14 +391,9 @@ pub fn start(
             };
             return Ok((log, writer));
         }
-        AccessTarget::Stdout => (Box::new(io::stdout()), None),
-        AccessTarget::File(path) => (
-            Box::new(WholeLines::new(open_append(path)?)),
-            Some(path.clone()),
-        ),
     };
     let (tx, rx) = mpsc::channel();
-    let sink = Sink::new(out, path, format, state.counters.clone());
+    let sink = Sink::new(destination, format, state.counters.clone());
     let st = state.clone();
     let handle = std::thread::Builder::new()
         .name("access-log".into())
@@ -586,15 +587,10 @@ struct Sink {
 const BUFFER: usize = 64 * 1024;
 
 impl Sink {
-    fn new(
-        out: Box<dyn Write + Send>,
-        path: Option<PathBuf>,
-        format: LogFormat,
-        counters: Arc<LogCounters>,
-    ) -> Sink {
+    fn new(to: Destination, format: LogFormat, counters: Arc<LogCounters>) -> Sink {
         Sink {
-            out: Some(BufWriter::with_capacity(BUFFER, out)),
-            path,
+            out: Some(BufWriter::with_capacity(BUFFER, to.out)),
+            path: to.path,
             format,
             line: Vec::with_capacity(512),
             pending: 0,
@@ -622,10 +618,15 @@ impl Sink {
         self.flush();
         self.format = format;
         if let Some(d) = destination {
-            self.out = Some(BufWriter::with_capacity(BUFFER, d.out));
-            self.path = d.path;
-            self.last_error = None;
+            self.write_to(d);
         }
+    }
+
+    /// Goes on writing to `to` (the previous destination is flushed already).
+    fn write_to(&mut self, to: Destination) {
+        self.out = Some(BufWriter::with_capacity(BUFFER, to.out));
+        self.path = to.path;
+        self.last_error = None;
     }
 
     fn write(&mut self, r: &Record) {
@@ -678,11 +679,9 @@ impl Sink {
             return;
         };
         self.flush();
-        match open_append(&path) {
-            Ok(file) => {
-                let file = WholeLines::new(file);
-                self.out = Some(BufWriter::with_capacity(BUFFER, Box::new(file)));
-                self.last_error = None;
+        match Destination::file(&path) {
+            Ok(d) => {
+                self.write_to(d);
                 tracing::info!("access log reopened: {}", path.display());
             }
             Err(e) => {
