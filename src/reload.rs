@@ -127,67 +127,87 @@ impl Reloader {
 /// returns those that differ.
 pub fn keep_fixed(old: &Loaded, new: &mut Loaded) -> Vec<NeedsRestart> {
     let mut changed = Vec::new();
-    let mut check = |key: &'static str, old: String, new: String| {
-        if old != new {
-            changed.push(NeedsRestart { key, old, new });
-        }
-    };
+    let c = &mut changed;
     let (o, n) = (&old.config, &mut new.config);
-    check("server.host", o.server.host.clone(), n.server.host.clone());
-    check(
-        "server.port",
-        o.server.port.to_string(),
-        n.server.port.to_string(),
-    );
-    check(
+    keep(c, "server.host", &o.server.host, &mut n.server.host, |v| {
+        v.clone()
+    });
+    keep(c, "server.port", &o.server.port, &mut n.server.port, |v| {
+        v.to_string()
+    });
+    keep(
+        c,
         "server.workers",
-        o.server.workers.to_string(),
-        n.server.workers.to_string(),
+        &o.server.workers,
+        &mut n.server.workers,
+        |v| v.to_string(),
     );
-    check(
+    keep(
+        c,
         "server.engine",
-        o.server.engine.to_string(),
-        n.server.engine.to_string(),
+        &o.server.engine,
+        &mut n.server.engine,
+        |v| v.to_string(),
     );
-    check(
+    keep(
+        c,
         "log.buffer_lines",
-        o.log.buffer_lines.to_string(),
-        n.log.buffer_lines.to_string(),
+        &o.log.buffer_lines,
+        &mut n.log.buffer_lines,
+        |v| v.to_string(),
     );
-    check(
+    let (old_max, new_max) = (
+        &o.limits.max_connections_per_worker,
+        &mut n.limits.max_connections_per_worker,
+    );
+    keep(
+        c,
         "limits.max_connections_per_worker",
-        o.limits.max_connections_per_worker.to_string(),
-        n.limits.max_connections_per_worker.to_string(),
+        old_max,
+        new_max,
+        |v| v.to_string(),
     );
-    check(
+    keep(
+        c,
         "admin.listen",
-        format!("{:?}", o.admin.listen),
-        format!("{:?}", n.admin.listen),
+        &o.admin.listen,
+        &mut n.admin.listen,
+        |v| format!("{v:?}"),
     );
     // A log that was off has no writer thread, and one that is on has workers formatting
     // records: switching between the two is a restart. Another file (or stdout) is live.
     let off = |t: &AccessTarget| *t == AccessTarget::Off;
     if off(&old.access) != off(&new.access) {
-        check(
-            "log.access",
-            format!("{:?}", o.log.access),
-            format!("{:?}", n.log.access),
-        );
-        n.log.access = o.log.access.clone();
+        keep(c, "log.access", &o.log.access, &mut n.log.access, |v| {
+            format!("{v:?}")
+        });
         new.access = old.access.clone();
     }
-    n.server.host = o.server.host.clone();
-    n.server.port = o.server.port;
-    n.server.workers = o.server.workers;
-    n.server.engine = o.server.engine;
-    n.limits.max_connections_per_worker = o.limits.max_connections_per_worker;
-    n.log.buffer_lines = o.log.buffer_lines;
-    n.admin.listen = o.admin.listen.clone();
+    // What start-up resolved from the kept settings stays as it was too.
     new.admin = old.admin;
     new.host = old.host;
     new.host_note = old.host_note.clone();
     new.workers = old.workers;
     changed
+}
+
+/// One setting fixed at start: when `new` differs it is noted in `changed`, shown with `show`,
+/// and set back to `old`.
+fn keep<T: PartialEq + Clone>(
+    changed: &mut Vec<NeedsRestart>,
+    key: &'static str,
+    old: &T,
+    new: &mut T,
+    show: fn(&T) -> String,
+) {
+    if old != new {
+        changed.push(NeedsRestart {
+            key,
+            old: show(old),
+            new: show(new),
+        });
+        *new = old.clone();
+    }
 }
 
 #[cfg(test)]
