@@ -9,9 +9,9 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Engine, IO_TIMEOUT, Opts, Response, Server, read_response};
+use common::{Engine, Opts, Response, Server, read_response};
 use regex::Regex;
 
 engine_tests!(
@@ -357,14 +357,6 @@ fn drain(reader: std::fs::File) -> std::thread::JoinHandle<Vec<String>> {
     })
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn a_stuck_writer_drops_lines_counts_and_reports_them(e: Engine) {
     let fifo_dir = tempfile::tempdir().unwrap();
     let fifo = fifo_dir.path().join("access.fifo");
@@ -383,9 +375,7 @@ fn a_stuck_writer_drops_lines_counts_and_reports_them(e: Engine) {
     let got = in_order(&s, &[get; N]);
     // Every request was answered, while the writer was stuck.
     assert!(got.iter().all(|r| r.status == 200 && r.body.len() == 22));
-    wait_for("the drop report", || {
-        s.stderr().contains("access log: dropped ")
-    });
+    s.wait_stderr("access log: dropped ", 1);
     let report =
         Regex::new(r"access log: dropped (\d+) lines in the last \d+s: the writer is behind")
             .unwrap();
@@ -423,15 +413,13 @@ fn sigusr1_reopens_the_access_log(e: Engine) {
     std::fs::rename(&s.log_path, &rotated).unwrap();
     s.signal(libc::SIGUSR1);
     let reopened = format!("access log reopened: {}", s.log_path.display());
-    wait_for("the reopen line", || s.stderr().contains(&reopened));
+    s.wait_stderr(&reopened, 1);
     for path in ["/data.json", "/index.html", "/sub/page.html"] {
         assert_eq!(s.get(path).status, 200);
     }
     // A second rotation signal with nothing renamed just reopens the same file.
     s.signal(libc::SIGUSR1);
-    wait_for("the second reopen", || {
-        s.stderr().matches(&reopened).count() == 2
-    });
+    s.wait_stderr(&reopened, 2);
     assert_eq!(s.get("/").status, 200);
     assert!(s.stop().success(), "{}", s.stderr());
     let old = std::fs::read_to_string(&rotated).unwrap();

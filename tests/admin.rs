@@ -7,10 +7,10 @@ mod common;
 
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Engine, IO_TIMEOUT, Opts, Response, Server, read_response};
+use common::{Engine, IO_TIMEOUT, Opts, Response, Server, read_response};
 
 engine_tests!(
     metrics_count_exactly_what_was_served,
@@ -350,10 +350,7 @@ fn an_unusable_admin_address_is_refused_with_file_line_and_key() {
     std::fs::create_dir(dir.path().join("root")).unwrap();
     let cfg = "[server]\nport = 0\n\n[admin]\nlisten = \"nonsense\"\n";
     std::fs::write(dir.path().join("uring.toml"), cfg).unwrap();
-    let mut cmd = Command::new(BIN);
-    for var in common::SERVER_ENV {
-        cmd.env_remove(var);
-    }
+    let mut cmd = common::server_command();
     let out = cmd
         .current_dir(dir.path())
         .stdin(Stdio::null())

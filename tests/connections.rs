@@ -253,14 +253,7 @@ fn out_of_descriptors_gives_503_never_a_truncated_200(e: Engine) {
             assert_eq!(r.header("Retry-After"), Some("1"));
             assert_eq!(r.header("Connection"), Some("close"));
             // The reason reaches stderr before the response; the test reads stderr in a thread.
-            let logged = |err: &str| err.contains("503: cannot send the body now");
-            for _ in 0..100 {
-                if logged(&s.stderr()) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            assert!(logged(&s.stderr()), "{}", s.stderr());
+            s.wait_stderr("503: cannot send the body now", 1);
         }
         Engine::Epoll => {
             assert_eq!(r.status, 200);

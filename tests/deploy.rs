@@ -167,13 +167,10 @@ fn the_shipped_config_matches_the_unit_and_serves() {
         .replace(&log_dir, logs.to_str().unwrap());
     let cfg = dir.path().join("uring.toml");
     std::fs::write(&cfg, moved).unwrap();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = common::server_command();
     cmd.arg("--config")
         .arg(&cfg)
         .args(["--host", "127.0.0.1", "--port", "0", "--workers", "1"]);
-    for k in common::SERVER_ENV {
-        cmd.env_remove(k);
-    }
     let mut server = listen(cmd);
     let c = TcpStream::connect(&server.addr).unwrap();
     c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();

@@ -8,15 +8,12 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{BIN, Listening, SERVER_ENV, listen};
+use common::{Listening, SERVER_ENV, listen};
 
 /// The binary in `dir` with `args`, and only the `URING_HTTPD_*` variables given here.
 fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = common::server_command();
     cmd.args(args).current_dir(dir).stdin(Stdio::null());
-    for k in SERVER_ENV {
-        cmd.env_remove(k);
-    }
     cmd.envs(env.iter().copied());
     cmd
 }

@@ -60,7 +60,7 @@ fn a_panicking_connection_costs_only_itself(e: Engine) {
     );
 
     let peer = format!("127.0.0.1:{port}");
-    assert!(eventually(|| s.stderr().contains(&peer)), "{}", s.stderr());
+    s.wait_stderr(&peer, 1);
     let err = s.stderr();
     let naming: Vec<&str> = err.lines().filter(|l| l.contains(&peer)).collect();
     assert_eq!(naming.len(), 1, "{err}");

@@ -7,21 +7,18 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Engine, IO_TIMEOUT, SERVER_ENV, Server};
+use common::{Engine, IO_TIMEOUT, Server};
 
 /// Runs `uring-httpd probe ARGS` in `dir` with `env`: exit code, stdout, stderr.
 fn probe_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = common::server_command();
     cmd.arg("probe")
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null());
-    for k in SERVER_ENV {
-        cmd.env_remove(k);
-    }
     cmd.envs(env.iter().copied());
     let out = cmd.output().unwrap();
     (

@@ -8,11 +8,11 @@ use std::io::BufReader;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{BIN, Engine, Listening, Server, listen};
+use common::{Engine, Listening, Server, listen};
 
 /// Runs the binary to completion; for configurations that must fail before listening.
 fn run_failing(dir: &Path, args: &[&str]) -> Output {
-    let out = Command::new(BIN)
+    let out = common::server_command()
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -100,7 +100,7 @@ fn explicit_config_that_does_not_exist_is_an_error() {
 
 /// Starts the binary with `args` in `dir`: the child, its address, what it printed.
 fn spawn_listening(dir: &Path, args: &[&str]) -> (std::process::Child, String, String) {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = common::server_command();
     cmd.args(args).current_dir(dir);
     let l = listen(cmd);
     (l.child, l.addr, l.seen)
@@ -207,7 +207,7 @@ fn second_server_on_the_same_port_is_refused() {
 }
 
 fn command_without_io_uring(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = common::server_command();
     cmd.args(args).current_dir(dir).stdin(Stdio::null());
     common::without_io_uring(&mut cmd);
     cmd
@@ -334,7 +334,7 @@ fn a_log_that_cannot_be_written_is_reported_not_silent() {
         "[server]\nhost = \"127.0.0.1\"\nport = 0\n[log]\naccess = \"/dev/full\"\n",
     )
     .unwrap();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = common::server_command();
     cmd.current_dir(dir.path());
     let Listening {
         mut child,

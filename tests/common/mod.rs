@@ -66,6 +66,16 @@ pub const SERVER_ENV: [&str; 6] = [
     "URING_HTTPD_ENGINE",
 ];
 
+/// A command for the server binary, with none of the [`SERVER_ENV`] variables of whoever runs
+/// the tests.
+pub fn server_command() -> Command {
+    let mut cmd = Command::new(BIN);
+    for k in SERVER_ENV {
+        cmd.env_remove(k);
+    }
+    cmd
+}
+
 /// True when an io_uring test should return at once because io_uring is unavailable here (a
 /// container's seccomp profile, `kernel.io_uring_disabled`, an old kernel). The first skip of a
 /// `cargo test` run writes one line saying why, straight to stderr, where libtest's capture of
@@ -390,11 +400,8 @@ impl Server {
         write_site(&root, &dir.path().join("outside"));
         let cfg = dir.path().join("uring.toml");
         std::fs::write(&cfg, base_config(&o)).unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = server_command();
         cmd.arg("--config").arg(&cfg).args(&o.args);
-        for k in SERVER_ENV {
-            cmd.env_remove(k);
-        }
         for (k, v) in &o.env {
             cmd.env(k, v);
         }
