@@ -11,7 +11,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -163,14 +163,7 @@ impl StracePass {
     /// the attachment. strace itself is pinned to `cpu` when given (the load generator's core),
     /// so the server keeps its core to itself.
     pub fn attach(pids: &[i32], summary: &Path, cpu: Option<usize>) -> Result<StracePass, String> {
-        let mut cmd = match cpu {
-            Some(c) => {
-                let mut cmd = Command::new("taskset");
-                cmd.args(["-c", &c.to_string(), "strace"]);
-                cmd
-            }
-            None => Command::new("strace"),
-        };
+        let mut cmd = crate::servers::pinned(cpu, "strace");
         // `-U calls,name` keeps the summary to two unambiguous columns; the parser also reads the
         // default layout.
         cmd.args(["-f", "-c", "-U", "calls,name", "-o"])
@@ -277,14 +270,7 @@ pub struct PerfPass {
 impl PerfPass {
     /// Starts counting for `pids` (all their threads); perf itself runs on `cpu` when given.
     pub fn attach(pids: &[i32], out: &Path, cpu: Option<usize>) -> Result<PerfPass, String> {
-        let mut cmd = match cpu {
-            Some(c) => {
-                let mut cmd = Command::new("taskset");
-                cmd.args(["-c", &c.to_string(), "perf"]);
-                cmd
-            }
-            None => Command::new("perf"),
-        };
+        let mut cmd = crate::servers::pinned(cpu, "perf");
         let list = pids
             .iter()
             .map(|p| p.to_string())

@@ -129,7 +129,8 @@ pub struct Running {
 /// How long a server gets to exit after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
 
-fn pinned(cpu: Option<usize>, program: &Path) -> Command {
+/// `program` pinned to `cpu` with taskset when one is given (servers, wrk, strace and perf).
+pub fn pinned(cpu: Option<usize>, program: impl AsRef<std::ffi::OsStr>) -> Command {
     match cpu {
         Some(c) => {
             let mut cmd = Command::new("taskset");

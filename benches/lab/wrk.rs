@@ -6,7 +6,7 @@
 //! (a `harness = false` bench never runs `#[test]` functions under `cargo test`).
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// One wrk invocation.
@@ -72,14 +72,7 @@ const TIMEOUT_S: u64 = 30;
 /// duration by more than 20 s.
 pub fn run(load: &Load) -> Result<WrkResult, String> {
     let secs = load.duration.as_secs_f64().max(0.1);
-    let mut cmd = match load.cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", &cpu.to_string(), "wrk"]);
-            c
-        }
-        None => Command::new("wrk"),
-    };
+    let mut cmd = crate::servers::pinned(load.cpu, "wrk");
     // One wrk thread per core wrk may use: pinned means one core.
     let threads = if load.cpu.is_some() { 1 } else { 2 }.min(load.connections);
     cmd.arg(format!("-t{threads}"))
