@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{Listening, SERVER_ENV, listen};
+use common::{SERVER_ENV, listen};
 
 /// The binary in `dir` with `args`, and only the `URING_HTTPD_*` variables given here.
 fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
@@ -16,23 +16,6 @@ fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     cmd.args(args).current_dir(dir).stdin(Stdio::null());
     cmd.envs(env.iter().copied());
     cmd
-}
-
-fn stop(mut l: Listening) {
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(l.child.id() as i32, libc::SIGTERM) };
-    assert!(l.child.wait().unwrap().success());
-}
-
-fn fetch(addr: &str, path: &str) -> Vec<u8> {
-    use std::io::Write;
-    let mut c = std::net::TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
-    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-        .unwrap();
-    let r = common::read_response(&mut std::io::BufReader::new(c), false).unwrap();
-    assert_eq!(r.status, 200);
-    r.body
 }
 
 /// A directory with `name/index.html` holding `name`, for each name.
@@ -89,8 +72,8 @@ fn the_environment_beats_the_file() {
         "{}",
         l.seen
     );
-    assert_eq!(fetch(&l.addr, "/"), b"envroot\n");
-    stop(l);
+    assert_eq!(common::fetch(&l.addr, "/").body, b"envroot\n");
+    common::stop_child(l.child);
 }
 
 #[test]
@@ -127,8 +110,8 @@ fn the_command_line_beats_the_environment() {
     );
     // Every variable was overridden, so none is in force.
     assert!(l.seen.contains("config built-in defaults)"), "{}", l.seen);
-    assert_eq!(fetch(&l.addr, "/"), b"root\n");
-    stop(l);
+    assert_eq!(common::fetch(&l.addr, "/").body, b"root\n");
+    common::stop_child(l.child);
 }
 
 #[test]
@@ -143,8 +126,8 @@ fn variables_left_empty_count_as_unset() {
     let l = listen(command(dir.path(), &[], &env));
     assert!(l.seen.contains("1 workers"), "{}", l.seen);
     assert!(l.seen.contains("config uring.toml)"), "{}", l.seen);
-    assert_eq!(fetch(&l.addr, "/"), b"root\n");
-    stop(l);
+    assert_eq!(common::fetch(&l.addr, "/").body, b"root\n");
+    common::stop_child(l.child);
 }
 
 #[test]
@@ -160,16 +143,16 @@ fn the_config_file_named_by_the_environment() {
         &[("URING_HTTPD_CONFIG", "conf/u.toml")],
     ));
     assert!(l.seen.contains("config conf/u.toml)"), "{}", l.seen);
-    assert_eq!(fetch(&l.addr, "/"), b"conf/www\n");
-    stop(l);
+    assert_eq!(common::fetch(&l.addr, "/").body, b"conf/www\n");
+    common::stop_child(l.child);
     // --config wins over the variable.
     let l = listen(command(
         dir.path(),
         &["--config", "conf2/u.toml"],
         &[("URING_HTTPD_CONFIG", "conf/u.toml")],
     ));
-    assert_eq!(fetch(&l.addr, "/"), b"conf2/www\n");
-    stop(l);
+    assert_eq!(common::fetch(&l.addr, "/").body, b"conf2/www\n");
+    common::stop_child(l.child);
 }
 
 /// Runs the binary with one variable set and returns its stderr; it must exit 2 before listening.

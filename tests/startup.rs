@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::BufReader;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -114,28 +113,13 @@ fn site(index: &str) -> tempfile::TempDir {
     dir
 }
 
-fn stop(mut child: std::process::Child) {
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
-}
-
-fn fetch(addr: &str, path: &str) -> common::Response {
-    use std::io::Write;
-    let mut c = std::net::TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
-    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-        .unwrap();
-    common::read_response(&mut BufReader::new(c), false).unwrap()
-}
-
 #[test]
 fn builtin_defaults_apply_without_a_config_file() {
     let dir = site("default root\n");
     let (child, addr, seen) = spawn_listening(dir.path(), &["--host", "127.0.0.1", "--port", "0"]);
     assert!(seen.contains("config built-in defaults"), "{seen}");
-    assert_eq!(fetch(&addr, "/").body, b"default root\n");
-    stop(child);
+    assert_eq!(common::fetch(&addr, "/").body, b"default root\n");
+    common::stop_child(child);
     // The default access log is access.log in the working directory.
     let log = std::fs::read_to_string(dir.path().join("access.log")).unwrap();
     assert!(log.contains(" / 200 GET "), "{log}");
@@ -158,8 +142,8 @@ fn relative_root_is_relative_to_the_config_file_and_cli_overrides_win() {
     let (child, addr, seen) =
         spawn_listening(dir.path(), &["--config", "conf/u.toml", "--port", "0"]);
     assert!(seen.contains("3 workers"), "{seen}");
-    assert_eq!(fetch(&addr, "/").body, b"site\n");
-    stop(child);
+    assert_eq!(common::fetch(&addr, "/").body, b"site\n");
+    common::stop_child(child);
     let (child, addr, _) = spawn_listening(
         dir.path(),
         &[
@@ -175,8 +159,8 @@ fn relative_root_is_relative_to_the_config_file_and_cli_overrides_win() {
             "epoll",
         ],
     );
-    assert_eq!(fetch(&addr, "/").body, b"other\n");
-    stop(child);
+    assert_eq!(common::fetch(&addr, "/").body, b"other\n");
+    common::stop_child(child);
 }
 
 #[test]
@@ -229,8 +213,8 @@ fn auto_falls_back_to_epoll_when_io_uring_is_forbidden() {
         "{seen}"
     );
     assert!(seen.contains("(engine epoll,"), "{seen}");
-    assert_eq!(fetch(&addr, "/").body, b"fallback\n");
-    stop(child);
+    assert_eq!(common::fetch(&addr, "/").body, b"fallback\n");
+    common::stop_child(child);
 }
 
 #[test]
@@ -263,7 +247,7 @@ fn auto_picks_uring_where_available() {
     );
     assert!(seen.contains("(engine uring,"), "{seen}");
     assert!(!seen.contains("WARN"), "{seen}");
-    stop(child);
+    common::stop_child(child);
 }
 
 #[test]
@@ -271,8 +255,8 @@ fn listens_on_ipv6_loopback() {
     let dir = site("six\n");
     let (child, addr, _) = spawn_listening(dir.path(), &["--host", "::1", "--port", "0"]);
     assert!(addr.starts_with("[::1]:"), "{addr}");
-    assert_eq!(fetch(&addr, "/").body, b"six\n");
-    stop(child);
+    assert_eq!(common::fetch(&addr, "/").body, b"six\n");
+    common::stop_child(child);
     let log = std::fs::read_to_string(dir.path().join("access.log")).unwrap();
     assert!(log.contains(" ::1 / 200 GET "), "{log}");
 }
@@ -291,8 +275,8 @@ fn log_level_must_be_a_level() {
     )
     .unwrap();
     let (child, addr, _) = spawn_listening(dir.path(), &[]);
-    assert_eq!(fetch(&addr, "/").body, b"levels\n");
-    stop(child);
+    assert_eq!(common::fetch(&addr, "/").body, b"levels\n");
+    common::stop_child(child);
 }
 
 #[test]
@@ -300,8 +284,8 @@ fn host_names_and_the_cli_host_are_resolved() {
     let dir = site("named\n");
     let (child, addr, _) = spawn_listening(dir.path(), &["--host", "localhost", "--port", "0"]);
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
-    assert_eq!(fetch(&addr, "/").body, b"named\n");
-    stop(child);
+    assert_eq!(common::fetch(&addr, "/").body, b"named\n");
+    common::stop_child(child);
     let out = run_failing(dir.path(), &["--host", "no such host", "--port", "0"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
@@ -317,9 +301,12 @@ fn listening_on_any_ipv6_address_accepts_ipv4_too() {
     let (child, addr, _) = spawn_listening(dir.path(), &["--host", "::", "--port", "0"]);
     assert!(addr.starts_with("[::]:"), "{addr}");
     let port = addr.rsplit(':').next().unwrap();
-    assert_eq!(fetch(&format!("127.0.0.1:{port}"), "/").body, b"dual\n");
-    assert_eq!(fetch(&format!("[::1]:{port}"), "/").body, b"dual\n");
-    stop(child);
+    assert_eq!(
+        common::fetch(&format!("127.0.0.1:{port}"), "/").body,
+        b"dual\n"
+    );
+    assert_eq!(common::fetch(&format!("[::1]:{port}"), "/").body, b"dual\n");
+    common::stop_child(child);
     // The IPv4 client is logged as IPv4, not as ::ffff:127.0.0.1.
     let log = std::fs::read_to_string(dir.path().join("access.log")).unwrap();
     assert!(log.contains(" 127.0.0.1 / 200 GET "), "{log}");
@@ -343,8 +330,8 @@ fn a_log_that_cannot_be_written_is_reported_not_silent() {
         ..
     } = listen(cmd);
     // Serving goes on while the log cannot be written.
-    assert_eq!(fetch(&addr, "/").body, b"full\n");
-    assert_eq!(fetch(&addr, "/").body, b"full\n");
+    assert_eq!(common::fetch(&addr, "/").body, b"full\n");
+    assert_eq!(common::fetch(&addr, "/").body, b"full\n");
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();

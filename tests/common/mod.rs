@@ -162,6 +162,22 @@ pub struct Listening {
     pub later: Arc<Mutex<String>>,
 }
 
+/// `GET path` on a new connection to `addr` (a server a test started itself), the response.
+pub fn fetch(addr: &str, path: &str) -> Response {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    read_response(&mut BufReader::new(c), false).unwrap()
+}
+
+/// Stops a server a test started itself with SIGTERM; it must exit 0.
+pub fn stop_child(mut child: Child) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
+
 /// Starts `cmd` with stderr captured and waits for its listening line.
 pub fn listen(mut cmd: Command) -> Listening {
     let mut child = cmd
