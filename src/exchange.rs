@@ -25,7 +25,7 @@ use std::io;
 use bytes::Bytes;
 
 use crate::clock::Instant;
-use crate::files::cache::{self, FileCache, Hit, Lookup, Variant};
+use crate::files::cache::{self, FileCache, Hit, Lookup, Reservation, Variant};
 use crate::files::listing::{self, Listing};
 use crate::files::{self, FileInfo, Kind, Meta, PathError, Sidecars};
 use crate::http::coding::{self, Coding};
@@ -194,6 +194,8 @@ struct Loading {
     body: Bytes,
     sidecars: Sidecars,
     variants: Vec<Variant>,
+    /// The budget taken for the variants still to read.
+    room: Reservation,
 }
 
 enum State<F> {
@@ -217,12 +219,14 @@ enum State<F> {
     },
     /// Waiting for the stat of the sidecar of coding index `next`.
     Probing { found: Found<F>, next: usize },
-    /// Waiting for a small file's bytes, to cache them.
+    /// Waiting for a small file's bytes, to cache them; `room` was taken from the cache's budget
+    /// for them and for its sidecars.
     Reading {
         lookup: Candidate,
         key: Vec<u8>,
         info: FileInfo,
         sidecars: Sidecars,
+        room: Reservation,
     },
     /// Waiting for the open (`file` false) or the bytes (`file` true) of the variant of coding
     /// index `next`, to cache it with the file.
@@ -519,6 +523,7 @@ impl<'a, F> Exchange<'a, F> {
                     key,
                     info,
                     sidecars,
+                    mut room,
                 },
                 Done::Read(read),
             ) => match read {
@@ -527,9 +532,10 @@ impl<'a, F> Exchange<'a, F> {
                         lookup,
                         key,
                         info,
-                        body: Bytes::from(bytes),
+                        body: room.hold(bytes),
                         sidecars,
                         variants: Vec::new(),
+                        room,
                     };
                     self.load_variant(loading, 0, now)
                 }
@@ -575,7 +581,7 @@ impl<'a, F> Exchange<'a, F> {
                         loading.variants.push(Variant {
                             coding,
                             info: FileInfo::variant(meta, ct, coding),
-                            body: Bytes::from(bytes),
+                            body: loading.room.hold(bytes),
                         });
                     }
                     _ => loading.key.clear(),
@@ -633,10 +639,18 @@ impl<'a, F> Exchange<'a, F> {
             self.state = State::Probing { found, next };
             return step;
         }
-        let sizes_fit = self.cache_usable() && {
-            let cache = self.cache.borrow();
-            cache.wants(found.info.meta.size)
-                && found.sidecars.iter().flatten().all(|m| cache.wants(m.size))
+        // A file to cache is read whole, if its bytes and its sidecars' fit the budget now.
+        let room = match &found.key {
+            Some(_) if self.cache_usable() => {
+                let mut cache = self.cache.borrow_mut();
+                let sizes = std::iter::once(found.info.meta.size)
+                    .chain(found.sidecars.iter().flatten().map(|m| m.size));
+                match sizes.clone().all(|s| cache.wants(s)) {
+                    true => cache.reserve(sizes.sum()),
+                    false => None,
+                }
+            }
+            _ => None,
         };
         let Found {
             lookup,
@@ -645,13 +659,14 @@ impl<'a, F> Exchange<'a, F> {
             file,
             sidecars,
         } = found;
-        if let Some(key) = key.filter(|_| sizes_fit) {
+        if let (Some(key), Some(room)) = (key, room) {
             let size = info.meta.size;
             self.state = State::Reading {
                 lookup,
                 key,
                 info,
                 sidecars,
+                room,
             };
             return Step::ReadWhole(file, size);
         }
@@ -698,6 +713,7 @@ impl<'a, F> Exchange<'a, F> {
             body,
             sidecars,
             variants,
+            room: _,
         } = loading;
         let hit = Hit {
             info: std::rc::Rc::new(info),
@@ -1035,6 +1051,52 @@ mod tests {
         let step = ex.resume(Done::Open(Ok(((), FILE))), now);
         sent(no_sidecars(&mut ex, step, now));
         assert_eq!(renewed.borrow().bytes(), 0);
+    }
+
+    #[test]
+    fn misses_are_served_from_the_file_while_bodies_being_sent_fill_the_budget() {
+        let mut config = Config::default();
+        config.files.cache_bytes_per_worker = 1000;
+        let sh = shared(config);
+        let c = cache(&sh);
+        let now = Instant::now();
+        let size300 = Meta { size: 300, ..FILE };
+        // Each file is read into memory, cached, and its response held (a slow reader), until the
+        // bodies held leave no room for the next: 300 + 300 + 300 of 1,000 bytes (a cached entry
+        // also counts its key and overhead, so each read evicts the one before).
+        let mut held = Vec::new();
+        let mut to_disk = None;
+        for name in ["a", "b", "c", "d", "e"] {
+            let raw = format!("GET /{name}.html HTTP/1.1\r\nHost: h\r\n\r\n");
+            let r = req(&raw);
+            let mut ex = exchange::<()>(&sh, &c, &r, ConnState::default());
+            ex.start(now);
+            let step = ex.resume(Done::Open(Ok(((), size300))), now);
+            match no_sidecars(&mut ex, step, now) {
+                Step::ReadWhole((), 300) => {
+                    let plan = sent(ex.resume(Done::Read(Ok(vec![b'x'; 300])), now));
+                    assert!(matches!(plan.body, Body::Bytes(ref b) if b.len() == 300));
+                    held.push(plan);
+                }
+                Step::Send(plan) => {
+                    to_disk = Some(name);
+                    assert!(matches!(plan.body, Body::File { len: 300, .. }));
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(c.borrow().bytes() <= 1000, "{}", c.borrow().bytes());
+        }
+        assert_eq!((held.len(), to_disk), (3, Some("d")));
+        assert_eq!(c.borrow().bytes(), 900);
+        // Once those responses are out, the next miss is read into memory again.
+        drop(held);
+        let r = req("GET /d.html HTTP/1.1\r\nHost: h\r\n\r\n");
+        let mut ex = exchange::<()>(&sh, &c, &r, ConnState::default());
+        ex.start(now);
+        let step = ex.resume(Done::Open(Ok(((), size300))), now);
+        let step = no_sidecars(&mut ex, step, now);
+        assert!(matches!(step, Step::ReadWhole((), 300)), "{step:?}");
     }
 
     #[test]

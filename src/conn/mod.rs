@@ -158,8 +158,10 @@ impl Ctx {
         let settings = self.shared.current();
         if self.cache.borrow().generation() != settings.generation {
             let files = &settings.config.files;
-            *self.cache.borrow_mut() = FileCache::for_config(files, settings.generation);
-            self.stats().cache_bytes.store(0, Relaxed);
+            let renewed = self.cache.borrow().renewed(files, settings.generation);
+            let bytes = renewed.bytes() as u64;
+            *self.cache.borrow_mut() = renewed;
+            self.stats().cache_bytes.store(bytes, Relaxed);
         }
         settings
     }

@@ -5,7 +5,14 @@
 //! was last checked; after that the next request re-stats the file, and a changed size or mtime
 //! (or a vanished file) drops the entry. This is nginx's `open_file_cache_valid`, applied to
 //! content. Only files that were served as 200 through the full checks (policy, dotfiles,
-//! `openat2` beneath the root) are ever inserted. Memory is bounded per worker.
+//! `openat2` beneath the root) are ever inserted.
+//!
+//! Memory is bounded per worker, and the bound covers every body the cache ever handed out, not
+//! only those it still holds: a file's bytes are read under a [`Reservation`] taken from the
+//! budget first, and go back to it only when the last holder of the body drops it. So a body
+//! still being sent to a slow reader after its entry was evicted keeps counting, and a worker
+//! whose budget is taken by such bodies serves further misses from the file instead of reading
+//! them into memory.
 //!
 //! An entry holds a file's precompressed variants too (its `.br`, `.zst`, `.gz` sidecars), with
 //! what the probe found beside it ([`Sidecars`]); revalidation compares the sidecars as well, so
@@ -14,6 +21,8 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -93,20 +102,66 @@ pub enum Lookup {
 /// the map slot. Counting it keeps many tiny entries within the budget too.
 const ENTRY_OVERHEAD: usize = 512;
 
+/// What an entry costs besides its bodies, which count in [`FileCache::live`] for as long as
+/// anything holds them.
 fn cost(key: &[u8], hit: &Hit) -> usize {
-    let variants: usize = hit
-        .variants
-        .iter()
-        .map(|v| v.body.len() + ENTRY_OVERHEAD)
-        .sum();
-    hit.body.len() + key.len() + ENTRY_OVERHEAD + variants
+    key.len() + ENTRY_OVERHEAD * (1 + hit.variants.len())
+}
+
+/// Bytes taken from a cache's budget before a file is read into memory. What is not turned into
+/// bodies ([`Reservation::hold`]) goes back when it is dropped (the read failed, a sidecar
+/// changed, the connection went away).
+#[derive(Debug)]
+pub struct Reservation {
+    bytes: usize,
+    live: Arc<AtomicUsize>,
+}
+
+impl Reservation {
+    /// Bytes read under this reservation, as a body that gives them back to the budget when its
+    /// last clone is dropped, wherever that is (the cache, or a response still being sent).
+    pub fn hold(&mut self, body: Vec<u8>) -> Bytes {
+        let n = body.len();
+        let taken = n.min(self.bytes);
+        self.bytes -= taken;
+        // A file that grew since its size was reserved: count what it brought.
+        self.live.fetch_add(n - taken, Relaxed);
+        let part = Reservation {
+            bytes: n,
+            live: self.live.clone(),
+        };
+        Bytes::from_owner(Held { body, _part: part })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.live.fetch_sub(self.bytes, Relaxed);
+    }
+}
+
+/// A cached body and its share of the budget, released together.
+struct Held {
+    body: Vec<u8>,
+    _part: Reservation,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
+    }
 }
 
 /// One worker's cache of small files, bounded in bytes.
 #[derive(Debug)]
 pub struct FileCache {
     map: HashMap<Vec<u8>, Entry>,
+    /// The entries' keys and fixed overheads.
     bytes: usize,
+    /// Bodies read under this cache's reservations and not yet dropped by their last holder,
+    /// plus reservations outstanding. Shared with the cache that replaces this one on a reload,
+    /// so bodies of the old one still in flight keep counting.
+    live: Arc<AtomicUsize>,
     max_bytes: usize,
     max_file: u64,
     revalidate: Duration,
@@ -120,6 +175,7 @@ impl FileCache {
         FileCache {
             map: HashMap::new(),
             bytes: 0,
+            live: Arc::new(AtomicUsize::new(0)),
             max_bytes,
             max_file: if max_bytes == 0 { 0 } else { max_file },
             revalidate,
@@ -138,6 +194,14 @@ impl FileCache {
         c
     }
 
+    /// The cache that replaces this one for settings generation `generation`: empty, and
+    /// counting this one's bodies still in flight against its budget.
+    pub fn renewed(&self, files: &config::Files, generation: u64) -> FileCache {
+        let mut c = FileCache::for_config(files, generation);
+        c.live = self.live.clone();
+        c
+    }
+
     /// The settings generation this cache serves (see [`crate::settings::Settings`]).
     pub fn generation(&self) -> u64 {
         self.generation
@@ -148,9 +212,35 @@ impl FileCache {
         self.max_file > 0
     }
 
-    /// Memory counted against the budget now: bodies, keys and the fixed overhead per entry.
+    /// Memory counted against the budget now: live bodies (cached or still being sent),
+    /// reservations, keys and the fixed overhead per entry.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes + self.live.load(Relaxed)
+    }
+
+    /// Takes `size` bytes from the budget for a file (and its sidecars) about to be read into
+    /// memory, evicting entries to make room; `None` when bodies still held elsewhere leave too
+    /// little, and the file should be served from disk.
+    pub fn reserve(&mut self, size: u64) -> Option<Reservation> {
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|&n| n <= self.max_bytes)?;
+        while self.bytes() + size > self.max_bytes {
+            self.evict_one()?;
+        }
+        self.live.fetch_add(size, Relaxed);
+        Some(Reservation {
+            bytes: size,
+            live: self.live.clone(),
+        })
+    }
+
+    /// Drops an arbitrary entry (HashMap order); a full cache of small files loses little by
+    /// forgetting a few at random, and this needs no bookkeeping per hit. `None` when empty.
+    fn evict_one(&mut self) -> Option<()> {
+        let victim = self.map.keys().next()?.clone();
+        self.remove(&victim);
+        Some(())
     }
 
     /// Whether a file of this size would be kept.
@@ -189,7 +279,8 @@ impl FileCache {
 
     /// Stores a file that was just served as 200, with its variants and what the probe found
     /// beside it, evicting entries to stay within the budget; files too large to keep are
-    /// ignored.
+    /// ignored. The bodies must come from a [`Reservation`] of this cache, which already counts
+    /// them.
     pub fn insert(
         &mut self,
         path: Vec<u8>,
@@ -206,13 +297,10 @@ impl FileCache {
             return;
         }
         self.remove(&path);
-        // Make room by dropping arbitrary entries (HashMap order); a full cache of small files
-        // loses little by forgetting a few at random, and this needs no bookkeeping per hit.
-        while self.bytes + cost > self.max_bytes {
-            let Some(victim) = self.map.keys().next().cloned() else {
-                break;
-            };
-            self.remove(&victim);
+        while self.bytes() + cost > self.max_bytes {
+            if self.evict_one().is_none() {
+                return;
+            }
         }
         self.bytes += cost;
         self.map.insert(
@@ -263,13 +351,20 @@ mod tests {
 
     const NONE: Sidecars = [None; 3];
 
+    /// A body read into `c` the way the exchange reads one: under a reservation.
+    fn read(c: &mut FileCache, data: &[u8]) -> Bytes {
+        let mut r = c.reserve(data.len() as u64).expect("room to read it");
+        r.hold(data.to_vec())
+    }
+
     #[test]
     fn fresh_then_stale_then_revalidated_or_dropped() {
         let t0 = Instant::now();
         let mut c = FileCache::new(1 << 20, 1024, Duration::from_secs(1));
         let rel = CString::new("a.html").unwrap();
-        let abc = Bytes::from_static(b"abc");
+        let abc = read(&mut c, b"abc");
         c.insert(b"/a.html".to_vec(), rel.clone(), hit(3, 7, abc), NONE, t0);
+        assert_eq!(c.bytes(), 3 + 7 + ENTRY_OVERHEAD);
         assert!(matches!(c.lookup(b"/a.html", t0), Lookup::Fresh(h) if &h.body[..] == b"abc"));
         let later = t0 + Duration::from_secs(2);
         assert!(
@@ -285,7 +380,7 @@ mod tests {
                 .is_none()
         );
         assert!(matches!(c.lookup(b"/a.html", much_later), Lookup::Miss));
-        assert_eq!(c.bytes, 0);
+        assert_eq!(c.bytes(), 0);
     }
 
     #[test]
@@ -295,48 +390,102 @@ mod tests {
         let entry = 30 + 2 + ENTRY_OVERHEAD;
         let mut c = FileCache::new(3 * entry + entry / 2, 40, Duration::from_secs(1));
         for i in 0..50u8 {
-            let body = Bytes::from(vec![i; 30]);
+            let body = read(&mut c, &[i; 30]);
             let x = CString::new("x").unwrap();
             c.insert(vec![b'/', i], x, hit(30, 1, body), NONE, now);
-            assert!(c.bytes <= 3 * entry + entry / 2, "{}", c.bytes);
+            assert!(c.bytes() <= 3 * entry + entry / 2, "{}", c.bytes());
         }
         assert_eq!(c.len(), 3, "full, and no fuller");
-        assert_eq!(c.bytes, 3 * entry);
+        assert_eq!(c.bytes(), 3 * entry);
         let x = || CString::new("x").unwrap();
         let mut c = FileCache::new(1 << 20, 40, Duration::from_secs(1));
-        // Larger than the largest file kept: not kept; at the limit: kept.
-        c.insert(
-            b"/big".to_vec(),
-            x(),
-            hit(41, 1, Bytes::from(vec![0; 41])),
-            NONE,
-            now,
-        );
+        // Larger than the largest file kept: not kept (and its bytes go back); at the limit: kept.
+        let big = read(&mut c, &[0; 41]);
+        c.insert(b"/big".to_vec(), x(), hit(41, 1, big), NONE, now);
         assert!(matches!(c.lookup(b"/big", now), Lookup::Miss));
-        c.insert(
-            b"/fits".to_vec(),
-            x(),
-            hit(40, 1, Bytes::from(vec![0; 40])),
-            NONE,
-            now,
-        );
+        assert_eq!(c.bytes(), 0);
+        let fits = read(&mut c, &[0; 40]);
+        c.insert(b"/fits".to_vec(), x(), hit(40, 1, fits), NONE, now);
         assert!(matches!(c.lookup(b"/fits", now), Lookup::Fresh(_)));
         // A variant too big to keep keeps its whole entry out; one at the limit does not.
-        let with_variant = |len: usize| {
-            let mut h = hit(10, 1, Bytes::from(vec![0; 10]));
+        let mut with_variant = |len: usize| {
+            let mut h = hit(10, 1, read(&mut c, &[0; 10]));
             h.variants = Rc::new([Variant {
                 coding: Coding::Gzip,
                 info: FileInfo::new(meta(len as u64, 1), "text/html"),
-                body: Bytes::from(vec![0; len]),
+                body: read(&mut c, &vec![0; len]),
             }]);
             (h, [None, None, Some(meta(len as u64, 1))])
         };
-        let (h, gz) = with_variant(41);
-        c.insert(b"/v".to_vec(), x(), h, gz, now);
+        let (h41, gz41) = with_variant(41);
+        let (h40, gz40) = with_variant(40);
+        c.insert(b"/v".to_vec(), x(), h41, gz41, now);
         assert!(matches!(c.lookup(b"/v", now), Lookup::Miss));
-        let (h, gz) = with_variant(40);
-        c.insert(b"/w".to_vec(), x(), h, gz, now);
+        c.insert(b"/w".to_vec(), x(), h40, gz40, now);
         assert!(matches!(c.lookup(b"/w", now), Lookup::Fresh(_)));
+        let entries = 40 + 5 + ENTRY_OVERHEAD + (10 + 40 + 2 + 2 * ENTRY_OVERHEAD);
+        assert_eq!(c.bytes(), entries, "the refused entry's bodies went back");
+    }
+
+    #[test]
+    fn a_body_still_being_sent_counts_until_it_is_dropped() {
+        let now = Instant::now();
+        let x = || CString::new("x").unwrap();
+        // Room for one 100-byte file under a 2-byte key, and a little more.
+        let entry = 100 + 2 + ENTRY_OVERHEAD;
+        let mut c = FileCache::new(entry + 10, 1000, Duration::from_secs(1));
+        let a = read(&mut c, &[1; 100]);
+        c.insert(b"/a".to_vec(), x(), hit(100, 1, a), NONE, now);
+        // A slow reader is still being sent /a's body.
+        let Lookup::Fresh(sending) = c.lookup(b"/a", now) else {
+            panic!("/a cached")
+        };
+        // /b's bytes fit only once /a is evicted, and /a's body still counts after that: /b is
+        // served, not kept.
+        let b = read(&mut c, &[2; 100]);
+        assert!(matches!(c.lookup(b"/a", now), Lookup::Miss), "evicted");
+        assert_eq!(c.bytes(), 200, "the evicted body still counts");
+        c.insert(b"/b".to_vec(), x(), hit(100, 1, b.clone()), NONE, now);
+        assert!(
+            matches!(c.lookup(b"/b", now), Lookup::Miss),
+            "no room beside it"
+        );
+        // A third body finds no room at all while both are held.
+        assert!(c.reserve(entry as u64 - 150).is_none());
+        drop(b);
+        assert_eq!(c.bytes(), 100);
+        drop(sending);
+        assert_eq!(c.bytes(), 0, "the last holder gave the bytes back");
+        let b = read(&mut c, &[2; 100]);
+        c.insert(b"/b".to_vec(), x(), hit(100, 1, b), NONE, now);
+        assert!(matches!(c.lookup(b"/b", now), Lookup::Fresh(_)));
+        // A renewed cache (a reload) counts the old one's bodies that are still held.
+        let Lookup::Fresh(held) = c.lookup(b"/b", now) else {
+            panic!("/b cached")
+        };
+        let files = config::Files {
+            cache_bytes_per_worker: entry + 10,
+            ..config::Files::default()
+        };
+        let renewed = c.renewed(&files, 2);
+        drop(c);
+        assert_eq!(renewed.bytes(), 100);
+        drop(held);
+        assert_eq!(renewed.bytes(), 0);
+    }
+
+    #[test]
+    fn a_reservation_not_used_goes_back() {
+        let mut c = FileCache::new(1000, 1000, Duration::from_secs(1));
+        let mut r = c.reserve(600).expect("room");
+        assert!(c.reserve(600).is_none(), "600 of 1000 are taken");
+        let body = r.hold(vec![0; 200]);
+        drop(r);
+        assert_eq!(c.bytes(), 200, "what was not read went back");
+        assert!(c.reserve(2000).is_none(), "more than the budget: never");
+        drop(body);
+        assert_eq!(c.bytes(), 0);
+        assert!(c.reserve(1000).is_some());
     }
 
     #[test]
@@ -354,7 +503,7 @@ mod tests {
             (changed, false),
             (NONE, false),
         ] {
-            let abc = Bytes::from_static(b"abc");
+            let abc = read(&mut c, b"abc");
             c.insert(b"a.js".to_vec(), rel.clone(), hit(3, 7, abc), gz, t0);
             let kept = c.revalidate(b"a.js", Some(meta(3, 7)), &now, later);
             assert_eq!(kept.is_some(), expect_kept, "{now:?}");
