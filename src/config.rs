@@ -114,9 +114,10 @@ pub struct Files {
     /// An HTML listing for a directory without an index file; default false (404).
     pub listing: bool,
     /// Files up to this size, in bytes, are kept in memory by each worker; 0 disables the cache.
-    /// Default 65536. Raising it to 1 MiB serves 100 KiB files for 0.7x the uring engine's CPU
-    /// (`benches/README.md`), but each response to a slow reader then holds up to that much
-    /// memory, outside the cache's budget once its entry is evicted.
+    /// Default 1 MiB: a 100 KiB file sent from memory costs the uring engine 0.7x the CPU of
+    /// splicing it (`benches/README.md`). A body being sent counts against
+    /// `cache_bytes_per_worker` until the response ends, even after its entry is evicted, so
+    /// slow readers cannot make cached bodies outgrow the budget.
     pub cache_max_file_bytes: u64,
     /// Memory, in bytes, each worker may spend on cached files; default 32 MiB.
     pub cache_bytes_per_worker: usize,
@@ -239,7 +240,7 @@ impl Default for Files {
             .iter()
             .map(|s| s.to_string())
             .collect(),
-            cache_max_file_bytes: 64 * 1024,
+            cache_max_file_bytes: 1 << 20,
             cache_bytes_per_worker: 32 << 20,
             cache_revalidate_secs: 1,
         }

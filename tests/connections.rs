@@ -159,7 +159,7 @@ fn slow_head_blocks_nobody_and_times_out(e: Engine) {
 }
 
 fn connections_do_not_leak_descriptors(e: Engine) {
-    let s = Server::start(e);
+    let s = common::from_file(e);
     // Warm up so lazily opened descriptors (log file, runtime internals) exist before counting.
     assert_eq!(s.get("/").status, 200);
     std::thread::sleep(Duration::from_millis(200));
@@ -225,7 +225,8 @@ fn out_of_descriptors_gives_503_never_a_truncated_200(e: Engine) {
     const LIMIT: u64 = 64;
     // The 100 KiB file is kept out of the cache, so the uring engine splices it.
     let mut o = Opts::new(e)
-        .extra("[limits]\nkeep_alive_timeout_secs = 60\n[files]\ncache_max_file_bytes = 65536");
+        .extra("[limits]\nkeep_alive_timeout_secs = 60")
+        .extra(common::FROM_FILE);
     o.workers = 1;
     o.nofile = Some(LIMIT);
     let s = o.start();
