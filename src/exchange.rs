@@ -421,7 +421,7 @@ impl<'a, F> Exchange<'a, F> {
         let usable = self.cache_usable();
         let found = cache::with_key(&req.path, &self.settings.policy, |key| {
             let found = match usable {
-                true => self.cache.borrow().lookup(key, now),
+                true => self.cache.borrow_mut().lookup(key, now),
                 false => Lookup::Miss,
             };
             match found {
