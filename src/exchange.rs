@@ -713,8 +713,10 @@ impl<'a, F> Exchange<'a, F> {
             body,
             sidecars,
             variants,
-            room: _,
+            room,
         } = loading;
+        // Everything reserved was read (or went back with a skipped variant).
+        drop(room);
         let hit = Hit {
             info: std::rc::Rc::new(info),
             body,

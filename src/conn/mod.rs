@@ -159,8 +159,9 @@ impl Ctx {
         if self.cache.borrow().generation() != settings.generation {
             let files = &settings.config.files;
             let renewed = self.cache.borrow().renewed(files, settings.generation);
-            let bytes = renewed.bytes() as u64;
             *self.cache.borrow_mut() = renewed;
+            // Read once the old cache is gone: what it still counts is bodies being sent.
+            let bytes = self.cache.borrow().bytes() as u64;
             self.stats().cache_bytes.store(bytes, Relaxed);
         }
         settings

@@ -1,6 +1,9 @@
 //! The io_uring engine: tokio-uring runtimes, one per worker thread. Accepts, socket reads and
 //! writes, `statx`, `openat2` (beneath the root, enforced by the kernel), file reads and closes
 //! are all io_uring operations, batched into one `io_uring_enter` each time the thread parks.
+//! The one exception: a plain write (a head with its small body, or what a partial `writev` left)
+//! made while no other connection of the worker has a read on the ring goes out with a direct
+//! `send(2)` first, since no batch would share its round trip (`UringConn::write_buf`).
 //!
 //! tokio-uring has no `openat2` and no dirfd-relative `statx` taking a raw descriptor, so both are
 //! submitted as custom one-shot operations whose path and result buffers live on the heap until
@@ -363,7 +366,8 @@ impl UringConn {
 }
 
 thread_local! {
-    /// Connections of this worker with a read on the ring, waiting for a request.
+    /// Connections of this worker with a read on the ring: waiting for a request, or reading
+    /// and discarding during a lingering close.
     static WAITING: Cell<usize> = const { Cell::new(0) };
 }
 

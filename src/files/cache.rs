@@ -108,6 +108,11 @@ fn cost(key: &[u8], hit: &Hit) -> usize {
     key.len() + ENTRY_OVERHEAD * (1 + hit.variants.len())
 }
 
+/// The bytes of an entry's body and variants.
+fn bodies(hit: &Hit) -> usize {
+    hit.body.len() + hit.variants.iter().map(|v| v.body.len()).sum::<usize>()
+}
+
 /// Bytes taken from a cache's budget before a file is read into memory. What is not turned into
 /// bodies ([`Reservation::hold`]) goes back when it is dropped (the read failed, a sidecar
 /// changed, the connection went away).
@@ -162,6 +167,9 @@ pub struct FileCache {
     /// plus reservations outstanding. Shared with the cache that replaces this one on a reload,
     /// so bodies of the old one still in flight keep counting.
     live: Arc<AtomicUsize>,
+    /// The bodies of the entries in the map (part of `live`): what evicting them all could give
+    /// back at best.
+    cached: usize,
     max_bytes: usize,
     max_file: u64,
     revalidate: Duration,
@@ -176,6 +184,7 @@ impl FileCache {
             map: HashMap::new(),
             bytes: 0,
             live: Arc::new(AtomicUsize::new(0)),
+            cached: 0,
             max_bytes,
             max_file: if max_bytes == 0 { 0 } else { max_file },
             revalidate,
@@ -225,6 +234,9 @@ impl FileCache {
         let size = usize::try_from(size)
             .ok()
             .filter(|&n| n <= self.max_bytes)?;
+        if !self.room_after_evicting_all(size) {
+            return None;
+        }
         while self.bytes() + size > self.max_bytes {
             self.evict_one()?;
         }
@@ -233,6 +245,14 @@ impl FileCache {
             bytes: size,
             live: self.live.clone(),
         })
+    }
+
+    /// Whether `extra` bytes would fit once every entry was evicted, at best: when bodies still
+    /// held elsewhere (slow readers of evicted entries) leave no room even then, evicting the
+    /// entries being served would only turn hits into misses.
+    fn room_after_evicting_all(&self, extra: usize) -> bool {
+        let held = self.live.load(Relaxed).saturating_sub(self.cached);
+        held + extra <= self.max_bytes
     }
 
     /// Drops an arbitrary entry (HashMap order); a full cache of small files loses little by
@@ -304,12 +324,16 @@ impl FileCache {
             return;
         }
         self.remove(&path);
+        if !self.room_after_evicting_all(cost) {
+            return;
+        }
         while self.bytes() + cost > self.max_bytes {
             if self.evict_one().is_none() {
                 return;
             }
         }
         self.bytes += cost;
+        self.cached += bodies(&hit);
         self.map.insert(
             path,
             Entry {
@@ -325,6 +349,7 @@ impl FileCache {
     pub fn remove(&mut self, path: &[u8]) {
         if let Some(e) = self.map.remove(path) {
             self.bytes -= cost(path, &e.hit);
+            self.cached -= bodies(&e.hit);
         }
     }
 
@@ -481,6 +506,26 @@ mod tests {
         assert_eq!(renewed.bytes(), 100);
         drop(held);
         assert_eq!(renewed.bytes(), 0);
+    }
+
+    #[test]
+    fn a_miss_that_cannot_fit_evicts_nothing() {
+        let now = Instant::now();
+        let x = || CString::new("x").unwrap();
+        let mut c = FileCache::new(1000, 1000, Duration::from_secs(1));
+        let hot = read(&mut c, &[1; 100]);
+        c.insert(b"/hot".to_vec(), x(), hit(100, 1, hot), NONE, now);
+        // 300 bytes of an evicted body still being sent to a slow reader.
+        let sending = read(&mut c, &[2; 300]);
+        assert_eq!(c.bytes(), 100 + 4 + ENTRY_OVERHEAD + 300);
+        // 800 more cannot fit even with /hot gone: /hot stays.
+        assert!(c.reserve(800).is_none());
+        assert!(matches!(c.lookup(b"/hot", now), Lookup::Fresh(_)));
+        // 200 more fit once /hot is evicted: it is.
+        let r = c.reserve(200).expect("room after evicting /hot");
+        assert!(matches!(c.lookup(b"/hot", now), Lookup::Miss));
+        drop((r, sending));
+        assert_eq!(c.bytes(), 0);
     }
 
     #[test]

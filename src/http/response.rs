@@ -82,7 +82,8 @@ thread_local! {
 const BUFFER: usize = 4096;
 /// Buffers kept per thread; more are freed. Bounds the pool at a few MiB per worker.
 const POOL_MAX: usize = 64;
-/// Buffers larger than this are freed rather than kept (a 64 KiB cached file plus its head fits).
+/// Buffers larger than this are freed rather than kept (a head and an uncached body below 64 KiB
+/// read behind it, the io_uring engine's small-file path, fit).
 const KEEP_MAX: usize = 80 * 1024;
 
 /// An empty buffer for a response, from this thread's pool when it has one.

@@ -216,7 +216,6 @@ pub fn listen(mut cmd: Command) -> Listening {
     panic!("did not start: {seen}");
 }
 
-/// Bytes with every value 0..=255 several times over, in a PNG wrapper name: a binary file.
 /// Config that keeps the demo's `image.png` (70,000 bytes) out of the file cache (whose default
 /// limit is 1 MiB), so it is sent from the file: spliced by the io_uring engine, `sendfile`d by
 /// the epoll engine.
@@ -227,6 +226,7 @@ pub fn from_file(e: Engine) -> Server {
     Opts::new(e).extra(FROM_FILE).start()
 }
 
+/// Bytes with every value 0..=255 several times over, in a PNG wrapper name: a binary file.
 pub fn binary_bytes(len: usize) -> Vec<u8> {
     let mut v: Vec<u8> = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut x: u32 = 0x1234_5678;
