@@ -1,5 +1,6 @@
 //! The admin listener over real sockets, both engines: exact counter values in `/metrics` after
-//! known traffic (parsed line by line), `/healthz`, `/readyz` in steady state and during a drain,
+//! known traffic (parsed line by line), the cache gauge counting a body still being sent after
+//! its entry was evicted, `/healthz`, `/readyz` in steady state and during a drain,
 //! 404 and 405, off by default (no socket listening), its own requests neither counted nor
 //! logged, and an unusable `admin.listen` refused with file, line and key.
 
@@ -15,6 +16,7 @@ use common::{Engine, IO_TIMEOUT, Opts, Response, Server, read_response};
 engine_tests!(
     metrics_count_exactly_what_was_served,
     cache_metrics_are_exact_on_one_worker,
+    cache_bytes_count_a_body_still_being_sent,
     health_readiness_and_other_paths,
     readyz_turns_503_while_draining,
     admin_listener_is_off_by_default,
@@ -225,6 +227,55 @@ fn cache_metrics_are_exact_on_one_worker(e: Engine) {
         sum(&m, "uring_httpd_cache_bytes", &[("worker", "0")]),
         22 + 9 + 512
     );
+    assert!(s.stop().success());
+}
+
+/// A cached body being sent to a slow reader keeps counting in `uring_httpd_cache_bytes` after
+/// its entry is evicted, and while it does, a miss that would not fit beside it is served from
+/// the file instead of read into memory; once the response ends, the bytes are free again.
+fn cache_bytes_count_a_body_still_being_sent(e: Engine) {
+    // 10 MiB: more than the kernel's socket buffers take in, so a response to a client that
+    // stops reading stays in flight. The budget holds one such body, not two.
+    const SIZE: u64 = 10 << 20;
+    let mut o = Opts::new(e).extra(&format!(
+        "[files]\ncache_max_file_bytes = {}\ncache_bytes_per_worker = {}",
+        SIZE,
+        SIZE + SIZE / 2
+    ));
+    o.workers = 1;
+    let (mut s, addr) = start(o);
+    let body = common::binary_bytes(SIZE as usize);
+    std::fs::write(s.root.join("big.png"), &body).unwrap();
+    std::fs::write(s.root.join("other.png"), &body).unwrap();
+    let gauge = || sum(&scrape(addr), "uring_httpd_cache_bytes", &[("worker", "0")]);
+    assert!(s.get("/big.png").body == body);
+    assert_eq!(gauge(), SIZE + 7 + 512, "big.png cached");
+    // A slow reader takes big.png from the cache and stops reading after 4 KiB.
+    let mut slow = BufReader::new(s.get_slowly("/big.png", 16 * 1024));
+    let mut first = [0u8; 4096];
+    slow.read_exact(&mut first).unwrap();
+    // other.png fits only once big.png is evicted, and big.png's body is still being sent: it
+    // is evicted, other.png goes out from the file, and the gauge shows the body in flight.
+    assert!(
+        s.get("/other.png").body == body,
+        "served whole from the file"
+    );
+    assert_eq!(gauge(), SIZE, "only the body still being sent");
+    // A small file still fits beside it.
+    assert_eq!(s.get("/style.css").status, 200);
+    let style = 22 + 9 + 512;
+    assert_eq!(gauge(), SIZE + style);
+    // The slow reader finishes; the next request, a hit, publishes the freed budget.
+    let head_len = first.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(first.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let mut rest = vec![0u8; head_len + SIZE as usize - first.len()];
+    slow.read_exact(&mut rest).unwrap();
+    let got: Vec<u8> = first[head_len..].iter().chain(&rest).copied().collect();
+    assert!(got == body, "byte-exact from memory");
+    assert_eq!(s.get("/style.css").status, 200);
+    assert_eq!(gauge(), style);
+    assert!(s.get("/other.png").body == body);
+    assert_eq!(gauge(), style + SIZE + 9 + 512, "other.png cached now");
     assert!(s.stop().success());
 }
 

@@ -578,19 +578,16 @@ async fn run_exchange<T: Transport>(
     }
 }
 
-/// Counts what the file cache did for a request; after a miss (which may have filled or emptied
-/// an entry) publishes the cache's size.
+/// Counts what the file cache did for a request, and publishes the cache's size: a miss may
+/// have filled or emptied an entry, and bodies still being sent to other clients count until
+/// their responses end, so a hit's figure moves too (two loads and a store on this worker's own
+/// counters).
 fn count_cache_use(ctx: &Ctx, used: Option<CacheUse>) {
+    let Some(used) = used else { return };
     let stats = ctx.stats();
-    match used {
-        Some(CacheUse::Hit) => stats.cache_lookup(true),
-        Some(CacheUse::Miss) => {
-            stats.cache_lookup(false);
-            let bytes = ctx.cache.borrow().bytes() as u64;
-            stats.cache_bytes.store(bytes, Relaxed);
-        }
-        None => {}
-    }
+    stats.cache_lookup(used == CacheUse::Hit);
+    let bytes = ctx.cache.borrow().bytes() as u64;
+    stats.cache_bytes.store(bytes, Relaxed);
 }
 
 /// Bodies in memory up to this size are copied behind the head and go out in one write; larger
