@@ -8,7 +8,8 @@
 //! histogram is kept the same way: fixed buckets, one atomic each, per worker.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Upper bounds of the request-duration buckets, in microseconds, from 100 µs to 10 s; a last,
@@ -51,8 +52,9 @@ pub struct WorkerStats {
     pub cache_hits: AtomicU64,
     /// Requests that looked in the file cache and had to open the file.
     pub cache_misses: AtomicU64,
-    /// Memory the file cache holds now, as counted against its budget.
-    pub cache_bytes: AtomicU64,
+    /// Memory the file cache counts against its budget now: kept up by the cache itself
+    /// ([`crate::files::cache::FileCache::counted_in`]) as bodies come and go, read when scraped.
+    pub cache_bytes: Arc<AtomicUsize>,
     /// Responses by duration: slot `i` counts those within `DURATION_BOUNDS_US[i]` and above the
     /// bound before it; the last slot counts the rest. Not cumulative.
     pub durations: [AtomicU64; DURATION_BUCKETS],
@@ -127,7 +129,7 @@ impl WorkerStats {
             bytes_sent: self.bytes_sent.load(Relaxed),
             cache_hits: self.cache_hits.load(Relaxed),
             cache_misses: self.cache_misses.load(Relaxed),
-            cache_bytes: self.cache_bytes.load(Relaxed),
+            cache_bytes: self.cache_bytes.load(Relaxed) as u64,
             durations: self.durations.each_ref().map(|c| c.load(Relaxed)),
             duration_sum_ns: self.duration_sum_ns.load(Relaxed),
         }

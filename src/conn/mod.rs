@@ -23,7 +23,6 @@ use std::net::{IpAddr, Shutdown};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -138,7 +137,8 @@ impl Ctx {
     /// A worker's context, with a fresh cache sized by the settings in force.
     pub fn new(shared: Arc<Shared>, worker: usize, clock: Clock) -> Ctx {
         let settings = shared.current();
-        let cache = FileCache::for_config(&settings.config.files, settings.generation);
+        let cache = FileCache::for_config(&settings.config.files, settings.generation)
+            .counted_in(shared.stats.workers[worker].cache_bytes.clone());
         Ctx {
             shared,
             worker,
@@ -160,9 +160,6 @@ impl Ctx {
             let files = &settings.config.files;
             let renewed = self.cache.borrow().renewed(files, settings.generation);
             *self.cache.borrow_mut() = renewed;
-            // Read once the old cache is gone: what it still counts is bodies being sent.
-            let bytes = self.cache.borrow().bytes() as u64;
-            self.stats().cache_bytes.store(bytes, Relaxed);
         }
         settings
     }
@@ -578,16 +575,11 @@ async fn run_exchange<T: Transport>(
     }
 }
 
-/// Counts what the file cache did for a request, and publishes the cache's size: a miss may
-/// have filled or emptied an entry, and bodies still being sent to other clients count until
-/// their responses end, so a hit's figure moves too (two loads and a store on this worker's own
-/// counters).
+/// Counts what the file cache did for a request (its size is kept up by the cache itself).
 fn count_cache_use(ctx: &Ctx, used: Option<CacheUse>) {
-    let Some(used) = used else { return };
-    let stats = ctx.stats();
-    stats.cache_lookup(used == CacheUse::Hit);
-    let bytes = ctx.cache.borrow().bytes() as u64;
-    stats.cache_bytes.store(bytes, Relaxed);
+    if let Some(used) = used {
+        ctx.stats().cache_lookup(used == CacheUse::Hit);
+    }
 }
 
 /// Bodies in memory up to this size are copied behind the head and go out in one write; larger

@@ -102,8 +102,8 @@ pub enum Lookup {
 /// the map slot. Counting it keeps many tiny entries within the budget too.
 const ENTRY_OVERHEAD: usize = 512;
 
-/// What an entry costs besides its bodies, which count in [`FileCache::live`] for as long as
-/// anything holds them.
+/// What an entry costs besides its bodies, which count through their [`Reservation`] for as
+/// long as anything holds them.
 fn cost(key: &[u8], hit: &Hit) -> usize {
     key.len() + ENTRY_OVERHEAD * (1 + hit.variants.len())
 }
@@ -119,7 +119,7 @@ fn bodies(hit: &Hit) -> usize {
 #[derive(Debug)]
 pub struct Reservation {
     bytes: usize,
-    live: Arc<AtomicUsize>,
+    used: Arc<AtomicUsize>,
 }
 
 impl Reservation {
@@ -130,10 +130,10 @@ impl Reservation {
         let taken = n.min(self.bytes);
         self.bytes -= taken;
         // A file that grew since its size was reserved: count what it brought.
-        self.live.fetch_add(n - taken, Relaxed);
+        self.used.fetch_add(n - taken, Relaxed);
         let part = Reservation {
             bytes: n,
-            live: self.live.clone(),
+            used: self.used.clone(),
         };
         Bytes::from_owner(Held { body, _part: part })
     }
@@ -141,7 +141,7 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.live.fetch_sub(self.bytes, Relaxed);
+        self.used.fetch_sub(self.bytes, Relaxed);
     }
 }
 
@@ -161,14 +161,15 @@ impl AsRef<[u8]> for Held {
 #[derive(Debug)]
 pub struct FileCache {
     map: HashMap<Vec<u8>, Entry>,
-    /// The entries' keys and fixed overheads.
-    bytes: usize,
-    /// Bodies read under this cache's reservations and not yet dropped by their last holder,
-    /// plus reservations outstanding. Shared with the cache that replaces this one on a reload,
-    /// so bodies of the old one still in flight keep counting.
-    live: Arc<AtomicUsize>,
-    /// The bodies of the entries in the map (part of `live`): what evicting them all could give
-    /// back at best.
+    /// Everything counted against the budget: the entries' keys and fixed overheads, bodies read
+    /// under this cache's reservations and not yet dropped by their last holder, reservations
+    /// outstanding. Shared with the worker's counters ([`FileCache::counted_in`]), which read it
+    /// when scraped, and with the cache that replaces this one on a reload, so bodies of the old
+    /// one still in flight keep counting.
+    used: Arc<AtomicUsize>,
+    /// The entries' keys and fixed overheads (part of `used`).
+    overhead: usize,
+    /// The bodies of the entries in the map (part of `used`).
     cached: usize,
     max_bytes: usize,
     max_file: u64,
@@ -182,8 +183,8 @@ impl FileCache {
     pub fn new(max_bytes: usize, max_file: u64, revalidate: Duration) -> FileCache {
         FileCache {
             map: HashMap::new(),
-            bytes: 0,
-            live: Arc::new(AtomicUsize::new(0)),
+            used: Arc::new(AtomicUsize::new(0)),
+            overhead: 0,
             cached: 0,
             max_bytes,
             max_file: if max_bytes == 0 { 0 } else { max_file },
@@ -203,11 +204,19 @@ impl FileCache {
         c
     }
 
+    /// The same cache, counting its memory in `used` (a worker's counter, read when scraped),
+    /// which nothing else counts in. For a cache that holds nothing yet.
+    pub fn counted_in(mut self, used: Arc<AtomicUsize>) -> FileCache {
+        debug_assert_eq!(self.bytes(), 0);
+        self.used = used;
+        self
+    }
+
     /// The cache that replaces this one for settings generation `generation`: empty, and
     /// counting this one's bodies still in flight against its budget.
     pub fn renewed(&self, files: &config::Files, generation: u64) -> FileCache {
         let mut c = FileCache::for_config(files, generation);
-        c.live = self.live.clone();
+        c.used = self.used.clone();
         c
     }
 
@@ -224,35 +233,39 @@ impl FileCache {
     /// Memory counted against the budget now: live bodies (cached or still being sent),
     /// reservations, keys and the fixed overhead per entry.
     pub fn bytes(&self) -> usize {
-        self.bytes + self.live.load(Relaxed)
+        self.used.load(Relaxed)
     }
 
     /// Takes `size` bytes from the budget for a file (and its sidecars) about to be read into
     /// memory, evicting entries to make room; `None` when bodies still held elsewhere leave too
     /// little, and the file should be served from disk.
     pub fn reserve(&mut self, size: u64) -> Option<Reservation> {
-        let size = usize::try_from(size)
-            .ok()
-            .filter(|&n| n <= self.max_bytes)?;
-        if !self.room_after_evicting_all(size) {
+        let size = usize::try_from(size).ok()?;
+        if !self.make_room(size) {
             return None;
         }
-        while self.bytes() + size > self.max_bytes {
-            self.evict_one()?;
-        }
-        self.live.fetch_add(size, Relaxed);
+        self.used.fetch_add(size, Relaxed);
         Some(Reservation {
             bytes: size,
-            live: self.live.clone(),
+            used: self.used.clone(),
         })
     }
 
-    /// Whether `extra` bytes would fit once every entry was evicted, at best: when bodies still
-    /// held elsewhere (slow readers of evicted entries) leave no room even then, evicting the
-    /// entries being served would only turn hits into misses.
-    fn room_after_evicting_all(&self, extra: usize) -> bool {
-        let held = self.live.load(Relaxed).saturating_sub(self.cached);
-        held + extra <= self.max_bytes
+    /// Evicts entries until `extra` more bytes fit the budget. Evicts nothing, and says no, when
+    /// they would not fit even with every entry gone: bodies held elsewhere (by slow readers of
+    /// evicted entries) leave too little, and evicting the entries being served would only turn
+    /// hits into misses.
+    fn make_room(&mut self, extra: usize) -> bool {
+        let held = self.bytes().saturating_sub(self.overhead + self.cached);
+        if held.saturating_add(extra) > self.max_bytes {
+            return false;
+        }
+        while self.bytes() + extra > self.max_bytes {
+            if self.evict_one().is_none() {
+                return false;
+            }
+        }
+        true
     }
 
     /// Drops an arbitrary entry (HashMap order); a full cache of small files loses little by
@@ -324,15 +337,11 @@ impl FileCache {
             return;
         }
         self.remove(&path);
-        if !self.room_after_evicting_all(cost) {
+        if !self.make_room(cost) {
             return;
         }
-        while self.bytes() + cost > self.max_bytes {
-            if self.evict_one().is_none() {
-                return;
-            }
-        }
-        self.bytes += cost;
+        self.used.fetch_add(cost, Relaxed);
+        self.overhead += cost;
         self.cached += bodies(&hit);
         self.map.insert(
             path,
@@ -346,9 +355,11 @@ impl FileCache {
     }
 
     /// Drops the entry for a cache key, if any.
-    pub fn remove(&mut self, path: &[u8]) {
+    fn remove(&mut self, path: &[u8]) {
         if let Some(e) = self.map.remove(path) {
-            self.bytes -= cost(path, &e.hit);
+            let cost = cost(path, &e.hit);
+            self.used.fetch_sub(cost, Relaxed);
+            self.overhead -= cost;
             self.cached -= bodies(&e.hit);
         }
     }
@@ -356,6 +367,13 @@ impl FileCache {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.map.len()
+    }
+}
+
+impl Drop for FileCache {
+    /// Its entries' overheads stop counting; their bodies stop as their last holders drop them.
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.overhead, Relaxed);
     }
 }
 
@@ -561,6 +579,11 @@ mod tests {
             c.insert(b"a.js".to_vec(), rel.clone(), hit(3, 7, abc), gz, t0);
             let kept = c.revalidate(b"a.js", Some(meta(3, 7)), &now, later);
             assert_eq!(kept.is_some(), expect_kept, "{now:?}");
+            let found = c.lookup(b"a.js", later);
+            match expect_kept {
+                true => assert!(matches!(found, Lookup::Fresh(_)), "{now:?}"),
+                false => assert!(matches!(found, Lookup::Miss), "{now:?}: dropped"),
+            }
         }
     }
 
@@ -598,6 +621,12 @@ mod tests {
     #[test]
     fn zero_bytes_disables() {
         let c = FileCache::new(0, 1024, Duration::from_secs(1));
+        assert!(
+            !c.enabled(),
+            "no budget: no cache, and no hit or miss counted"
+        );
         assert!(!c.wants(1));
+        assert!(FileCache::new(1024, 1024, Duration::from_secs(1)).enabled());
+        assert!(!FileCache::new(1024, 0, Duration::from_secs(1)).enabled());
     }
 }
