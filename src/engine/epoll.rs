@@ -27,6 +27,7 @@ use super::worker::{Acceptor, Driver};
 use crate::conn::{IDLE_READ, Transport};
 use crate::deadline::{Deadline, Shut};
 use crate::files::{self, Meta, sys};
+use crate::http::response;
 
 /// Files up to this size are read into the head's buffer and sent with one write.
 const INLINE: u64 = 16 * 1024;
@@ -237,27 +238,30 @@ impl Transport for EpollConn {
     ) -> io::Result<()> {
         let fd = self.stream.as_raw_fd();
         let total = (head.len() + body.len()) as u64;
-        self.push(total, deadline, |done| {
-            let done = done as usize;
-            let (h, b) = if done < head.len() {
-                (&head[done..], &body[..])
-            } else {
-                (&[][..], &body[done - head.len()..])
-            };
-            let iov = [
-                libc::iovec {
-                    iov_base: h.as_ptr() as *mut libc::c_void,
-                    iov_len: h.len(),
-                },
-                libc::iovec {
-                    iov_base: b.as_ptr() as *mut libc::c_void,
-                    iov_len: b.len(),
-                },
-            ];
-            // SAFETY: both iovecs point into live slices; writev(2) only reads them.
-            unsafe { libc::writev(fd, iov.as_ptr(), 2) }
-        })
-        .await
+        let sent = self
+            .push(total, deadline, |done| {
+                let done = done as usize;
+                let (h, b) = if done < head.len() {
+                    (&head[done..], &body[..])
+                } else {
+                    (&[][..], &body[done - head.len()..])
+                };
+                let iov = [
+                    libc::iovec {
+                        iov_base: h.as_ptr() as *mut libc::c_void,
+                        iov_len: h.len(),
+                    },
+                    libc::iovec {
+                        iov_base: b.as_ptr() as *mut libc::c_void,
+                        iov_len: b.len(),
+                    },
+                ];
+                // SAFETY: both iovecs point into live slices; writev(2) only reads them.
+                unsafe { libc::writev(fd, iov.as_ptr(), 2) }
+            })
+            .await;
+        response::recycle(head);
+        sent
     }
 
     async fn send_file(
@@ -273,11 +277,15 @@ impl Transport for EpollConn {
             let at = buf.len();
             buf.resize(at + len as usize, 0);
             read_exact_at(&file, &mut buf[at..], offset)?;
-            return self.send_all(&buf, 0, deadline).await;
+            let sent = self.send_all(&buf, 0, deadline).await;
+            response::recycle(buf);
+            return sent;
         }
         // The head is held back briefly (MSG_MORE) to leave in one segment with the first file
         // bytes.
-        self.send_all(&head, libc::MSG_MORE, deadline).await?;
+        let sent = self.send_all(&head, libc::MSG_MORE, deadline).await;
+        response::recycle(head);
+        sent?;
         self.sendfile(&file, offset, offset + len, deadline).await
     }
 

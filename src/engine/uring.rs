@@ -264,9 +264,9 @@ impl UringConn {
             // Secured before the head by the caller; made here only if it was not.
             None => Rc::new(Pipe::take()?),
         };
-        if let (Err(e), _) = self.write_buf(head, deadline).await {
-            return Err(e);
-        }
+        let (wrote, head) = self.write_buf(head, deadline).await;
+        crate::http::response::recycle(head);
+        wrote?;
         let file = Rc::new(file);
         let chunk = pipe.capacity;
         let sock = self.stream.as_raw_fd();
@@ -478,7 +478,9 @@ impl Transport for UringConn {
         let (read, buf) = read_exact_at(&file, buf, offset, len as usize).await;
         close_in_ring(file);
         read?;
-        self.write_buf(buf, deadline).await.0
+        let (wrote, buf) = self.write_buf(buf, deadline).await;
+        crate::http::response::recycle(buf);
+        wrote
     }
 
     fn secure_body(&mut self, len: u64) -> io::Result<()> {
