@@ -174,13 +174,12 @@ fn main() -> ExitCode {
 fn start_error_code(e: &StartError) -> u8 {
     match e {
         StartError::Engine(_)
-        | StartError::Root(..)
+        | StartError::Settings(_)
         | StartError::Log(_)
         | StartError::Listen(_)
         | StartError::Thread(..)
         | StartError::Worker(_)
         | StartError::WorkerLost
-        | StartError::Rules(_)
         | StartError::Admin(_) => 1,
     }
 }

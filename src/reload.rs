@@ -107,13 +107,11 @@ impl Reloader {
         let generation = running.shared.current().generation + 1;
         let settings = Settings::open(next.config.clone(), &next.root, generation)
             .map_err(ReloadError::Settings)?;
-        // The last step that can fail; once the writer has the new file, the rest cannot.
-        let format = next.config.log.format;
-        if next.access != self.current.access || format != self.current.config.log.format {
-            running
-                .retarget_log(&next.access, format)
-                .map_err(ReloadError::Log)?;
-        }
+        // The last step that can fail; once the writer has the new file, the rest cannot. The
+        // writer itself does nothing when neither the destination nor the format changed.
+        running
+            .retarget_log(&next.access, next.config.log.format)
+            .map_err(ReloadError::Log)?;
         running.shared.settings.store(Arc::new(settings));
         if next.config.log.level != self.current.config.log.level {
             (self.set_level)(&next.config.log.level);
@@ -125,7 +123,7 @@ impl Reloader {
 
 /// Compares the settings fixed at start, puts their values in force back into `new`, and
 /// returns those that differ.
-pub fn keep_fixed(old: &Loaded, new: &mut Loaded) -> Vec<NeedsRestart> {
+fn keep_fixed(old: &Loaded, new: &mut Loaded) -> Vec<NeedsRestart> {
     let mut changed = Vec::new();
     let c = &mut changed;
     let (o, n) = (&old.config, &mut new.config);

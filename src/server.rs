@@ -7,7 +7,6 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -30,8 +29,8 @@ use crate::stats::{Snapshot, WorkerPhase};
 pub enum StartError {
     /// io_uring was demanded and is unavailable; the text explains how to enable it.
     Engine(Unavailable),
-    /// The root directory cannot be opened.
-    Root(PathBuf, io::Error),
+    /// The root cannot be opened or a header rule compiled.
+    Settings(SettingsError),
     /// The access log cannot be opened, or its writer started.
     Log(io::Error),
     /// The address cannot be listened on.
@@ -42,8 +41,6 @@ pub enum StartError {
     Worker(WorkerError),
     /// A worker ended before it reported ready.
     WorkerLost,
-    /// A header rule could not be compiled.
-    Rules(String),
     /// The admin listener cannot listen on its address.
     Admin(io::Error),
 }
@@ -52,12 +49,11 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Engine(why) => write!(f, "engine = \"uring\" cannot run here: {why}"),
-            StartError::Root(path, e) => write!(f, "root {}: {e}", path.display()),
+            StartError::Settings(e) => write!(f, "{e}"),
             StartError::Log(e) | StartError::Listen(e) | StartError::Admin(e) => write!(f, "{e}"),
             StartError::Thread(i, e) => write!(f, "cannot start worker {i}: {e}"),
             StartError::Worker(w) => write!(f, "worker {}: {}", w.index, w.error),
             StartError::WorkerLost => f.write_str("a worker died while starting"),
-            StartError::Rules(e) => f.write_str(e),
         }
     }
 }
@@ -95,10 +91,7 @@ pub fn start(loaded: Loaded) -> Result<Running, StartError> {
     crate::panics::install_hook();
     let log_config = &loaded.config.log;
     let (format, buffer_lines) = (log_config.format, log_config.buffer_lines);
-    let settings = Settings::open(loaded.config, &loaded.root, 1).map_err(|e| match e {
-        SettingsError::Root(path, e) => StartError::Root(path, e),
-        SettingsError::Rules(e) => StartError::Rules(e),
-    })?;
+    let settings = Settings::open(loaded.config, &loaded.root, 1).map_err(StartError::Settings)?;
     let (access, writer) =
         log::start(&loaded.access, format, buffer_lines).map_err(StartError::Log)?;
     let addr = SocketAddr::new(loaded.host, settings.config.server.port);
