@@ -228,7 +228,7 @@ enum State<F> {
         sidecars: Sidecars,
         room: Reservation,
     },
-    /// Waiting for the open (`file` false) or the bytes (`file` true) of the variant of coding
+    /// Waiting for the open (`read` false) or the bytes (`read` true) of the variant of coding
     /// index `next`, to cache it with the file.
     LoadingVariant {
         loading: Loading,
@@ -798,7 +798,7 @@ impl<'a, F> Exchange<'a, F> {
             (Kind::File, role) => {
                 let ct = self.settings.policy.content_type(lookup.rel.as_bytes());
                 if let Role::ErrorPage(refusal) = role {
-                    let ct = ct.unwrap_or(std::borrow::Cow::Borrowed("text/html; charset=utf-8"));
+                    let ct = ct.unwrap_or(std::borrow::Cow::Borrowed(response::HTML));
                     return self.custom_error_page(*refusal, &FileInfo::new(meta, &ct), file);
                 }
                 let Some(ct) = ct else {
@@ -877,7 +877,7 @@ impl<'a, F> Exchange<'a, F> {
     fn refuse(&mut self, refusal: Refusal) -> Step<F> {
         let status = Status::from(&refusal);
         match self.settings.site.error_page(status) {
-            Some(rel) if status != Status::RangeNotSatisfiable => {
+            Some(rel) => {
                 let rel = rel.clone();
                 self.open(rel, Role::ErrorPage(Box::new(refusal)), None)
             }

@@ -120,8 +120,9 @@ pub fn file_plan<F>(
             t == "*" || t.trim_start_matches("W/") == etag
         }),
         // A date in the future is not a valid validator (RFC 9110 §13.1.3): ignored.
-        (None, Some(ims)) => httpdate::parse_http_date(ims)
-            .is_ok_and(|since| info.mtime() <= since && since <= std::time::SystemTime::now()),
+        (None, Some(ims)) => httpdate::parse_http_date(ims).is_ok_and(|since| {
+            info.meta.modified() <= since && since <= std::time::SystemTime::now()
+        }),
         (None, None) => false,
     };
     if not_modified {
@@ -220,7 +221,7 @@ pub fn page_plan<F>(
     extra: &[(&str, &[u8])],
 ) -> Plan<F> {
     let page = status.error_page();
-    let (ct, len) = (&b"text/html; charset=utf-8"[..], page.len() as u64);
+    let (ct, len) = (response::HTML.as_bytes(), page.len() as u64);
     page_with(
         status,
         head_only,
@@ -281,7 +282,7 @@ fn page_with<F>(
 
 /// A directory listing's page (see [`crate::files::listing`]).
 pub fn listing_plan<F>(html: Vec<u8>, head_only: bool, keep_alive: bool) -> Plan<F> {
-    let ct = b"text/html; charset=utf-8";
+    let ct = response::HTML.as_bytes();
     let len = html.len() as u64;
     let body = Body::Bytes(Bytes::from(html));
     page_with(Status::Ok, head_only, keep_alive, &[], ct, len, body)

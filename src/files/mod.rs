@@ -309,7 +309,7 @@ impl FileInfo {
             etag: format!("\"{:x}.{:x}-{:x}\"", meta.mtime, meta.mtime_nsec, meta.size),
             last_modified: String::new(),
         };
-        info.last_modified = httpdate::fmt_http_date(info.mtime());
+        info.last_modified = httpdate::fmt_http_date(info.meta.modified());
         info
     }
 
@@ -321,11 +321,6 @@ impl FileInfo {
         info.etag
             .insert_str(info.etag.len() - 1, &format!("-{}", coding.token()));
         info
-    }
-
-    /// The modification time, whole seconds (what `Last-Modified` can say).
-    pub fn mtime(&self) -> SystemTime {
-        self.meta.modified()
     }
 }
 

@@ -11,6 +11,10 @@ use super::date;
 /// The `Server` header's value: the crate name and version.
 pub const SERVER: &str = concat!("uring-httpd/", env!("CARGO_PKG_VERSION"));
 
+/// The Content-Type of the pages the server writes itself (errors, redirects, listings) and of
+/// a custom error page whose extension has no type.
+pub const HTML: &str = "text/html; charset=utf-8";
+
 macro_rules! statuses {
     ($($name:ident = $code:literal $reason:literal;)*) => {
         /// The statuses this server answers with.
