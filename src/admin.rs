@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::Shared;
+use crate::http::{Head, Status};
 use crate::metrics::{self, Metrics};
 
 /// A request head larger than this is refused.
@@ -126,7 +127,7 @@ async fn serve(mut stream: TcpStream, shared: &Shared, metrics: &Metrics) {
                 break route(method, path, shared, metrics).render(method == "HEAD");
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-            _ => break Answer::text(400, "bad request\n").render(false),
+            _ => break Answer::text(Status::BadRequest, "bad request\n").render(false),
         }
     };
     let _ = stream.write_all(&answer).await;
@@ -135,13 +136,13 @@ async fn serve(mut stream: TcpStream, shared: &Shared, metrics: &Metrics) {
 
 /// A response, before it is rendered.
 struct Answer {
-    status: u16,
+    status: Status,
     content_type: &'static str,
     body: String,
 }
 
 impl Answer {
-    fn text(status: u16, body: impl Into<String>) -> Answer {
+    fn text(status: Status, body: impl Into<String>) -> Answer {
         Answer {
             status,
             content_type: "text/plain; charset=utf-8",
@@ -149,28 +150,16 @@ impl Answer {
         }
     }
 
-    /// The bytes on the wire; a HEAD answer keeps the head that announces the body.
+    /// The bytes on the wire, a head like the server's own (`Server`, `Date`); a HEAD answer
+    /// keeps the head that announces the body.
     fn render(&self, head_only: bool) -> Vec<u8> {
-        let reason = match self.status {
-            200 => "OK",
-            400 => "Bad Request",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            _ => "Service Unavailable",
-        };
-        let allow = if self.status == 405 {
-            "Allow: GET, HEAD\r\n"
-        } else {
-            ""
-        };
-        let mut out = format!(
-            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
-             Cache-Control: no-store\r\n{allow}Connection: close\r\n\r\n",
-            self.status,
-            self.content_type,
-            self.body.len()
-        )
-        .into_bytes();
+        let mut head = Head::new(Vec::new(), self.status);
+        head.header("Content-Type", self.content_type.as_bytes())
+            .header("Cache-Control", b"no-store");
+        if self.status == Status::MethodNotAllowed {
+            head.header("Allow", b"GET, HEAD");
+        }
+        let mut out = head.finish(self.body.len() as u64, false);
         if !head_only {
             out.extend_from_slice(self.body.as_bytes());
         }
@@ -181,28 +170,31 @@ impl Answer {
 /// The answer to `method target`.
 fn route(method: &str, target: &str, shared: &Shared, metrics: &Metrics) -> Answer {
     if method != "GET" && method != "HEAD" {
-        return Answer::text(405, "method not allowed\n");
+        return Answer::text(Status::MethodNotAllowed, "method not allowed\n");
     }
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     match path {
         "/metrics" => Answer {
-            status: 200,
+            status: Status::Ok,
             content_type: metrics::CONTENT_TYPE,
             body: metrics.render(),
         },
-        "/healthz" => Answer::text(200, "ok\n"),
+        "/healthz" => Answer::text(Status::Ok, "ok\n"),
         "/readyz" => readiness(shared),
-        _ => Answer::text(404, "not found\n"),
+        _ => Answer::text(Status::NotFound, "not found\n"),
     }
 }
 
 /// 200 while every worker serves; 503 with the phase of each one that does not.
 fn readiness(shared: &Shared) -> Answer {
     if shared.stats.ready() {
-        return Answer::text(200, "ready\n");
+        return Answer::text(Status::Ok, "ready\n");
     }
     let phases: Vec<String> = (shared.stats.workers.iter().enumerate())
         .map(|(i, w)| format!("worker {i} {:?}", w.phase()))
         .collect();
-    Answer::text(503, format!("not ready: {}\n", phases.join(", ")))
+    Answer::text(
+        Status::ServiceUnavailable,
+        format!("not ready: {}\n", phases.join(", ")),
+    )
 }

@@ -39,6 +39,13 @@ fn admin(addr: SocketAddr, method: &str, path: &str) -> Response {
     let mut r = BufReader::new(c);
     let resp = read_response(&mut r, method == "HEAD").expect("an answer");
     assert_eq!(resp.header("Connection"), Some("close"));
+    // The same head as the server's own answers.
+    assert!(
+        resp.header("Server")
+            .is_some_and(|v| v.starts_with("uring-httpd/"))
+    );
+    assert!(resp.header("Date").is_some_and(|v| v.ends_with(" GMT")));
+    assert_eq!(resp.header("Cache-Control"), Some("no-store"));
     let mut rest = Vec::new();
     r.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "bytes after the answer: {rest:?}");
@@ -319,7 +326,11 @@ fn health_readiness_and_other_paths(e: Engine) {
     // None of that was served traffic.
     assert!(s.stop().success());
     assert_eq!(std::fs::read_to_string(&s.log_path).unwrap_or_default(), "");
-    assert!(s.stderr().contains("0 requests"), "{}", s.stderr());
+    assert!(
+        s.stderr().contains(" connections, 0 requests, "),
+        "{}",
+        s.stderr()
+    );
 }
 
 fn readyz_turns_503_while_draining(e: Engine) {
