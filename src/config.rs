@@ -595,7 +595,7 @@ pub fn load(path: &Path, explicit: bool, ov: &Overrides) -> Result<Loaded, Confi
 
 /// `admin.listen` as an address: empty is off, a port alone is on 127.0.0.1 (the admin listener
 /// should not be reachable from outside unless asked for by address). Port 0 picks a free one.
-pub fn admin_address(listen: &str) -> Result<Option<SocketAddr>, String> {
+fn admin_address(listen: &str) -> Result<Option<SocketAddr>, String> {
     let listen = listen.trim();
     if listen.is_empty() {
         return Ok(None);

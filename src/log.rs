@@ -54,7 +54,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant, SystemTime};
 
-pub use self::format::{Field, RequestText};
+pub use self::format::RequestText;
 use crate::config::{AccessTarget, LogFormat};
 
 /// How long a worker may wait for room in a full queue before it drops its record.
@@ -578,8 +578,6 @@ struct Sink {
     line: Vec<u8>,
     /// Lines in the buffer, not yet flushed.
     pending: u64,
-    written: u64,
-    failed: u64,
     last_error: Option<io::ErrorKind>,
     counters: Arc<LogCounters>,
 }
@@ -594,8 +592,6 @@ impl Sink {
             format,
             line: Vec::with_capacity(512),
             pending: 0,
-            written: 0,
-            failed: 0,
             last_error: None,
             counters,
         }
@@ -642,7 +638,6 @@ impl Sink {
         let Some(out) = self.out.as_mut() else { return };
         match out.flush() {
             Ok(()) => {
-                self.written += self.pending;
                 self.counters
                     .written
                     .fetch_add(self.pending, Ordering::Relaxed);
@@ -656,7 +651,6 @@ impl Sink {
     /// kind of error, drop what is buffered (so it is not counted twice), and keep trying with
     /// the next batch.
     fn fail(&mut self, e: io::Error) {
-        self.failed += self.pending;
         self.counters
             .failed
             .fetch_add(self.pending, Ordering::Relaxed);
@@ -690,15 +684,17 @@ impl Sink {
         }
     }
 
+    /// Flushes; the lines written, or an error when any were lost (the writer's counters are
+    /// this sink's: one sink per writer).
     fn finish(mut self) -> io::Result<u64> {
         self.flush();
-        if self.failed > 0 {
+        let failed = self.counters.failed.load(Ordering::Relaxed);
+        if failed > 0 {
             return Err(io::Error::other(format!(
-                "{} access log lines could not be written",
-                self.failed
+                "{failed} access log lines could not be written"
             )));
         }
-        Ok(self.written)
+        Ok(self.counters.written.load(Ordering::Relaxed))
     }
 }
 

@@ -32,7 +32,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The metrics of `shared`'s server, running on `engine`.
+    /// The metrics of `shared`'s server.
     pub fn new(shared: Arc<Shared>) -> Metrics {
         let mut registry = Registry::default();
         registry.register(
