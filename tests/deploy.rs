@@ -56,12 +56,9 @@ fn systemd_analyze(args: &[&str]) -> Option<Output> {
 /// binary exists), in a directory of its own.
 fn unit_for_this_build() -> (tempfile::TempDir, PathBuf) {
     let unit = unit_text();
-    assert!(
-        values(&unit, "ExecStart")
-            .iter()
-            .all(|v| v.starts_with(INSTALLED)),
-        "{unit}"
-    );
+    let exec = values(&unit, "ExecStart");
+    assert_eq!(exec.len(), 1, "{unit}");
+    assert!(exec[0].starts_with(INSTALLED), "{unit}");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("uring-httpd.service");
     std::fs::write(&path, unit.replace(INSTALLED, BIN)).unwrap();
@@ -113,6 +110,13 @@ fn the_unit_keeps_the_required_settings() {
             .iter()
             .all(|n| names.contains(n))
         }),
+        "{filters:?}"
+    );
+    // And no deny list (`~…`) takes any of them away again.
+    assert!(
+        !filters
+            .iter()
+            .any(|f| f.starts_with('~') && f.contains("io_uring")),
         "{filters:?}"
     );
     for (key, want) in [
@@ -171,7 +175,7 @@ fn the_shipped_config_matches_the_unit_and_serves() {
     cmd.arg("--config")
         .arg(&cfg)
         .args(["--host", "127.0.0.1", "--port", "0", "--workers", "1"]);
-    let mut server = listen(cmd);
+    let server = listen(cmd);
     let c = TcpStream::connect(&server.addr).unwrap();
     c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let mut w = c.try_clone().unwrap();
@@ -181,9 +185,7 @@ fn the_shipped_config_matches_the_unit_and_serves() {
     .unwrap();
     let r = read_response(&mut BufReader::new(c), false).unwrap();
     assert_eq!((r.status, &r.body[..]), (200, &b"<p>hi</p>\n"[..]));
-    // SAFETY: kill(2) on the child this test started.
-    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
-    assert!(server.child.wait().unwrap().success());
+    common::stop_child(server.child);
     let log = std::fs::read_to_string(logs.join(access.file_name().unwrap())).unwrap();
     assert!(
         log.starts_with("127.0.0.1 - - [")
