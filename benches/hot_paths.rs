@@ -1,15 +1,25 @@
 //! Micro-benchmarks of the pure hot paths every request walks through, with no I/O:
 //! parsing the request head (`http::parse`), making the path safe (`files::resolve`) and choosing
 //! its Content-Type (`Policy::content_type`), and rendering response heads (`http::Head`,
-//! `respond::error_response`). Run with `cargo bench --bench hot_paths`; the engine lab
+//! `respond::error_response`), and one whole request answered from the file cache the way a
+//! connection does it, minus the sockets (`cached request`): the user-space work the engines add
+//! runtime and system calls to. Run with `cargo bench --bench hot_paths`; the engine lab
 //! (`cargo bench --bench lab`) measures the whole server.
 
+use std::cell::RefCell;
 use std::hint::black_box;
+use std::io;
+use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use uring_httpd::files::{self, Policy};
-use uring_httpd::http::{self, Head, Status};
-use uring_httpd::respond;
+use uring_httpd::config::Config;
+use uring_httpd::exchange::{ConnState, Done, Exchange, Step};
+use uring_httpd::files::cache::FileCache;
+use uring_httpd::files::{self, Kind, Meta, Policy};
+use uring_httpd::http::{self, Head, Status, response};
+use uring_httpd::respond::{self, Body};
+use uring_httpd::settings::Settings;
+use uring_httpd::stats::Stats;
 
 /// What curl sends.
 const CURL: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: localhost:8080\r\n\
@@ -130,5 +140,62 @@ fn heads(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, resolve, heads);
+/// One keep-alive request for a 2,027-byte page already in the worker's file cache, as a
+/// connection answers it: parse the head, run the exchange to its plan (a cache hit reads no
+/// clock and makes no system call), copy the body behind the head, give the buffer back.
+fn cached_request(c: &mut Criterion) {
+    const REQ: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
+    const PAGE: usize = 2027;
+    let dir = tempfile::tempdir().expect("temporary root");
+    let settings = Settings::open(Config::default(), dir.path(), 1).expect("settings");
+    let stats = Stats::new("bench", 1);
+    let cache = RefCell::new(FileCache::for_config(&settings.config.files, 1));
+    let now = Instant::now();
+    let meta = Meta {
+        kind: Kind::File,
+        size: PAGE as u64,
+        mtime: 1_700_000_000,
+        ino: 1,
+        ctime: 1_700_000_000,
+        ..Meta::default()
+    };
+    // The first request misses: it opens the page, finds no compressed sidecars, reads it and
+    // fills the cache.
+    let req = http::parse(REQ).expect("parses").expect("complete");
+    let mut ex = Exchange::<()>::new(&settings, &stats, &cache, &req, ConnState::default());
+    let mut step = ex.start(now);
+    loop {
+        step = match step {
+            Step::Open(_) => ex.resume(Done::Open(Ok(((), meta))), now),
+            Step::Stat(_) => ex.resume(Done::Stat(Err(io::ErrorKind::NotFound.into())), now),
+            Step::ReadWhole(..) => ex.resume(Done::Read(Ok(vec![b'x'; PAGE])), now),
+            Step::Send(_) => break,
+            other => panic!("unexpected step {other:?}"),
+        };
+    }
+    let mut g = c.benchmark_group("cached request");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("2 KiB hit, parse to wire bytes", |b| {
+        b.iter(|| {
+            let req = http::parse(black_box(REQ))
+                .expect("parses")
+                .expect("complete");
+            let mut ex = Exchange::<()>::new(&settings, &stats, &cache, &req, ConnState::default());
+            let Step::Send(plan) = ex.start(now) else {
+                panic!("a cache hit answers at once");
+            };
+            let mut wire = plan.head;
+            match plan.body {
+                Body::Bytes(b) => wire.extend_from_slice(&b),
+                other => panic!("expected the cached body, got {other:?}"),
+            }
+            let len = wire.len();
+            response::recycle(wire);
+            len
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parse, resolve, heads, cached_request);
 criterion_main!(benches);
