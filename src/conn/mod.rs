@@ -41,7 +41,9 @@ use crate::respond::{Body, Plan};
 use crate::settings::Settings;
 use crate::stats::{WorkerPhase, WorkerStats};
 use crate::tally::{self, Report, Tally};
+use reuse::Reused;
 
+mod reuse;
 #[cfg(test)]
 mod tests;
 
@@ -244,9 +246,10 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx, settings: A
 
     loop {
         // The answer to a parsed request (or a refused one), with what the loop needs after it.
-        // Built in a scope of its own, and boxed, so that neither the parsed request (256 bytes)
-        // nor the deepest answer's state (2.6 KiB) is stored in this task's future, which every
-        // idle connection holds while it waits for a request.
+        // Built in a scope of its own, and on the heap, so that neither the parsed request (256
+        // bytes) nor the deepest answer's state (2.6 KiB) is stored in this task's future, which
+        // every idle connection holds while it waits for a request. `Reused`: the heap memory of
+        // the worker's last finished answer, not a `malloc` per request.
         let answering = {
             // The body of the parsed head, as far as it has arrived; `complete` once it has.
             let mut complete = false;
@@ -304,7 +307,7 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx, settings: A
                     !complete && parsed.as_ref().is_ok_and(|r| r.body_len > 0 || r.chunked);
                 // The request's time runs from its first byte, as nginx's $request_time does.
                 let started = head_started.unwrap_or_else(|| ctx.clock.now());
-                let answer = Box::pin(answer(
+                let answer = Reused::new(answer(
                     &mut io, ctx, settings, peer, parsed, &buf, &timer, served, started,
                 ));
                 (answer, consumed, body_unread)
@@ -384,7 +387,7 @@ pub async fn serve<T: Transport>(mut io: T, peer: IpAddr, ctx: &Ctx, settings: A
                     let answering = answer(
                         &mut io, ctx, settings, peer, timed_out, &buf, &timer, served, started,
                     );
-                    let _ = Box::pin(answering).await;
+                    let _ = Reused::new(answering).await;
                 }
                 socket.shut(Shutdown::Both);
                 return;
