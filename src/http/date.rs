@@ -46,6 +46,9 @@ mod tests {
         // The coarse clock is at most a tick behind the precise one, never ahead of it.
         let now = std::time::SystemTime::now();
         let behind = now.duration_since(shown).expect("not in the future");
-        assert!(behind < std::time::Duration::from_secs(2), "{s} is {behind:?} old");
+        assert!(
+            behind < std::time::Duration::from_secs(2),
+            "{s} is {behind:?} old"
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! decoded by [`super::chunked`], driven by the connection.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use super::Status;
 
@@ -257,18 +258,13 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
         && (chunked || content_length.is_some_and(|n| n > 0));
     let keep_alive = !close && !expect_continue && (version == Version::Http11 || keep_alive_token);
 
-    let query = target
-        .split('#')
-        .next()
-        .and_then(|t| t.split_once('?'))
-        .map(|(_, q)| q);
+    // The target is ASCII, so the byte offsets of `?` and `#` are char boundaries.
+    let (end, query) = target_parts(target.as_bytes());
+    let query = query.map(|q| &target[q]);
     let (raw_path, path) = match method {
         Method::Options if target == "*" => ("*", Cow::Borrowed(&[][..])),
-        Method::Get | Method::Head | Method::Options => decode_target(target)?,
-        Method::Other(_) => (
-            target.split(['?', '#']).next().unwrap_or(""),
-            Cow::Borrowed(&[][..]),
-        ),
+        Method::Get | Method::Head | Method::Options => decode_target(&target[..end])?,
+        Method::Other(_) => (&target[..end], Cow::Borrowed(&[][..])),
     };
 
     Ok(Some(Request {
@@ -332,12 +328,11 @@ pub fn line_hint(buf: &[u8]) -> LineHint<'_> {
     let method = next(MAX_METHOD);
     let target = next(1024);
     let protocol = next(16);
-    let target = target.map(|t| t.split(|&b| b == b'#').next().unwrap_or_default());
     let (path, query) = match target {
-        Some(t) => match t.iter().position(|&b| b == b'?') {
-            Some(i) => (Some(&t[..i]), Some(&t[i + 1..])),
-            None => (Some(t), None),
-        },
+        Some(t) => {
+            let (end, query) = target_parts(t);
+            (Some(&t[..end]), query.map(|q| &t[q]))
+        }
         None => (None, None),
     };
     LineHint {
@@ -480,26 +475,39 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-/// Splits off the query and the fragment, accepts absolute-form targets, and percent-decodes the
-/// path. A fragment (`#...`) is not part of a request-target (RFC 9112 §3.2) and browsers never
-/// send one; it is ignored as nginx does, so it is never looked up as part of a file name (`%23`
-/// is a literal `#` in a name and is kept).
+/// Where a request-target's parts lie, found in one pass: it is `target[..end]` (an absolute
+/// path or URI) up to the first `?` or `#`, then the query between that `?` and the next `#`.
+/// A fragment (`#...`) is not part of a request-target (RFC 9112 §3.2) and browsers never send
+/// one; it is ignored as nginx does, so it is never looked up as part of a file name (`%23` is a
+/// literal `#` in a name and is kept).
+fn target_parts(target: &[u8]) -> (usize, Option<Range<usize>>) {
+    let end = target
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(target.len());
+    let query = (target.get(end) == Some(&b'?')).then(|| {
+        let from = end + 1;
+        let len = target[from..].iter().position(|&b| b == b'#');
+        from..len.map_or(target.len(), |n| from + n)
+    });
+    (end, query)
+}
+
+/// Accepts absolute-form targets and percent-decodes the path of `target`, which has neither
+/// query nor fragment (see [`target_parts`]).
 fn decode_target(target: &str) -> Result<(&str, Cow<'_, [u8]>), ParseError> {
     let mut t = target;
     for scheme in ["http://", "https://"] {
         let prefix = t.as_bytes().get(..scheme.len());
         if prefix.is_some_and(|p| p.eq_ignore_ascii_case(scheme.as_bytes())) {
-            // The authority ends at the first `/`, `?` or `#`; only a `/` starts a path (in
+            // The authority ends at the first `/` (or at the `?` or `#` already cut off: in
             // `http://h?/x` or `http://h#/x` the `/x` is a query or fragment, the path is `/`).
             let rest = &t[scheme.len()..];
-            t = match rest.find(['/', '?', '#']) {
-                Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
-                _ => "/",
-            };
+            t = rest.find('/').map_or("/", |i| &rest[i..]);
             break;
         }
     }
-    let raw = t.split(['?', '#']).next().unwrap_or_default();
+    let raw = t;
     if !raw.starts_with('/') {
         return Err(bad("request target is not an absolute path"));
     }
@@ -598,18 +606,22 @@ mod tests {
     #[test]
     fn fragments_are_never_part_of_the_path() {
         let table = [
-            ("/a.html#x", "/a.html", "/a.html"),
-            ("/a.html?q#x", "/a.html", "/a.html"),
-            ("/a%23b.html", "/a%23b.html", "/a#b.html"),
-            ("http://h#/secret.html", "/", "/"),
-            ("http://h?/secret.html", "/", "/"),
-            ("http://h/x.css#/y", "/x.css", "/x.css"),
+            ("/a.html#x", "/a.html", "/a.html", None),
+            ("/a.html?q#x", "/a.html", "/a.html", Some("q")),
+            ("/a.html#x?q", "/a.html", "/a.html", None),
+            ("/a.html?q?r", "/a.html", "/a.html", Some("q?r")),
+            ("/a.html?", "/a.html", "/a.html", Some("")),
+            ("/a%23b.html", "/a%23b.html", "/a#b.html", None),
+            ("http://h#/secret.html", "/", "/", None),
+            ("http://h?/secret.html", "/", "/", Some("/secret.html")),
+            ("http://h/x.css#/y", "/x.css", "/x.css", None),
         ];
-        for (target, raw_path, path) in table {
+        for (target, raw_path, path, query) in table {
             let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
             let r = ok(&raw);
             assert_eq!(r.raw_path, raw_path, "{target}");
             assert_eq!(&*r.path, path.as_bytes(), "{target}");
+            assert_eq!(r.query, query, "{target}");
         }
     }
 
