@@ -186,7 +186,7 @@ fn cached_request(c: &mut Criterion) {
             };
             let mut wire = plan.head;
             match plan.body {
-                Body::Bytes(b) => wire.extend_from_slice(&b),
+                Body::Cached(b, range) => wire.extend_from_slice(&b[range]),
                 other => panic!("expected the cached body, got {other:?}"),
             }
             let len = wire.len();

@@ -21,6 +21,7 @@ use std::cell::RefCell;
 use std::ffi::CString;
 use std::fmt;
 use std::io;
+use std::rc::Rc;
 
 use bytes::Bytes;
 
@@ -581,7 +582,7 @@ impl<'a, F> Exchange<'a, F> {
                         loading.variants.push(Variant {
                             coding,
                             info: FileInfo::variant(meta, ct, coding),
-                            body: loading.room.hold(bytes),
+                            body: Rc::new(loading.room.hold(bytes)),
                         });
                     }
                     _ => loading.key.clear(),
@@ -718,8 +719,8 @@ impl<'a, F> Exchange<'a, F> {
         // Everything reserved was read (or went back with a skipped variant).
         drop(room);
         let hit = Hit {
-            info: std::rc::Rc::new(info),
-            body,
+            info: Rc::new(info),
+            body: Rc::new(body),
             variants: variants.into(),
         };
         let plan = self.cached(hit.clone());
@@ -1034,7 +1035,7 @@ mod tests {
         assert_eq!(ex.cache_use(), Some(CacheUse::Miss));
         let mut ex = exchange::<()>(&sh, &c, &r, ConnState::default());
         let plan = sent(ex.start(now));
-        assert!(matches!(plan.body, Body::Bytes(ref b) if &b[..] == b"old!"));
+        assert!(matches!(plan.body, Body::Cached(ref b, ref r) if &b[r.clone()] == b"old!"));
         assert_eq!(ex.cache_use(), Some(CacheUse::Hit));
         // A connection of the next generation (the worker has not renewed its cache yet) opens
         // the file under its own root and leaves the old cache alone.
@@ -1077,7 +1078,7 @@ mod tests {
             match no_sidecars(&mut ex, step, now) {
                 Step::ReadWhole((), 300) => {
                     let plan = sent(ex.resume(Done::Read(Ok(vec![b'x'; 300])), now));
-                    assert!(matches!(plan.body, Body::Bytes(ref b) if b.len() == 300));
+                    assert!(matches!(plan.body, Body::Cached(_, ref r) if r.len() == 300));
                     held.push(plan);
                 }
                 Step::Send(plan) => {
@@ -1118,12 +1119,12 @@ mod tests {
         let plan = sent(ex.resume(Done::Read(Ok(b"abcd".to_vec())), now));
         assert_eq!(plan.status, Status::Ok);
         assert!(head(&plan).contains("Content-Type: text/html; charset=utf-8\r\n"));
-        assert!(matches!(plan.body, Body::Bytes(ref b) if &b[..] == b"abcd"));
+        assert!(matches!(plan.body, Body::Cached(ref b, ref r) if &b[r.clone()] == b"abcd"));
 
         // The same directory again: straight from the cache, no step at all.
         let mut ex = exchange::<()>(&sh, &c, &r, ConnState::default());
         let plan = sent(ex.start(now));
-        assert!(matches!(plan.body, Body::Bytes(ref b) if &b[..] == b"abcd"));
+        assert!(matches!(plan.body, Body::Cached(ref b, ref r) if &b[r.clone()] == b"abcd"));
         // Stale after cache_revalidate_secs: a stat, then served if unchanged.
         let later = now + Duration::from_secs(2);
         let mut ex = exchange::<()>(&sh, &c, &r, ConnState::default());
@@ -1133,7 +1134,7 @@ mod tests {
         assert_eq!(rel.as_bytes(), b"sub/index.html");
         let step = ex.resume(Done::Stat(Ok(FILE)), later);
         let plan = sent(no_sidecars(&mut ex, step, later));
-        assert!(matches!(plan.body, Body::Bytes(ref b) if &b[..] == b"abcd"));
+        assert!(matches!(plan.body, Body::Cached(ref b, ref r) if &b[r.clone()] == b"abcd"));
         // Changed: opened afresh.
         let much_later = later + Duration::from_secs(2);
         let mut ex = exchange::<()>(&sh, &c, &r, ConnState::default());

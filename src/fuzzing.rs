@@ -294,6 +294,7 @@ fn outcome(asked: Vec<Asked>, plan: Plan<FakeFile>) -> Outcome {
         Body::Empty => BodySeen::Empty,
         Body::Static(b) => BodySeen::Memory(b.len() as u64),
         Body::Bytes(b) => BodySeen::Memory(b.len() as u64),
+        Body::Cached(_, range) => BodySeen::Memory(range.len() as u64),
         Body::File { file, offset, len } => BodySeen::File {
             size: file.size,
             offset: *offset,

@@ -8,6 +8,8 @@
 
 use std::ffi::CString;
 use std::io;
+use std::ops::Range;
+use std::rc::Rc;
 
 use bytes::Bytes;
 
@@ -23,8 +25,12 @@ pub enum Body<F> {
     Empty,
     /// A page compiled into the binary.
     Static(&'static [u8]),
-    /// Bytes in memory (a cached file, the status page).
+    /// Bytes in memory (a cached file over [`COPY_BEHIND_HEAD`], the status page).
     Bytes(Bytes),
+    /// These bytes of a cached file of at most [`COPY_BEHIND_HEAD`], to be copied behind the
+    /// head: shared with the cache through an `Rc`, whose count is a plain increment, where a
+    /// `Bytes` clone and drop are two atomic operations per request.
+    Cached(Rc<Bytes>, Range<usize>),
     /// `len` bytes of an opened file from `offset`.
     File {
         /// The open file.
@@ -63,10 +69,15 @@ impl<F> Plan<F> {
             Body::Empty => 0,
             Body::Static(b) => b.len() as u64,
             Body::Bytes(b) => b.len() as u64,
+            Body::Cached(_, range) => range.len() as u64,
             Body::File { len, .. } => *len,
         }
     }
 }
+
+/// Bodies in memory up to this size are copied behind the head and go out in one write; larger
+/// ones are written from where they lie, so a response's buffer does not grow with the file.
+pub const COPY_BEHIND_HEAD: usize = 16 * 1024;
 
 /// Where a file's bytes come from.
 #[derive(Debug)]
@@ -74,7 +85,7 @@ pub enum Source<F> {
     /// An open file, read by the engine.
     File(F),
     /// The whole file, from the cache.
-    Memory(Bytes),
+    Memory(Rc<Bytes>),
 }
 
 /// Which representation of a file a response carries.
@@ -180,7 +191,13 @@ pub fn file_plan<F>(
     let body = match source {
         _ if req.method == Method::Head || len == 0 => Body::Empty,
         Source::File(file) => Body::File { file, offset, len },
-        Source::Memory(b) => Body::Bytes(b.slice(offset as usize..(offset + len) as usize)),
+        Source::Memory(b) => {
+            let range = offset as usize..(offset + len) as usize;
+            match range.len() <= COPY_BEHIND_HEAD {
+                true => Body::Cached(b, range),
+                false => Body::Bytes(b.slice(range)),
+            }
+        }
     };
     Plan {
         status,
@@ -434,11 +451,36 @@ mod tests {
         let r = req("GET /a.html HTTP/1.1\r\nHost: h\r\nRange: bytes=2-4\r\n\r\n");
         let meta = Meta { size: 10, ..FILE };
         let info = FileInfo::new(meta, "text/html");
-        let body = Source::Memory(Bytes::from_static(b"0123456789"));
+        let body = Source::Memory(Rc::new(Bytes::from_static(b"0123456789")));
         let plan = file_plan::<()>(&r, true, &info, Rep::PLAIN, body);
         assert_eq!(plan.status, Status::PartialContent);
         assert!(text(&plan).contains("\r\nContent-Range: bytes 2-4/10\r\n"));
-        assert!(matches!(plan.body, Body::Bytes(ref b) if &b[..] == b"234"));
+        assert!(matches!(plan.body, Body::Cached(ref b, ref r) if &b[r.clone()] == b"234"));
+        assert_eq!(plan.body_len(), 3);
+    }
+
+    #[test]
+    fn cached_bodies_over_the_copy_limit_are_handed_out_as_bytes() {
+        let r = req("GET /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
+        for size in [COPY_BEHIND_HEAD, COPY_BEHIND_HEAD + 1] {
+            let info = FileInfo::new(
+                Meta {
+                    size: size as u64,
+                    ..FILE
+                },
+                "text/html",
+            );
+            let body = Rc::new(Bytes::from(vec![b'x'; size]));
+            let plan = file_plan::<()>(&r, true, &info, Rep::PLAIN, Source::Memory(body.clone()));
+            match size > COPY_BEHIND_HEAD {
+                true => assert!(
+                    matches!(plan.body, Body::Bytes(ref b) if b.as_ptr() == body.as_ptr()),
+                    "{size}: the cache's bytes, not a copy"
+                ),
+                false => assert!(matches!(plan.body, Body::Cached(_, ref r) if r.len() == size)),
+            }
+            assert_eq!(plan.body_len(), size as u64);
+        }
     }
 
     #[test]

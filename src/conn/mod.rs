@@ -37,7 +37,7 @@ use crate::files::listing::{self, Listing};
 use crate::http::chunked::{self, Progress};
 use crate::http::{self, ParseError, Request, Status, response};
 use crate::log::{Record, RequestText};
-use crate::respond::{Body, Plan};
+use crate::respond::{Body, COPY_BEHIND_HEAD, Plan};
 use crate::settings::Settings;
 use crate::stats::{WorkerPhase, WorkerStats};
 use crate::tally::{self, Report, Tally};
@@ -585,10 +585,6 @@ fn count_cache_use(ctx: &Ctx, used: Option<CacheUse>) {
     }
 }
 
-/// Bodies in memory up to this size are copied behind the head and go out in one write; larger
-/// ones are written from where they lie, so a response's buffer does not grow with the file.
-const COPY_BEHIND_HEAD: usize = 16 * 1024;
-
 /// Puts a plan on the wire: small bodies in memory go out behind the head in one write; a file
 /// body is left to the engine's best way of sending files.
 async fn send<T: Transport>(io: &mut T, plan: Plan<T::File>, timer: &Deadline) -> io::Result<()> {
@@ -599,6 +595,7 @@ async fn send<T: Transport>(io: &mut T, plan: Plan<T::File>, timer: &Deadline) -
         }
         Body::Empty => {}
         Body::Static(b) => buf.extend_from_slice(b),
+        Body::Cached(b, range) => buf.extend_from_slice(&b[range]),
         Body::Bytes(b) if b.len() > COPY_BEHIND_HEAD => {
             return io.write_parts(buf, b, timer).await;
         }

@@ -60,8 +60,8 @@ pub struct Variant {
     pub coding: Coding,
     /// The sidecar's facts (the file's type, the sidecar's validators).
     pub info: FileInfo,
-    /// The sidecar's whole content.
-    pub body: Bytes,
+    /// The sidecar's whole content (the `Rc` makes a request's share of it a plain count).
+    pub body: Rc<Bytes>,
 }
 
 /// A cached file, as a lookup hands it out: cheap to clone.
@@ -69,8 +69,8 @@ pub struct Variant {
 pub struct Hit {
     /// The file's metadata and rendered headers.
     pub info: Rc<FileInfo>,
-    /// The file's whole content.
-    pub body: Bytes,
+    /// The file's whole content (the `Rc` makes a request's share of it a plain count).
+    pub body: Rc<Bytes>,
     /// Its precompressed variants, in no particular order; empty for most files.
     pub variants: Rc<[Variant]>,
 }
@@ -394,7 +394,7 @@ mod tests {
     fn hit(size: u64, mtime: i64, body: Bytes) -> Hit {
         Hit {
             info: Rc::new(FileInfo::new(meta(size, mtime), "text/html")),
-            body,
+            body: Rc::new(body),
             variants: Rc::new([]),
         }
     }
@@ -465,7 +465,7 @@ mod tests {
             h.variants = Rc::new([Variant {
                 coding: Coding::Gzip,
                 info: FileInfo::new(meta(len as u64, 1), "text/html"),
-                body: read(&mut c, &vec![0; len]),
+                body: Rc::new(read(&mut c, &vec![0; len])),
             }]);
             (h, [None, None, Some(meta(len as u64, 1))])
         };
