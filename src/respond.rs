@@ -27,9 +27,10 @@ pub enum Body<F> {
     Static(&'static [u8]),
     /// Bytes in memory (a cached file over [`COPY_BEHIND_HEAD`], the status page).
     Bytes(Bytes),
-    /// These bytes of a cached file of at most [`COPY_BEHIND_HEAD`], to be copied behind the
+    /// This range (at most [`COPY_BEHIND_HEAD`] bytes) of a cached file, to be copied behind the
     /// head: shared with the cache through an `Rc`, whose count is a plain increment, where a
-    /// `Bytes` clone and drop are two atomic operations per request.
+    /// `Bytes` clone and drop are two atomic operations per request. The whole file stays
+    /// counted against the cache's budget until the last holder drops it.
     Cached(Rc<Bytes>, Range<usize>),
     /// `len` bytes of an opened file from `offset`.
     File {

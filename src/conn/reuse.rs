@@ -115,12 +115,19 @@ impl<F: Future> Future for Reused<F> {
 
 impl<F> Drop for Reused<F> {
     fn drop(&mut self) {
-        // SAFETY: `ptr` points to a live `F` that nothing else owns; it is not used again.
-        unsafe { std::ptr::drop_in_place(self.ptr.as_ptr()) };
-        let layout = Layout::new::<F>();
-        if layout.size() != 0 {
-            give_back(layout, self.ptr.cast());
+        /// Gives the memory back even when the future's drop panics, as `Box` frees it.
+        struct GiveBack(Layout, NonNull<u8>);
+        impl Drop for GiveBack {
+            fn drop(&mut self) {
+                if self.0.size() != 0 {
+                    give_back(self.0, self.1);
+                }
+            }
         }
+        let _memory = GiveBack(Layout::new::<F>(), self.ptr.cast());
+        // SAFETY: `ptr` points to a live `F` that nothing else owns; it is not used again (the
+        // guard above only hands the memory on, after this).
+        unsafe { std::ptr::drop_in_place(self.ptr.as_ptr()) };
     }
 }
 
@@ -187,6 +194,24 @@ mod tests {
         drop(many);
         let kept = FREE.with_borrow(|f| f.0.len());
         assert_eq!(kept, KEEP);
+    }
+
+    #[test]
+    fn a_future_whose_drop_panics_still_gives_its_memory_back() {
+        struct Panics(#[allow(dead_code)] [u8; 40]);
+        impl Drop for Panics {
+            fn drop(&mut self) {
+                panic!("injected");
+            }
+        }
+        let f = Reused::new(std::future::ready(Panics([0; 40])));
+        let memory = f.ptr.cast::<u8>();
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(f)));
+        assert!(unwound.is_err());
+        assert_eq!(
+            FREE.with_borrow(|f| f.0.last().map(|(_, p)| *p)),
+            Some(memory)
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! (1-4 ms) behind, which a header of whole seconds cannot show.
 
 use std::cell::RefCell;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::time::{ClockId, clock_gettime};
 
@@ -22,9 +22,14 @@ thread_local! {
 
 /// Calls `f` with the current time as an IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub fn with_now<R>(f: impl FnOnce(&str) -> R) -> R {
-    // The clock cannot fail for a valid clock id; before 1970 it reads as 1970.
-    let second = clock_gettime(ClockId::CLOCK_REALTIME_COARSE)
-        .map_or(0, |t| u64::try_from(t.tv_sec()).unwrap_or(0));
+    // Where the coarse clock is not offered (a sandbox's filter), the precise one; before 1970
+    // it reads as 1970.
+    let second = match clock_gettime(ClockId::CLOCK_REALTIME_COARSE) {
+        Ok(t) => u64::try_from(t.tv_sec()).unwrap_or(0),
+        Err(_) => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.second != second {
