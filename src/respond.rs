@@ -25,12 +25,11 @@ pub enum Body<F> {
     Empty,
     /// A page compiled into the binary.
     Static(&'static [u8]),
-    /// Bytes in memory (a cached file over [`COPY_BEHIND_HEAD`], the status page).
+    /// Bytes in memory (the status page, a listing).
     Bytes(Bytes),
-    /// This range (at most [`COPY_BEHIND_HEAD`] bytes) of a cached file, to be copied behind the
-    /// head: shared with the cache through an `Rc`, whose count is a plain increment, where a
-    /// `Bytes` clone and drop are two atomic operations per request. The whole file stays
-    /// counted against the cache's budget until the last holder drops it.
+    /// This range of a cached file, shared with the cache through an `Rc`, whose count is a
+    /// plain increment, where a `Bytes` clone and drop are two atomic operations per request. The
+    /// whole file stays counted against the cache's budget until the last holder drops it.
     Cached(Rc<Bytes>, Range<usize>),
     /// `len` bytes of an opened file from `offset`.
     File {
@@ -75,10 +74,6 @@ impl<F> Plan<F> {
         }
     }
 }
-
-/// Bodies in memory up to this size are copied behind the head and go out in one write; larger
-/// ones are written from where they lie, so a response's buffer does not grow with the file.
-pub const COPY_BEHIND_HEAD: usize = 16 * 1024;
 
 /// Where a file's bytes come from.
 #[derive(Debug)]
@@ -192,13 +187,7 @@ pub fn file_plan<F>(
     let body = match source {
         _ if req.method == Method::Head || len == 0 => Body::Empty,
         Source::File(file) => Body::File { file, offset, len },
-        Source::Memory(b) => {
-            let range = offset as usize..(offset + len) as usize;
-            match range.len() <= COPY_BEHIND_HEAD {
-                true => Body::Cached(b, range),
-                false => Body::Bytes(b.slice(range)),
-            }
-        }
+        Source::Memory(b) => Body::Cached(b, offset as usize..(offset + len) as usize),
     };
     Plan {
         status,
@@ -458,30 +447,6 @@ mod tests {
         assert!(text(&plan).contains("\r\nContent-Range: bytes 2-4/10\r\n"));
         assert!(matches!(plan.body, Body::Cached(ref b, ref r) if &b[r.clone()] == b"234"));
         assert_eq!(plan.body_len(), 3);
-    }
-
-    #[test]
-    fn cached_bodies_over_the_copy_limit_are_handed_out_as_bytes() {
-        let r = req("GET /a.html HTTP/1.1\r\nHost: h\r\n\r\n");
-        for size in [COPY_BEHIND_HEAD, COPY_BEHIND_HEAD + 1] {
-            let info = FileInfo::new(
-                Meta {
-                    size: size as u64,
-                    ..FILE
-                },
-                "text/html",
-            );
-            let body = Rc::new(Bytes::from(vec![b'x'; size]));
-            let plan = file_plan::<()>(&r, true, &info, Rep::PLAIN, Source::Memory(body.clone()));
-            match size > COPY_BEHIND_HEAD {
-                true => assert!(
-                    matches!(plan.body, Body::Bytes(ref b) if b.as_ptr() == body.as_ptr()),
-                    "{size}: the cache's bytes, not a copy"
-                ),
-                false => assert!(matches!(plan.body, Body::Cached(_, ref r) if r.len() == size)),
-            }
-            assert_eq!(plan.body_len(), size as u64);
-        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::files::listing::{self, Listing};
 use crate::http::chunked::{self, Progress};
 use crate::http::{self, ParseError, Request, Status, response};
 use crate::log::{Record, RequestText};
-use crate::respond::{Body, COPY_BEHIND_HEAD, Plan};
+use crate::respond::{Body, Plan};
 use crate::settings::Settings;
 use crate::stats::{WorkerPhase, WorkerStats};
 use crate::tally::{self, Report, Tally};
@@ -75,15 +75,17 @@ pub trait Transport {
     /// stalled write is ended by the worker's deadline sweeper). Hands the buffer back.
     async fn write_all(&mut self, buf: Vec<u8>, deadline: &Deadline) -> (io::Result<()>, Vec<u8>);
     /// Writes `head`, then `body` from where it lies (a cached file's memory), without copying
-    /// it behind the head, with the same progress rule as [`Transport::write_all`].
+    /// it behind the head, with the same progress rule as [`Transport::write_all`]. Hands the
+    /// head's buffer back.
     async fn write_parts(
         &mut self,
         head: Vec<u8>,
         body: Bytes,
         deadline: &Deadline,
-    ) -> io::Result<()>;
+    ) -> (io::Result<()>, Vec<u8>);
     /// Writes `head`, then `len` bytes of `file` from `offset`, the engine's best way, with the
-    /// same progress rule as [`Transport::write_all`].
+    /// same progress rule as [`Transport::write_all`]. Hands the head's buffer back (for the
+    /// response pool; it may hold the body's first bytes too).
     async fn send_file(
         &mut self,
         head: Vec<u8>,
@@ -91,7 +93,7 @@ pub trait Transport {
         offset: u64,
         len: u64,
         deadline: &Deadline,
-    ) -> io::Result<()>;
+    ) -> (io::Result<()>, Vec<u8>);
     /// Secures, before any byte of the response goes out, whatever sending a file body of `len`
     /// bytes will need besides the file (the uring engine's splice pipe). An error here turns the
     /// response into a 503, so a client never gets a head whose body cannot follow.
@@ -585,23 +587,31 @@ fn count_cache_use(ctx: &Ctx, used: Option<CacheUse>) {
     }
 }
 
+/// Bodies in memory up to this size are copied behind the head and go out in one write; larger
+/// ones are written from where they lie, so a response's buffer does not grow with the file.
+const COPY_BEHIND_HEAD: usize = 16 * 1024;
+
 /// Puts a plan on the wire: small bodies in memory go out behind the head in one write; a file
-/// body is left to the engine's best way of sending files.
+/// body is left to the engine's best way of sending files. The head's buffer goes back to the
+/// response pool, whichever way it went out.
 async fn send<T: Transport>(io: &mut T, plan: Plan<T::File>, timer: &Deadline) -> io::Result<()> {
     let mut buf = plan.head;
-    match plan.body {
-        Body::File { file, offset, len } => {
-            return io.send_file(buf, file, offset, len, timer).await;
+    let (sent, buf) = match plan.body {
+        Body::File { file, offset, len } => io.send_file(buf, file, offset, len, timer).await,
+        Body::Cached(b, range) if range.len() > COPY_BEHIND_HEAD => {
+            io.write_parts(buf, b.slice(range), timer).await
         }
-        Body::Empty => {}
-        Body::Static(b) => buf.extend_from_slice(b),
-        Body::Cached(b, range) => buf.extend_from_slice(&b[range]),
-        Body::Bytes(b) if b.len() > COPY_BEHIND_HEAD => {
-            return io.write_parts(buf, b, timer).await;
+        Body::Bytes(b) if b.len() > COPY_BEHIND_HEAD => io.write_parts(buf, b, timer).await,
+        body => {
+            match body {
+                Body::Static(b) => buf.extend_from_slice(b),
+                Body::Cached(b, range) => buf.extend_from_slice(&b[range]),
+                Body::Bytes(b) => buf.extend_from_slice(&b),
+                Body::Empty | Body::File { .. } => {}
+            }
+            io.write_all(buf, timer).await
         }
-        Body::Bytes(b) => buf.extend_from_slice(&b),
-    }
-    let (sent, buf) = io.write_all(buf, timer).await;
+    };
     response::recycle(buf);
     sent
 }

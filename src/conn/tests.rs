@@ -164,13 +164,13 @@ impl Transport for Scripted {
         mut head: Vec<u8>,
         body: Bytes,
         deadline: &Deadline,
-    ) -> io::Result<()> {
+    ) -> (io::Result<()>, Vec<u8>) {
         self.0
             .ops
             .borrow_mut()
             .push(format!("write parts {}+{}", head.len(), body.len()));
         head.extend_from_slice(&body);
-        self.write_all(head, deadline).await.0
+        self.write_all(head, deadline).await
     }
 
     async fn send_file(
@@ -180,9 +180,9 @@ impl Transport for Scripted {
         offset: u64,
         len: u64,
         deadline: &Deadline,
-    ) -> io::Result<()> {
+    ) -> (io::Result<()>, Vec<u8>) {
         head.extend_from_slice(&file.bytes[offset as usize..(offset + len) as usize]);
-        self.write_all(head, deadline).await.0
+        self.write_all(head, deadline).await
     }
 
     fn secure_body(&mut self, _len: u64) -> io::Result<()> {
@@ -1068,5 +1068,46 @@ fn max_requests_per_connection_of_one_closes_every_connection_after_its_answer()
         p.send(A).await;
         assert_eq!(p.take(), a_ok("close"));
         assert!(p.closed(), "nothing unread: a plain close");
+    });
+}
+
+#[test]
+fn cached_bodies_over_16_kib_go_out_from_the_cache_behind_their_head() {
+    run(|| async {
+        let p = Pair::start(|_| {});
+        let get = "GET /a.html HTTP/1.1\r\nHost: h\r\n\r\n";
+        // At the limit a cached body is copied behind the head (one write, no op recorded);
+        // one byte more and it is written from the cache's memory with the head beside it.
+        for (size, mtime) in [(16 * 1024, MTIME), (16 * 1024 + 1, MTIME + 1)] {
+            let body = vec![b'x'; size];
+            p.file("a.html", &body, mtime);
+            p.send(get).await; // the miss that fills the cache
+            p.take();
+            p.ops();
+            p.send(get).await;
+            let out = p.take();
+            let (head, sent) = out.split_once("\r\n\r\n").expect("a whole response");
+            assert!(
+                head.contains(&format!("\r\nContent-Length: {size}\r\n")),
+                "{head}"
+            );
+            assert_eq!(
+                sent.as_bytes(),
+                &body[..],
+                "{size}: the body, byte for byte"
+            );
+            // (The recorded head length is the real one; `take` shortens the Date to "D".)
+            let ops = p.ops();
+            match size > 16 * 1024 {
+                true => assert!(
+                    ops.len() == 1
+                        && ops[0].starts_with("write parts ")
+                        && ops[0].ends_with(&format!("+{size}")),
+                    "{size}: {ops:?}"
+                ),
+                false => assert_eq!(ops, Vec::<String>::new(), "{size}"),
+            }
+            p.wait(2).await; // past revalidation, so the next size is seen
+        }
     });
 }

@@ -27,7 +27,6 @@ use super::worker::{Acceptor, Driver};
 use crate::conn::{IDLE_READ, Transport};
 use crate::deadline::{Deadline, Shut};
 use crate::files::{self, Meta, sys};
-use crate::http::response;
 
 /// Files up to this size are read into the head's buffer and sent with one write.
 const INLINE: u64 = 16 * 1024;
@@ -235,7 +234,7 @@ impl Transport for EpollConn {
         head: Vec<u8>,
         body: Bytes,
         deadline: &Deadline,
-    ) -> io::Result<()> {
+    ) -> (io::Result<()>, Vec<u8>) {
         let fd = self.stream.as_raw_fd();
         let total = (head.len() + body.len()) as u64;
         let sent = self
@@ -260,8 +259,7 @@ impl Transport for EpollConn {
                 unsafe { libc::writev(fd, iov.as_ptr(), 2) }
             })
             .await;
-        response::recycle(head);
-        sent
+        (sent, head)
     }
 
     async fn send_file(
@@ -271,22 +269,24 @@ impl Transport for EpollConn {
         offset: u64,
         len: u64,
         deadline: &Deadline,
-    ) -> io::Result<()> {
+    ) -> (io::Result<()>, Vec<u8>) {
         if len <= INLINE {
             let mut buf = head;
             let at = buf.len();
             buf.resize(at + len as usize, 0);
-            read_exact_at(&file, &mut buf[at..], offset)?;
+            if let Err(e) = read_exact_at(&file, &mut buf[at..], offset) {
+                return (Err(e), buf);
+            }
             let sent = self.send_all(&buf, 0, deadline).await;
-            response::recycle(buf);
-            return sent;
+            return (sent, buf);
         }
         // The head is held back briefly (MSG_MORE) to leave in one segment with the first file
         // bytes.
-        let sent = self.send_all(&head, libc::MSG_MORE, deadline).await;
-        response::recycle(head);
-        sent?;
-        self.sendfile(&file, offset, offset + len, deadline).await
+        let sent = match self.send_all(&head, libc::MSG_MORE, deadline).await {
+            Ok(()) => self.sendfile(&file, offset, offset + len, deadline).await,
+            Err(e) => Err(e),
+        };
+        (sent, head)
     }
 
     fn secure_body(&mut self, _len: u64) -> io::Result<()> {

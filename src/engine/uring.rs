@@ -218,13 +218,12 @@ impl UringConn {
         mut pos: u64,
         end: u64,
         deadline: &Deadline,
-    ) -> io::Result<()> {
+    ) -> (io::Result<()>, Vec<u8>) {
         let mut buf = COPY_BUFS
             .with_borrow_mut(|p| p.pop())
             .unwrap_or_else(|| Vec::with_capacity(COPY_CHUNK + 4096));
         buf.clear();
         buf.extend_from_slice(&head);
-        crate::http::response::recycle(head);
         let mut result = Ok(());
         while pos < end && result.is_ok() {
             let want = ((end - pos) as usize).min(buf.capacity() - buf.len());
@@ -247,7 +246,7 @@ impl UringConn {
                 p.push(buf);
             }
         });
-        result
+        (result, head)
     }
 
     /// Sends the head, then `pos..end` of `file` by splicing it through the connection's pipe.
@@ -258,15 +257,19 @@ impl UringConn {
         mut pos: u64,
         end: u64,
         deadline: &Deadline,
-    ) -> io::Result<()> {
+    ) -> (io::Result<()>, Vec<u8>) {
         let pipe = match self.pipe.take() {
             Some(p) => p,
             // Secured before the head by the caller; made here only if it was not.
-            None => Rc::new(Pipe::take()?),
+            None => match Pipe::take() {
+                Ok(p) => Rc::new(p),
+                Err(e) => return (Err(e), head),
+            },
         };
         let (wrote, head) = self.write_buf(head, deadline).await;
-        crate::http::response::recycle(head);
-        wrote?;
+        if let Err(e) = wrote {
+            return (Err(e), head);
+        }
         let file = Rc::new(file);
         let chunk = pipe.capacity;
         let sock = self.stream.as_raw_fd();
@@ -306,7 +309,7 @@ impl UringConn {
         if let Ok(file) = Rc::try_unwrap(file) {
             close_in_ring(file);
         }
-        result
+        (result, head)
     }
 
     /// Writes all of `buf` (a `Vec`, or a cached file's shared `Bytes`), one write operation at
@@ -388,6 +391,39 @@ impl Drop for Waiting {
     }
 }
 
+/// One element of the `writev` of [`Transport::write_parts`]: the head goes in as the pooled `Vec`
+/// it is and comes back as one, for the response pool (a `Bytes` made from a `Vec` with spare
+/// room would cost an allocation and lose the buffer).
+enum Part {
+    Head(Vec<u8>),
+    Body(Bytes),
+}
+
+// SAFETY: each variant answers with its own type's `IoBuf` implementation, whose bytes stay at
+// the same address while the value is owned (by the ring, during the operation).
+unsafe impl IoBuf for Part {
+    fn stable_ptr(&self) -> *const u8 {
+        match self {
+            Part::Head(v) => IoBuf::stable_ptr(v),
+            Part::Body(b) => IoBuf::stable_ptr(b),
+        }
+    }
+
+    fn bytes_init(&self) -> usize {
+        match self {
+            Part::Head(v) => IoBuf::bytes_init(v),
+            Part::Body(b) => IoBuf::bytes_init(b),
+        }
+    }
+
+    fn bytes_total(&self) -> usize {
+        match self {
+            Part::Head(v) => IoBuf::bytes_total(v),
+            Part::Body(b) => IoBuf::bytes_total(b),
+        }
+    }
+}
+
 impl Transport for UringConn {
     type File = File;
 
@@ -436,22 +472,41 @@ impl Transport for UringConn {
         head: Vec<u8>,
         body: Bytes,
         deadline: &Deadline,
-    ) -> io::Result<()> {
+    ) -> (io::Result<()>, Vec<u8>) {
         // One IORING_OP_WRITEV for both; whatever a partial write left goes out with plain
         // writes of the rest.
-        let (r, parts) = self.stream.writev(vec![Bytes::from(head), body]).await;
-        let mut done = r?;
+        let (r, mut parts) = self
+            .stream
+            .writev(vec![Part::Head(head), Part::Body(body)])
+            .await;
+        let (Some(Part::Body(body)), Some(Part::Head(mut head))) = (parts.pop(), parts.pop())
+        else {
+            unreachable!("writev hands back the parts it was given, in order");
+        };
+        let mut done = match r {
+            Ok(n) => n,
+            Err(e) => return (Err(e), head),
+        };
         if done > 0 {
             deadline.progress();
         }
-        for part in parts {
-            let skip = done.min(part.len());
-            done -= skip;
-            self.write_buf(Bytes::slice(&part, skip..), deadline)
-                .await
-                .0?;
+        if done < head.len() {
+            // Rare: the head itself was cut short. Its rest moves to the front and goes first.
+            head.drain(..done);
+            let (wrote, rest) = self.write_buf(head, deadline).await;
+            head = rest;
+            done = 0;
+            if let Err(e) = wrote {
+                return (Err(e), head);
+            }
+        } else {
+            done -= head.len();
         }
-        Ok(())
+        if done < body.len() {
+            let (wrote, _) = self.write_buf(Bytes::slice(&body, done..), deadline).await;
+            return (wrote, head);
+        }
+        (Ok(()), head)
     }
 
     async fn send_file(
@@ -461,7 +516,7 @@ impl Transport for UringConn {
         offset: u64,
         len: u64,
         deadline: &Deadline,
-    ) -> io::Result<()> {
+    ) -> (io::Result<()>, Vec<u8>) {
         if len >= COPY_MIN {
             return self
                 .send_copied(head, file, offset, offset + len, deadline)
@@ -477,10 +532,10 @@ impl Transport for UringConn {
         buf.reserve_exact(len as usize);
         let (read, buf) = read_exact_at(&file, buf, offset, len as usize).await;
         close_in_ring(file);
-        read?;
-        let (wrote, buf) = self.write_buf(buf, deadline).await;
-        crate::http::response::recycle(buf);
-        wrote
+        if let Err(e) = read {
+            return (Err(e), buf);
+        }
+        self.write_buf(buf, deadline).await
     }
 
     fn secure_body(&mut self, len: u64) -> io::Result<()> {
