@@ -142,7 +142,8 @@ fn heads(c: &mut Criterion) {
 
 /// One keep-alive request for a 2,027-byte page already in the worker's file cache, as a
 /// connection answers it: parse the head, run the exchange to its plan (a cache hit reads no
-/// clock and makes no system call), copy the body behind the head, give the buffer back.
+/// monotonic clock and makes no system call; the `Date` reads the coarse wall clock), copy the
+/// body behind the head, give the buffer back.
 fn cached_request(c: &mut Criterion) {
     const REQ: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
     const PAGE: usize = 2027;

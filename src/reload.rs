@@ -130,29 +130,33 @@ fn keep_fixed(old: &Loaded, new: &mut Loaded) -> Vec<NeedsRestart> {
     keep(c, "server.host", &o.server.host, &mut n.server.host, |v| {
         v.clone()
     });
-    keep(c, "server.port", &o.server.port, &mut n.server.port, |v| {
-        v.to_string()
-    });
+    keep(
+        c,
+        "server.port",
+        &o.server.port,
+        &mut n.server.port,
+        ToString::to_string,
+    );
     keep(
         c,
         "server.workers",
         &o.server.workers,
         &mut n.server.workers,
-        |v| v.to_string(),
+        ToString::to_string,
     );
     keep(
         c,
         "server.engine",
         &o.server.engine,
         &mut n.server.engine,
-        |v| v.to_string(),
+        ToString::to_string,
     );
     keep(
         c,
         "log.buffer_lines",
         &o.log.buffer_lines,
         &mut n.log.buffer_lines,
-        |v| v.to_string(),
+        ToString::to_string,
     );
     let (old_max, new_max) = (
         &o.limits.max_connections_per_worker,
@@ -163,7 +167,7 @@ fn keep_fixed(old: &Loaded, new: &mut Loaded) -> Vec<NeedsRestart> {
         "limits.max_connections_per_worker",
         old_max,
         new_max,
-        |v| v.to_string(),
+        ToString::to_string,
     );
     keep(
         c,

@@ -12,26 +12,33 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::time::{ClockId, clock_gettime};
 
 struct Cached {
+    /// `CLOCK_REALTIME_COARSE` was refused once (a sandbox's filter): use the precise clock.
+    precise: bool,
     second: u64,
     text: String,
 }
 
 thread_local! {
-    static CACHE: RefCell<Cached> = const { RefCell::new(Cached { second: u64::MAX, text: String::new() }) };
+    static CACHE: RefCell<Cached> = const { RefCell::new(Cached { precise: false, second: u64::MAX, text: String::new() }) };
 }
 
 /// Calls `f` with the current time as an IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub fn with_now<R>(f: impl FnOnce(&str) -> R) -> R {
-    // Where the coarse clock is not offered (a sandbox's filter), the precise one; before 1970
-    // it reads as 1970.
-    let second = match clock_gettime(ClockId::CLOCK_REALTIME_COARSE) {
-        Ok(t) => u64::try_from(t.tv_sec()).unwrap_or(0),
-        Err(_) => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    };
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
+        // Where the coarse clock is not offered, the precise one from then on; a time before
+        // 1970 reads as 1970.
+        let coarse = match c.precise {
+            false => clock_gettime(ClockId::CLOCK_REALTIME_COARSE).ok(),
+            true => None,
+        };
+        c.precise = coarse.is_none();
+        let second = match coarse {
+            Some(t) => u64::try_from(t.tv_sec()).unwrap_or(0),
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
         if c.second != second {
             c.second = second;
             c.text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));

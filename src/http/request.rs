@@ -496,18 +496,17 @@ fn target_parts(target: &[u8]) -> (usize, Option<Range<usize>>) {
 /// Accepts absolute-form targets and percent-decodes the path of `target`, which has neither
 /// query nor fragment (see [`target_parts`]).
 fn decode_target(target: &str) -> Result<(&str, Cow<'_, [u8]>), ParseError> {
-    let mut t = target;
+    let mut raw = target;
     for scheme in ["http://", "https://"] {
-        let prefix = t.as_bytes().get(..scheme.len());
+        let prefix = raw.as_bytes().get(..scheme.len());
         if prefix.is_some_and(|p| p.eq_ignore_ascii_case(scheme.as_bytes())) {
             // The authority ends at the first `/` (or at the `?` or `#` already cut off: in
             // `http://h?/x` or `http://h#/x` the `/x` is a query or fragment, the path is `/`).
-            let rest = &t[scheme.len()..];
-            t = rest.find('/').map_or("/", |i| &rest[i..]);
+            let rest = &raw[scheme.len()..];
+            raw = rest.find('/').map_or("/", |i| &rest[i..]);
             break;
         }
     }
-    let raw = t;
     if !raw.starts_with('/') {
         return Err(bad("request target is not an absolute path"));
     }

@@ -233,13 +233,29 @@ fn push_ncsa(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+thread_local! {
+    /// The last second [`push_ncsa_time`] rendered, and its text: lines come in bursts within
+    /// the same second, so the date is worked out once per second, not per line.
+    static NCSA: std::cell::RefCell<(u64, String)> =
+        const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
 /// `10/Oct/2000:13:55:36 +0000` (UTC, whole seconds), rearranged from the HTTP date the `Date`
 /// header uses (`Tue, 10 Oct 2000 13:55:36 GMT`), so the calendar is worked out in one place.
 fn push_ncsa_time(out: &mut Vec<u8>, time: SystemTime) {
     // httpdate panics before 1970 (a clock set back): such a time is logged as the epoch.
-    let http = httpdate::fmt_http_date(time.max(UNIX_EPOCH));
-    let (day, month, year, clock) = (&http[5..7], &http[8..11], &http[12..16], &http[17..25]);
-    let _ = write!(out, "{day}/{month}/{year}:{clock} +0000");
+    let time = time.max(UNIX_EPOCH);
+    let second = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    NCSA.with_borrow_mut(|(last, text)| {
+        if *last != second {
+            let http = httpdate::fmt_http_date(time);
+            let (day, month, year) = (&http[5..7], &http[8..11], &http[12..16]);
+            let clock = &http[17..25];
+            *text = format!("{day}/{month}/{year}:{clock} +0000");
+            *last = second;
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
 }
 
 /// `{"time":"…","ip":"…","method":"GET",…}` with the keys of [`JSON_KEYS`].
