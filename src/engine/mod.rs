@@ -68,7 +68,8 @@ pub fn choose(choice: EngineChoice) -> Result<(Engine, Option<Unavailable>), Una
 const NEEDED: &[(u8, &str)] = &[
     (io_uring::opcode::Accept::CODE, "ACCEPT"),
     (io_uring::opcode::Read::CODE, "READ"),
-    (io_uring::opcode::Write::CODE, "WRITE"),
+    (io_uring::opcode::Recv::CODE, "RECV"),
+    (io_uring::opcode::Send::CODE, "SEND"),
     (io_uring::opcode::Writev::CODE, "WRITEV"),
     (io_uring::opcode::Statx::CODE, "STATX"),
     (io_uring::opcode::OpenAt2::CODE, "OPENAT2"),

@@ -10,6 +10,13 @@
 //! the completion arrives. Operations cannot be cancelled: code that abandons one shuts the socket
 //! down first (see [`Transport::abort`]).
 //!
+//! Socket reads and writes are `IORING_OP_RECV` and `IORING_OP_SEND` (custom operations), not
+//! tokio-uring's `read`/`write`, whose `IORING_OP_READ`/`WRITE` go through the file layer
+//! (`rw_verify_area`, `sock_read_iter`, kiocb set-up) on every call. A read for the next request is
+//! submitted with `IORING_RECVSEND_POLL_FIRST`: the client has usually not sent it yet, so the
+//! kernel arms its poll at once instead of first trying a receive that fails with `EAGAIN`
+//! (kernels before 5.19 refuse the flag; the engine then stops asking for it).
+//!
 //! Uncached bodies from 64 KiB to 1 MiB go out with `IORING_OP_SPLICE`, file → pipe → socket, so
 //! their bytes never pass through user space (the io_uring counterpart of `sendfile`). Each such
 //! operation holds `Rc` handles to the socket, the file and the pipe, so none of those descriptors
@@ -20,12 +27,13 @@ use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::future::Future;
 use std::io;
+use std::marker::PhantomData;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use io_uring::{cqueue, opcode, types};
+use io_uring::{cqueue, opcode, squeue, types};
 use tokio_uring::buf::{BoundedBuf, IoBuf};
 use tokio_uring::fs::File;
 use tokio_uring::net::{TcpListener, TcpStream};
@@ -352,8 +360,8 @@ impl UringConn {
             }
         }
         while done < buf.bytes_init() {
-            let (r, slice) = self.stream.write(buf.slice(done..)).submit().await;
-            buf = slice.into_inner();
+            let r;
+            (r, buf) = self.send(buf, done).await;
             match r {
                 Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
                 Ok(n) => {
@@ -365,6 +373,105 @@ impl UringConn {
             }
         }
         (Ok(()), buf)
+    }
+}
+
+impl UringConn {
+    /// One IORING_OP_RECV into the spare room of `buf` (after its length, which grows by what
+    /// arrived).
+    async fn recv(&self, mut buf: Vec<u8>, poll_first: bool) -> (io::Result<usize>, Vec<u8>) {
+        let len = buf.len();
+        let room = u32::try_from(buf.capacity() - len).unwrap_or(u32::MAX);
+        // The pointer stays valid: the Vec moves into the operation, its heap block does not.
+        let at = buf.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        let mut sqe = opcode::Recv::new(types::Fd(self.stream.as_raw_fd()), at, room).build();
+        if poll_first {
+            set_ioprio(&mut sqe, RECVSEND_POLL_FIRST);
+        }
+        let data = SocketOp {
+            buf,
+            _socket: self.stream.clone(),
+        };
+        UnsubmittedOneshot::new(data, RecvDone, sqe).submit().await
+    }
+
+    /// One IORING_OP_SEND of `buf` from byte `from`.
+    async fn send<B: IoBuf>(&self, buf: B, from: usize) -> (io::Result<usize>, B) {
+        let len = u32::try_from(buf.bytes_init() - from).unwrap_or(u32::MAX);
+        // SAFETY: `from` is within the buffer's initialised bytes; the buffer moves into the
+        // operation, and an `IoBuf`'s bytes stay where they are while it is owned.
+        let at = unsafe { buf.stable_ptr().add(from) };
+        let sqe = opcode::Send::new(types::Fd(self.stream.as_raw_fd()), at, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build();
+        let data = SocketOp {
+            buf,
+            _socket: self.stream.clone(),
+        };
+        UnsubmittedOneshot::new(data, SendDone(PhantomData), sqe)
+            .submit()
+            .await
+    }
+}
+
+/// `IORING_RECVSEND_POLL_FIRST` (io_uring.h), in the SQE's `ioprio` field of RECV and SEND.
+const RECVSEND_POLL_FIRST: u16 = 1;
+
+/// Sets the `ioprio` field of an SQE, which io-uring 0.6's `Recv` builder does not expose.
+fn set_ioprio(sqe: &mut squeue::Entry, ioprio: u16) {
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's 64-byte `io_uring_sqe`, whose
+    // u16 `ioprio` is at byte offset 2 (after the u8 opcode and u8 flags), a fixed part of the ABI.
+    unsafe {
+        let raw = (sqe as *mut squeue::Entry).cast::<u8>();
+        raw.add(2).cast::<u16>().write_unaligned(ioprio);
+    }
+}
+
+thread_local! {
+    /// Whether this worker's kernel takes [`RECVSEND_POLL_FIRST`]; cleared at the first EINVAL.
+    static POLL_FIRST: Cell<bool> = const { Cell::new(true) };
+}
+
+/// What a socket operation owns until its completion: the buffer the kernel reads or fills, and
+/// the socket, so its descriptor cannot close (and its number be reused) while the kernel may act
+/// on it.
+struct SocketOp<B> {
+    buf: B,
+    _socket: Rc<TcpStream>,
+}
+
+struct RecvDone;
+
+impl OneshotOutputTransform for RecvDone {
+    type Output = (io::Result<usize>, Vec<u8>);
+    type StoredData = SocketOp<Vec<u8>>;
+
+    fn transform_oneshot_output(self, op: SocketOp<Vec<u8>>, cqe: cqueue::Entry) -> Self::Output {
+        let mut buf = op.buf;
+        match cqe.result() {
+            r if r < 0 => (Err(io::Error::from_raw_os_error(-r)), buf),
+            n => {
+                // SAFETY: the kernel wrote `n` bytes into the spare room after the old length,
+                // and never more than the room it was given.
+                unsafe { buf.set_len(buf.len() + n as usize) };
+                (Ok(n as usize), buf)
+            }
+        }
+    }
+}
+
+struct SendDone<B>(PhantomData<B>);
+
+impl<B> OneshotOutputTransform for SendDone<B> {
+    type Output = (io::Result<usize>, B);
+    type StoredData = SocketOp<B>;
+
+    fn transform_oneshot_output(self, op: SocketOp<B>, cqe: cqueue::Entry) -> Self::Output {
+        match cqe.result() {
+            r if r < 0 => (Err(io::Error::from_raw_os_error(-r)), op.buf),
+            n => (Ok(n as usize), op.buf),
+        }
     }
 }
 
@@ -428,10 +535,16 @@ impl Transport for UringConn {
     type File = File;
 
     async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        let len = buf.len();
         let _waiting = Waiting::start();
-        let (r, slice) = self.stream.read(buf.slice(len..)).await;
-        (r, slice.into_inner())
+        let poll_first = POLL_FIRST.get();
+        let (r, buf) = self.recv(buf, poll_first).await;
+        match r {
+            Err(e) if poll_first && e.raw_os_error() == Some(libc::EINVAL) => {
+                POLL_FIRST.set(false);
+                self.recv(buf, false).await
+            }
+            r => (r, buf),
+        }
     }
 
     async fn stat(&mut self, root: BorrowedFd<'_>, rel: &CStr) -> io::Result<Meta> {
@@ -663,5 +776,61 @@ impl OneshotOutputTransform for OpenDone {
             // SAFETY: a successful OPENAT2 completion carries a new descriptor that nothing else owns.
             fd => Ok(unsafe { File::from_raw_fd(fd) }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    /// Submits one RECV of up to 16 bytes from `sock` with `ioprio` on a raw ring of its own and
+    /// returns what completes after `send` (if any) has been written to the other end.
+    fn recv_with_ioprio(ioprio: u16, send: &[u8]) -> (i32, Vec<u8>) {
+        let mut ring = io_uring::IoUring::new(4).expect("io_uring (probed by the caller)");
+        let (mut peer, sock) = UnixStream::pair().unwrap();
+        let mut buf = vec![0u8; 16];
+        let mut sqe = opcode::Recv::new(types::Fd(sock.as_raw_fd()), buf.as_mut_ptr(), 16)
+            .build()
+            .user_data(7);
+        set_ioprio(&mut sqe, ioprio);
+        // SAFETY: `buf` and `sock` outlive the operation, which completes before they drop.
+        unsafe { ring.submission().push(&sqe).unwrap() };
+        ring.submit().unwrap();
+        if !send.is_empty() {
+            assert!(
+                ring.completion().next().is_none(),
+                "with no bytes to read, the receive waits for them"
+            );
+            peer.write_all(send).unwrap();
+        }
+        ring.submit_and_wait(1).unwrap();
+        let cqe = ring.completion().next().expect("a completion");
+        assert_eq!(cqe.user_data(), 7);
+        let n = cqe.result();
+        buf.truncate(n.max(0) as usize);
+        (n, buf)
+    }
+
+    #[test]
+    fn poll_first_goes_where_the_kernel_reads_it() {
+        if let Err(why) = crate::engine::probe_uring() {
+            // As the integration tests do (tests/common::skip_uring).
+            assert!(
+                std::env::var_os("URING_HTTPD_REQUIRE_URING").is_none_or(|v| v != "1"),
+                "io_uring is unavailable here and URING_HTTPD_REQUIRE_URING=1 requires it: {why}"
+            );
+            eprintln!("note: skipped: {why}");
+            return;
+        }
+        // The flag is taken: the receive waits, then completes with the bytes.
+        assert_eq!(
+            recv_with_ioprio(RECVSEND_POLL_FIRST, b"GET /"),
+            (5, b"GET /".to_vec())
+        );
+        // The same field with a bit RECV does not know is refused, so it is the field the
+        // kernel checks (a write to the wrong bytes of the SQE would not be).
+        assert_eq!(recv_with_ioprio(0x8000, b"").0, -libc::EINVAL);
     }
 }
