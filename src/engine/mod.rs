@@ -70,7 +70,7 @@ const NEEDED: &[(u8, &str)] = &[
     (io_uring::opcode::Read::CODE, "READ"),
     (io_uring::opcode::Recv::CODE, "RECV"),
     (io_uring::opcode::Send::CODE, "SEND"),
-    (io_uring::opcode::Writev::CODE, "WRITEV"),
+    (io_uring::opcode::SendMsg::CODE, "SENDMSG"),
     (io_uring::opcode::Statx::CODE, "STATX"),
     (io_uring::opcode::OpenAt2::CODE, "OPENAT2"),
     (io_uring::opcode::Close::CODE, "CLOSE"),

@@ -1,7 +1,7 @@
 //! The io_uring engine: tokio-uring runtimes, one per worker thread. Accepts, socket reads and
 //! writes, `statx`, `openat2` (beneath the root, enforced by the kernel), file reads and closes
 //! are all io_uring operations, batched into one `io_uring_enter` each time the thread parks.
-//! The one exception: a plain write (a head with its small body, or what a partial `writev` left)
+//! The one exception: a plain write (a head with its small body, or what a partial `sendmsg` left)
 //! made while no other connection of the worker has a read on the ring goes out with a direct
 //! `send(2)` first, since no batch would share its round trip (`UringConn::write_buf`).
 //!
@@ -10,8 +10,9 @@
 //! the completion arrives. Operations cannot be cancelled: code that abandons one shuts the socket
 //! down first (see [`Transport::abort`]).
 //!
-//! Socket reads and writes are `IORING_OP_RECV` and `IORING_OP_SEND` (custom operations), not
-//! tokio-uring's `read`/`write`, whose `IORING_OP_READ`/`WRITE` go through the file layer
+//! Socket reads and writes are `IORING_OP_RECV`, `IORING_OP_SEND` and (a head with a shared cached
+//! body) `IORING_OP_SENDMSG`, custom operations all, not tokio-uring's `read`/`write`/`writev`,
+//! whose `IORING_OP_READ`/`WRITE`/`WRITEV` go through the file layer
 //! (`rw_verify_area`, `sock_read_iter`, kiocb set-up) on every call. A read for the next request is
 //! submitted with `IORING_RECVSEND_POLL_FIRST`: the client has usually not sent it yet, so the
 //! kernel arms its poll at once instead of first trying a receive that fails with `EAGAIN`
@@ -395,6 +396,39 @@ impl UringConn {
         UnsubmittedOneshot::new(data, RecvDone, sqe).submit().await
     }
 
+    /// One IORING_OP_SENDMSG of `head` then `body`; both come back with the bytes sent.
+    async fn send_pair(&self, head: Vec<u8>, body: Bytes) -> (io::Result<usize>, Vec<u8>, Bytes) {
+        // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid value.
+        let msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        let iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; 2];
+        let mut op = Box::new(PairOp {
+            head,
+            body,
+            iov,
+            msg,
+            _socket: self.stream.clone(),
+        });
+        op.iov = [
+            libc::iovec {
+                iov_base: op.head.as_ptr() as *mut libc::c_void,
+                iov_len: op.head.len(),
+            },
+            libc::iovec {
+                iov_base: op.body.as_ptr() as *mut libc::c_void,
+                iov_len: op.body.len(),
+            },
+        ];
+        op.msg.msg_iov = op.iov.as_mut_ptr();
+        op.msg.msg_iovlen = 2;
+        let sqe = opcode::SendMsg::new(types::Fd(self.stream.as_raw_fd()), &op.msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build();
+        UnsubmittedOneshot::new(op, PairDone, sqe).submit().await
+    }
+
     /// One IORING_OP_SEND of `buf` from byte `from`.
     async fn send<B: IoBuf>(&self, buf: B, from: usize) -> (io::Result<usize>, B) {
         let len = u32::try_from(buf.bytes_init() - from).unwrap_or(u32::MAX);
@@ -411,6 +445,31 @@ impl UringConn {
         UnsubmittedOneshot::new(data, SendDone(PhantomData), sqe)
             .submit()
             .await
+    }
+}
+
+/// What an IORING_OP_SENDMSG of a head and a body owns until its completion. Boxed: `msg` points
+/// at `iov`, which points into `head` and `body` (their heap bytes, which do not move).
+struct PairOp {
+    head: Vec<u8>,
+    body: Bytes,
+    iov: [libc::iovec; 2],
+    msg: libc::msghdr,
+    _socket: Rc<TcpStream>,
+}
+
+struct PairDone;
+
+impl OneshotOutputTransform for PairDone {
+    type Output = (io::Result<usize>, Vec<u8>, Bytes);
+    type StoredData = Box<PairOp>;
+
+    fn transform_oneshot_output(self, op: Box<PairOp>, cqe: cqueue::Entry) -> Self::Output {
+        let PairOp { head, body, .. } = *op;
+        match cqe.result() {
+            r if r < 0 => (Err(io::Error::from_raw_os_error(-r)), head, body),
+            n => (Ok(n as usize), head, body),
+        }
     }
 }
 
@@ -498,39 +557,6 @@ impl Drop for Waiting {
     }
 }
 
-/// One element of the `writev` of [`Transport::write_parts`]: the head goes in as the pooled `Vec`
-/// it is and comes back as one, for the response pool (a `Bytes` made from a `Vec` with spare
-/// room would cost an allocation and lose the buffer).
-enum Part {
-    Head(Vec<u8>),
-    Body(Bytes),
-}
-
-// SAFETY: each variant answers with its own type's `IoBuf` implementation, whose bytes stay at
-// the same address while the value is owned (by the ring, during the operation).
-unsafe impl IoBuf for Part {
-    fn stable_ptr(&self) -> *const u8 {
-        match self {
-            Part::Head(v) => IoBuf::stable_ptr(v),
-            Part::Body(b) => IoBuf::stable_ptr(b),
-        }
-    }
-
-    fn bytes_init(&self) -> usize {
-        match self {
-            Part::Head(v) => IoBuf::bytes_init(v),
-            Part::Body(b) => IoBuf::bytes_init(b),
-        }
-    }
-
-    fn bytes_total(&self) -> usize {
-        match self {
-            Part::Head(v) => IoBuf::bytes_total(v),
-            Part::Body(b) => IoBuf::bytes_total(b),
-        }
-    }
-}
-
 impl Transport for UringConn {
     type File = File;
 
@@ -586,16 +612,9 @@ impl Transport for UringConn {
         body: Bytes,
         deadline: &Deadline,
     ) -> (io::Result<()>, Vec<u8>) {
-        // One IORING_OP_WRITEV for both; whatever a partial write left goes out with plain
-        // writes of the rest.
-        let (r, mut parts) = self
-            .stream
-            .writev(vec![Part::Head(head), Part::Body(body)])
-            .await;
-        let (Some(Part::Body(body)), Some(Part::Head(mut head))) = (parts.pop(), parts.pop())
-        else {
-            unreachable!("writev hands back the parts it was given, in order");
-        };
+        // One IORING_OP_SENDMSG for both; whatever a partial send left goes out with plain
+        // sends of the rest.
+        let (r, mut head, body) = self.send_pair(head, body).await;
         let mut done = match r {
             Ok(n) => n,
             Err(e) => return (Err(e), head),
