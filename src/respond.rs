@@ -16,7 +16,7 @@ use bytes::Bytes;
 use crate::exchange::Refusal;
 use crate::files::FileInfo;
 use crate::http::coding::Coding;
-use crate::http::{Head, Method, Request, Status, response};
+use crate::http::{Head, Method, Request, Status, date, response};
 
 /// Where a response's body comes from.
 #[derive(Debug)]
@@ -111,6 +111,28 @@ impl Rep {
     }
 }
 
+/// `Last-Modified`, never later than the response's `Date` (RFC 9110 §8.8.2.1: a modification
+/// time in the future is replaced by the date of the message). A file's time can be ahead of the
+/// clock after the clock was set back, after `touch -d`, from another machine's clock on a shared
+/// file system, or by the few milliseconds the coarse clock of `Date` may lag a file written
+/// within its last tick.
+fn last_modified_header(head: &mut Head, info: &FileInfo) {
+    let mtime = u64::try_from(info.meta.mtime).unwrap_or(0);
+    if date::seen(mtime) {
+        // Not after the last Date this worker sent: no clock read needed.
+        head.header("Last-Modified", info.last_modified.as_bytes());
+        return;
+    }
+    date::with_now(|now, date| {
+        let value = if mtime > now {
+            date
+        } else {
+            info.last_modified.as_str()
+        };
+        head.header("Last-Modified", value.as_bytes());
+    });
+}
+
 /// The response for a servable file (the representation `rep` of it, whose facts `info` gives);
 /// an open file is dropped (closed) for HEAD and 304.
 pub fn file_plan<F>(
@@ -135,7 +157,7 @@ pub fn file_plan<F>(
     if not_modified {
         let mut head = Head::new(response::buffer(), Status::NotModified);
         head.header("ETag", etag.as_bytes());
-        head.header("Last-Modified", last_modified.as_bytes());
+        last_modified_header(&mut head, info);
         // A 304 carries the validators and Vary (RFC 9110 §15.4.5), not the content coding.
         Rep {
             coding: None,
@@ -176,7 +198,7 @@ pub fn file_plan<F>(
     };
     let mut head = Head::new(response::buffer(), status);
     head.header("Content-Type", info.content_type.as_bytes());
-    head.header("Last-Modified", last_modified.as_bytes());
+    last_modified_header(&mut head, info);
     head.header("ETag", etag.as_bytes());
     head.header("Accept-Ranges", b"bytes");
     rep.headers(&mut head);
@@ -418,6 +440,53 @@ mod tests {
             assert!(
                 text(&plan).contains(&format!("\r\nLocation: {want}\r\n")),
                 "{rel}"
+            );
+        }
+    }
+
+    /// The value of header `name` in `plan`'s head.
+    fn header<'a>(text: &'a str, name: &str) -> &'a str {
+        let at = text
+            .find(&format!("\r\n{name}: "))
+            .unwrap_or_else(|| panic!("no {name} in {text}"));
+        let rest = &text[at + name.len() + 4..];
+        &rest[..rest.find("\r\n").unwrap()]
+    }
+
+    #[test]
+    fn last_modified_is_never_later_than_date() {
+        let now = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let future = FileInfo::new(
+            Meta {
+                mtime: now + 86_400,
+                ..FILE
+            },
+            "text/html",
+        );
+        let past = FileInfo::new(FILE, "text/html");
+        for extra in ["", "If-None-Match: \"x\"\r\n", "If-None-Match: *\r\n"] {
+            let raw = format!("GET /a.html HTTP/1.1\r\nHost: h\r\n{extra}\r\n");
+            let r = req(&raw);
+            let plan = file_plan(&r, true, &future, Rep::PLAIN, Source::File(()));
+            let t = text(&plan);
+            // A day ahead: sent as the Date (the same second, or the next if it ticked over).
+            let (lm, date) = (header(&t, "Last-Modified"), header(&t, "Date"));
+            assert_ne!(lm, future.last_modified, "{extra:?}");
+            let lm = httpdate::parse_http_date(lm).unwrap();
+            let date = httpdate::parse_http_date(date).unwrap();
+            assert!(
+                lm <= date && date <= lm + Duration::from_secs(1),
+                "{extra:?}: {t}"
+            );
+            // A time in the past is the file's own.
+            let plan = file_plan(&r, true, &past, Rep::PLAIN, Source::File(()));
+            assert_eq!(
+                header(&text(&plan), "Last-Modified"),
+                "Tue, 14 Nov 2023 22:13:20 GMT",
+                "{extra:?}"
             );
         }
     }

@@ -22,8 +22,9 @@ thread_local! {
     static CACHE: RefCell<Cached> = const { RefCell::new(Cached { precise: false, second: u64::MAX, text: String::new() }) };
 }
 
-/// Calls `f` with the current time as an IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
-pub fn with_now<R>(f: impl FnOnce(&str) -> R) -> R {
+/// Calls `f` with the current second since the epoch and the same time as an IMF-fixdate, e.g.
+/// `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn with_now<R>(f: impl FnOnce(u64, &str) -> R) -> R {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         // Where the coarse clock is not offered, the precise one from then on; a time before
@@ -43,7 +44,16 @@ pub fn with_now<R>(f: impl FnOnce(&str) -> R) -> R {
             c.second = second;
             c.text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));
         }
-        f(&c.text)
+        f(c.second, &c.text)
+    })
+}
+
+/// Whether `second` is no later than the last second this thread rendered: true for almost
+/// every file's modification time, answered without reading the clock.
+pub fn seen(second: u64) -> bool {
+    CACHE.with(|c| {
+        let last = c.borrow().second;
+        last != u64::MAX && second <= last
     })
 }
 
@@ -51,10 +61,14 @@ pub fn with_now<R>(f: impl FnOnce(&str) -> R) -> R {
 mod tests {
     #[test]
     fn renders_imf_fixdate() {
-        let s = super::with_now(|s| s.to_string());
+        let (second, s) = super::with_now(|second, s| (second, s.to_string()));
         assert_eq!(s.len(), 29, "{s}");
         assert!(s.ends_with(" GMT"), "{s}");
         let shown = httpdate::parse_http_date(&s).expect("parses back");
+        assert_eq!(
+            shown,
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(second)
+        );
         // The coarse clock is at most a tick behind the precise one, never ahead of it.
         let now = std::time::SystemTime::now();
         let behind = now.duration_since(shown).expect("not in the future");
@@ -62,5 +76,7 @@ mod tests {
             behind < std::time::Duration::from_secs(2),
             "{s} is {behind:?} old"
         );
+        assert!(super::seen(second) && super::seen(second - 100));
+        assert!(!super::seen(second + 2));
     }
 }

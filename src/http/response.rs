@@ -122,7 +122,7 @@ impl Head {
         buf.extend_from_slice(b"Server: ");
         buf.extend_from_slice(SERVER.as_bytes());
         buf.extend_from_slice(b"\r\nDate: ");
-        date::with_now(|d| buf.extend_from_slice(d.as_bytes()));
+        date::with_now(|_, d| buf.extend_from_slice(d.as_bytes()));
         buf.extend_from_slice(b"\r\n");
         Head { buf }
     }
