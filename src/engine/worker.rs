@@ -98,7 +98,7 @@ async fn run<A: Acceptor>(
     // Fixed for the process's life: a reload reports a change of it as needing a restart.
     let max = shared.current().config.limits.max_connections_per_worker;
     let slots = Arc::new(Semaphore::new(max));
-    let ctx = Rc::new(Ctx::new(shared.clone(), worker, Clock::System));
+    let ctx = Rc::new(Ctx::new(shared.clone(), worker, Clock::turns()));
     let sweeper = tokio::task::spawn_local({
         let deadlines = ctx.deadlines.clone();
         async move { deadlines.run().await }
