@@ -12,8 +12,8 @@ use tokio::runtime::RuntimeMetrics;
 pub use std::time::Instant;
 
 /// How many readings one clock read may serve within a turn of the runtime before the next
-/// reading reads the clock again: bounds how stale a shared reading gets on a worker so busy that
-/// it never parks (a turn of about eight requests' work).
+/// reading reads the clock again: on a worker so busy that it never sleeps, a reading is shared
+/// by at most this many askers (about eight requests), not for an unbounded time.
 const SHARED_READINGS: u32 = 16;
 
 /// Where "now" comes from.
@@ -30,12 +30,14 @@ pub enum Clock {
 
 /// The state of [`Clock::Turns`]: the reading of the current turn.
 ///
-/// A turn is what the runtime does between two parks: it wakes, runs every task that became
-/// ready, and parks again, all within microseconds on a busy worker. Everything that asks for
-/// the time in one turn gets the same reading, as nginx's cached time (updated once per event
-/// loop iteration) does: a request read and answered in the same turn lasted 0 µs, as in
-/// nginx's `$request_time`. The runtime's park count tells turns apart (an atomic load); after
-/// [`SHARED_READINGS`] readings in one turn the clock is read again.
+/// A turn is what the runtime does between two sleeps: it wakes, runs every task that became
+/// ready, and sleeps again, within microseconds on a busy worker. Everything that asks for the
+/// time in one turn gets the same reading, as nginx's cached time (updated once per event loop
+/// iteration) does: a request read and answered in the same turn lasted 0 µs, as in nginx's
+/// `$request_time`. tokio's park count tells turns apart (an atomic load); it counts only parks
+/// that sleep, so a runtime that polls its drivers without sleeping (every 61 tasks, or while
+/// work remains) stays in one turn, and after [`SHARED_READINGS`] readings in one turn the clock
+/// is read again.
 #[derive(Debug)]
 pub struct Turns {
     metrics: RuntimeMetrics,

@@ -48,6 +48,19 @@ pub fn with_now<R>(f: impl FnOnce(u64, &str) -> R) -> R {
     })
 }
 
+/// Calls `f` with the last second this thread rendered and its text, without reading the clock
+/// (rendering the current one if it never has): for a header that must match the `Date` this
+/// thread has just written.
+pub fn with_last<R>(f: impl FnOnce(u64, &str) -> R) -> R {
+    if CACHE.with(|c| c.borrow().second) == u64::MAX {
+        return with_now(f);
+    }
+    CACHE.with(|c| {
+        let c = c.borrow();
+        f(c.second, &c.text)
+    })
+}
+
 /// Whether `second` is no later than the last second this thread rendered: true for almost
 /// every file's modification time, answered without reading the clock.
 pub fn seen(second: u64) -> bool {
