@@ -256,6 +256,8 @@ fn run(opts: &Options) -> Result<(), String> {
         Err(e) => notes.push(format!("could not raise the open-file limit: {e}")),
     }
     let machine = measure::Machine::describe();
+    // Now, right after the build: edits made to src/ while the lab runs are not in its binaries.
+    let revision = revision();
     let (server_cpu, wrk_cpu) = if have("taskset") {
         pinning(machine.cores)
     } else {
@@ -465,7 +467,7 @@ fn run(opts: &Options) -> Result<(), String> {
             server_cpu,
             wrk_cpu,
             workers: env.workers,
-            revision: revision(),
+            revision,
             nginx_version: nginx.as_deref().and_then(|p| version(p, "-v", "nginx/")),
             lighttpd_version: lighttpd
                 .as_deref()
