@@ -118,25 +118,23 @@ impl Rep {
 /// within its last tick.
 fn last_modified_header(head: &mut Head, info: &FileInfo) {
     let mtime = u64::try_from(info.meta.mtime).unwrap_or(0);
-    if date::seen(mtime) {
-        // Not after the last Date this worker sent: no clock read needed.
-        head.header("Last-Modified", info.last_modified.as_bytes());
-        return;
-    }
-    // Later than the Date the head already carries (`Head::new` rendered it, so it is this
-    // thread's last): that Date instead. Reading the clock again here could pass into the next
-    // second and send a Last-Modified one second after the Date.
-    date::with_last(|_, date| head.header("Last-Modified", date.as_bytes()));
+    // Compared with the Date the head already carries (`Head::new` rendered it, so it is this
+    // thread's last), not with a new reading of the clock, which could pass into the next second.
+    date::with_last(|date_second, date| {
+        let value = match mtime <= date_second {
+            true => info.last_modified.as_str(),
+            false => date,
+        };
+        head.header("Last-Modified", value.as_bytes());
+    });
 }
 
 /// Whether the file's Last-Modified is a strong validator (RFC 9110 §8.8.2.2): at least one
 /// second before now, so that a change within its second cannot hide behind the same date. An
 /// If-Range date validates a range only then (§13.1.5).
 fn strong_date(info: &FileInfo) -> bool {
-    let next = u64::try_from(info.meta.mtime)
-        .unwrap_or(0)
-        .saturating_add(1);
-    date::seen(next) || date::with_now(|now, _| next <= now)
+    let mtime = u64::try_from(info.meta.mtime).unwrap_or(0);
+    date::with_now(|now, _| mtime < now)
 }
 
 /// The response for a servable file (the representation `rep` of it, whose facts `info` gives);

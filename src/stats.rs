@@ -3,9 +3,9 @@
 //!
 //! A worker only ever writes its own block, so a count is a plain load and store of the atomic
 //! (no locked read-modify-write, see [`add`]) and no cache line bounces between cores; nothing
-//! here allocates or locks. Readers (the admin
-//! listener's metrics, the status page, the shutdown summary) read the blocks and add them up;
-//! the sum is a snapshot, not a transaction, which is all a counter needs. The request-duration
+//! here allocates or locks. Readers (the admin listener's metrics, the status page, the shutdown
+//! summary) read the blocks and add them up; the sum is a snapshot, not a transaction, which is
+//! all a counter needs. The request-duration
 //! histogram is kept the same way: fixed buckets, one atomic each, per worker.
 
 use std::fmt::Write as _;
@@ -82,7 +82,7 @@ impl WorkerStats {
 
     /// Counts a connection that was closed.
     pub fn connection_closed(&self) {
-        add(&self.open, u64::MAX);
+        add(&self.open, 1u64.wrapping_neg());
     }
 
     /// Counts a response by status class (1xx..5xx). Called before the response is sent, so a

@@ -399,12 +399,20 @@ impl UringConn {
 
     /// One IORING_OP_SENDMSG of `head` then `body`; both come back with the bytes sent.
     async fn send_pair(&self, head: Vec<u8>, body: Bytes) -> (io::Result<usize>, Vec<u8>, Bytes) {
+        // The iovecs point at the heap bytes of `head` and `body`, which stay put when the two
+        // move into the box; only `msg` must point into the box itself, at `iov`.
+        let iov = [
+            libc::iovec {
+                iov_base: head.as_ptr() as *mut libc::c_void,
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: body.as_ptr() as *mut libc::c_void,
+                iov_len: body.len(),
+            },
+        ];
         // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid value.
         let msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        let iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; 2];
         let mut op = Box::new(PairOp {
             head,
             body,
@@ -412,16 +420,6 @@ impl UringConn {
             msg,
             _socket: self.stream.clone(),
         });
-        op.iov = [
-            libc::iovec {
-                iov_base: op.head.as_ptr() as *mut libc::c_void,
-                iov_len: op.head.len(),
-            },
-            libc::iovec {
-                iov_base: op.body.as_ptr() as *mut libc::c_void,
-                iov_len: op.body.len(),
-            },
-        ];
         op.msg.msg_iov = op.iov.as_mut_ptr();
         op.msg.msg_iovlen = 2;
         let sqe = opcode::SendMsg::new(types::Fd(self.stream.as_raw_fd()), &op.msg)
@@ -467,10 +465,15 @@ impl OneshotOutputTransform for PairDone {
 
     fn transform_oneshot_output(self, op: Box<PairOp>, cqe: cqueue::Entry) -> Self::Output {
         let PairOp { head, body, .. } = *op;
-        match cqe.result() {
-            r if r < 0 => (Err(io::Error::from_raw_os_error(-r)), head, body),
-            n => (Ok(n as usize), head, body),
-        }
+        (completed(&cqe), head, body)
+    }
+}
+
+/// A completion's result: the count it carries, or the error its negative value names.
+fn completed(cqe: &cqueue::Entry) -> io::Result<usize> {
+    match cqe.result() {
+        r if r < 0 => Err(io::Error::from_raw_os_error(-r)),
+        n => Ok(n as usize),
     }
 }
 
@@ -509,15 +512,13 @@ impl OneshotOutputTransform for RecvDone {
 
     fn transform_oneshot_output(self, op: SocketOp<Vec<u8>>, cqe: cqueue::Entry) -> Self::Output {
         let mut buf = op.buf;
-        match cqe.result() {
-            r if r < 0 => (Err(io::Error::from_raw_os_error(-r)), buf),
-            n => {
-                // SAFETY: the kernel wrote `n` bytes into the spare room after the old length,
-                // and never more than the room it was given.
-                unsafe { buf.set_len(buf.len() + n as usize) };
-                (Ok(n as usize), buf)
-            }
+        let n = completed(&cqe);
+        if let Ok(n) = n {
+            // SAFETY: the kernel wrote `n` bytes into the spare room after the old length, and
+            // never more than the room it was given.
+            unsafe { buf.set_len(buf.len() + n) };
         }
+        (n, buf)
     }
 }
 
@@ -528,10 +529,7 @@ impl<B> OneshotOutputTransform for SendDone<B> {
     type StoredData = SocketOp<B>;
 
     fn transform_oneshot_output(self, op: SocketOp<B>, cqe: cqueue::Entry) -> Self::Output {
-        match cqe.result() {
-            r if r < 0 => (Err(io::Error::from_raw_os_error(-r)), op.buf),
-            n => (Ok(n as usize), op.buf),
-        }
+        (completed(&cqe), op.buf)
     }
 }
 
@@ -747,10 +745,7 @@ impl OneshotOutputTransform for SpliceDone {
     type StoredData = Box<Keep>;
 
     fn transform_oneshot_output(self, _keep: Box<Keep>, cqe: cqueue::Entry) -> io::Result<usize> {
-        match cqe.result() {
-            r if r < 0 => Err(io::Error::from_raw_os_error(-r)),
-            n => Ok(n as usize),
-        }
+        completed(&cqe)
     }
 }
 
@@ -770,10 +765,7 @@ impl OneshotOutputTransform for StatxDone {
         data: Box<StatxData>,
         cqe: cqueue::Entry,
     ) -> io::Result<Meta> {
-        match cqe.result() {
-            r if r < 0 => Err(io::Error::from_raw_os_error(-r)),
-            _ => Ok(Meta::from_statx(&data.buf)),
-        }
+        completed(&cqe).map(|_| Meta::from_statx(&data.buf))
     }
 }
 
@@ -793,11 +785,8 @@ impl OneshotOutputTransform for OpenDone {
         _data: Box<OpenData>,
         cqe: cqueue::Entry,
     ) -> io::Result<File> {
-        match cqe.result() {
-            r if r < 0 => Err(io::Error::from_raw_os_error(-r)),
-            // SAFETY: a successful OPENAT2 completion carries a new descriptor that nothing else owns.
-            fd => Ok(unsafe { File::from_raw_fd(fd) }),
-        }
+        // SAFETY: a successful OPENAT2 completion carries a new descriptor that nothing else owns.
+        completed(&cqe).map(|fd| unsafe { File::from_raw_fd(fd as RawFd) })
     }
 }
 
@@ -807,10 +796,9 @@ mod tests {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
 
-    /// Submits one RECV of up to 16 bytes from `sock` with `ioprio` on a raw ring of its own and
-    /// returns what completes after `send` (if any) has been written to the other end.
-    /// A RECV with `ioprio` on one end of a socket pair: `ready` is sent before it is submitted,
-    /// `send` after it was seen waiting.
+    /// One RECV of up to 16 bytes with `ioprio`, on a raw ring of its own, from one end of a
+    /// socket pair: `ready` is written to the other end before the RECV is submitted, `send` after
+    /// it was seen waiting. Returns the completion's result and the bytes received.
     fn recv_with_ioprio(ioprio: u16, ready: &[u8], send: &[u8]) -> (i32, Vec<u8>) {
         let mut ring = io_uring::IoUring::new(4).expect("io_uring (probed by the caller)");
         let (mut peer, sock) = UnixStream::pair().unwrap();

@@ -61,15 +61,6 @@ pub fn with_last<R>(f: impl FnOnce(u64, &str) -> R) -> R {
     })
 }
 
-/// Whether `second` is no later than the last second this thread rendered: true for almost
-/// every file's modification time, answered without reading the clock.
-pub fn seen(second: u64) -> bool {
-    CACHE.with(|c| {
-        let last = c.borrow().second;
-        last != u64::MAX && second <= last
-    })
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -89,7 +80,8 @@ mod tests {
             behind < std::time::Duration::from_secs(2),
             "{s} is {behind:?} old"
         );
-        assert!(super::seen(second) && super::seen(second - 100));
-        assert!(!super::seen(second + 2));
+        // The last rendering, without a clock read: the same second and text.
+        let last = super::with_last(|second, s| (second, s.to_string()));
+        assert_eq!(last, (second, s));
     }
 }
