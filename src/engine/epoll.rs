@@ -245,16 +245,7 @@ impl Transport for EpollConn {
                 } else {
                     (&[][..], &body[done - head.len()..])
                 };
-                let iov = [
-                    libc::iovec {
-                        iov_base: h.as_ptr() as *mut libc::c_void,
-                        iov_len: h.len(),
-                    },
-                    libc::iovec {
-                        iov_base: b.as_ptr() as *mut libc::c_void,
-                        iov_len: b.len(),
-                    },
-                ];
+                let iov = super::iovecs(h, b);
                 // SAFETY: both iovecs point into live slices; writev(2) only reads them.
                 unsafe { libc::writev(fd, iov.as_ptr(), 2) }
             })

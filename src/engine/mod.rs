@@ -3,7 +3,7 @@
 //!
 //! This module owns the choice between them: probing io_uring at start (a small ring plus the
 //! opcodes the uring engine submits) and explaining, in one message, why it is unavailable and how
-//! to enable it.
+//! to enable it; and the little both engines build alike ([`iovecs`]).
 
 pub mod epoll;
 pub mod listener;
@@ -61,6 +61,15 @@ pub fn choose(choice: EngineChoice) -> Result<(Engine, Option<Unavailable>), Una
             Err(why) => Ok((Engine::Epoll, Some(why))),
         },
     }
+}
+
+/// The two iovecs of a head and a body sent in one call (`writev`, `sendmsg`): they point into
+/// the slices, which must outlive the call or operation that reads them.
+pub(crate) fn iovecs(head: &[u8], body: &[u8]) -> [libc::iovec; 2] {
+    [head, body].map(|part| libc::iovec {
+        iov_base: part.as_ptr() as *mut libc::c_void,
+        iov_len: part.len(),
+    })
 }
 
 /// The opcodes the uring engine submits (tokio-uring's own and our custom operations): every

@@ -401,16 +401,7 @@ impl UringConn {
     async fn send_pair(&self, head: Vec<u8>, body: Bytes) -> (io::Result<usize>, Vec<u8>, Bytes) {
         // The iovecs point at the heap bytes of `head` and `body`, which stay put when the two
         // move into the box; only `msg` must point into the box itself, at `iov`.
-        let iov = [
-            libc::iovec {
-                iov_base: head.as_ptr() as *mut libc::c_void,
-                iov_len: head.len(),
-            },
-            libc::iovec {
-                iov_base: body.as_ptr() as *mut libc::c_void,
-                iov_len: body.len(),
-            },
-        ];
+        let iov = super::iovecs(&head, &body);
         // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid value.
         let msg: libc::msghdr = unsafe { std::mem::zeroed() };
         let mut op = Box::new(PairOp {
