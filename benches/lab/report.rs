@@ -514,6 +514,7 @@ impl Lab {
         }
 
         self.floor_table(&mut o);
+        self.same_round_table(&mut o);
 
         let _ = writeln!(o, "## Ratios (medians)\n");
         let _ = writeln!(
@@ -771,6 +772,61 @@ impl Lab {
         o.push('\n');
     }
 
+    /// The issue's ratios (engine ÷ its floor, engine ÷ the best peer) taken within each round
+    /// and then summarised: servers measured one after another in the same case share the host's
+    /// speed of that minute, which a ratio of medians across rounds does not.
+    fn same_round_table(&self, o: &mut String) {
+        const PEERS: [Contender; 4] = [
+            Contender::NginxSendfileOn,
+            Contender::NginxSendfileOff,
+            Contender::Lighttpd,
+            Contender::H2o,
+        ];
+        let rows: [(&str, &[Contender], &[Contender]); 4] = [
+            (
+                "uring ÷ floor-uring",
+                &[Contender::Uring],
+                &[Contender::FloorUring],
+            ),
+            (
+                "epoll ÷ floor-epoll",
+                &[Contender::Epoll],
+                &[Contender::FloorEpoll],
+            ),
+            ("uring ÷ best peer", &[Contender::Uring], &PEERS),
+            ("floor-uring ÷ best peer", &[Contender::FloorUring], &PEERS),
+        ];
+        let mut lines = Vec::new();
+        for (f, fx) in self.fixtures.iter().enumerate() {
+            for &c in &self.setup.concurrencies {
+                for (label, a, b) in rows {
+                    if let Some(sp) = Spread::of(same_round(&self.samples, f, c, a, b)) {
+                        lines.push(format!(
+                            "| {} | {c} | {label} | {:.2}× | {:.2}×–{:.2}× | {} |",
+                            fx.name, sp.median, sp.min, sp.max, sp.rounds
+                        ));
+                    }
+                }
+            }
+        }
+        if lines.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            o,
+            "## Same-round ratios\n\n\
+             CPU µs/req of the first server ÷ the second's, in each round that measured both, then \
+             the median and the range over rounds. \"Best peer\": the least CPU/req among nginx (either \
+             sendfile setting), lighttpd and h2o in that round. The floor's own row bounds what any \
+             server can reach against the peers on this host.\n\n\
+             | file | conns | ratio | median | range | rounds |\n|:---|---:|:---|---:|---:|---:|"
+        );
+        for l in lines {
+            let _ = writeln!(o, "{l}");
+        }
+        o.push('\n');
+    }
+
     /// Every run's raw figures, tab-separated, one line per run (the medians' inputs).
     pub fn raw_tsv(&self) -> String {
         // New columns go after `error`, so readers of the first fifteen keep working.
@@ -926,6 +982,57 @@ fn opt(v: Option<f64>, decimals: usize) -> String {
     }
 }
 
+/// The ratios, one per round, of the least CPU µs/req among `a` to the least among `b`, in
+/// case (`fixture`, `connections`); rounds missing either side are left out.
+pub fn same_round(
+    samples: &[Sample],
+    fixture: usize,
+    connections: usize,
+    a: &[Contender],
+    b: &[Contender],
+) -> Vec<f64> {
+    let least = |who: &[Contender], round: usize| {
+        samples
+            .iter()
+            .filter(|s| {
+                s.round == round
+                    && s.fixture == fixture
+                    && s.connections == connections
+                    && who.contains(&s.contender)
+            })
+            .filter_map(|s| s.outcome.as_ref().ok()?.cpu_us_per_req)
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .min_by(f64::total_cmp)
+    };
+    let mut rounds: Vec<usize> = samples.iter().map(|s| s.round).collect();
+    rounds.sort_unstable();
+    rounds.dedup();
+    rounds
+        .into_iter()
+        .filter_map(|r| Some(least(a, r)? / least(b, r)?))
+        .collect()
+}
+
+/// The median and range of some ratios.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub rounds: usize,
+}
+
+impl Spread {
+    pub fn of(ratios: Vec<f64>) -> Option<Spread> {
+        Some(Spread {
+            median: median(ratios.iter().copied())?,
+            min: ratios.iter().copied().min_by(f64::total_cmp)?,
+            max: ratios.iter().copied().max_by(f64::total_cmp)?,
+            rounds: ratios.len(),
+        })
+    }
+}
+
 /// Checks the median and formatting helpers.
 pub fn self_test() -> Result<(), String> {
     let ok = median([3.0, 1.0, 2.0]) == Some(2.0)
@@ -957,5 +1064,61 @@ mod tests {
     #[test]
     fn medians_and_formatting() {
         super::self_test().unwrap();
+    }
+
+    #[test]
+    fn same_round_ratios_pair_servers_within_a_round() {
+        use super::*;
+        fn run(round: usize, who: Contender, cpu: Option<f64>) -> Sample {
+            Sample {
+                round,
+                contender: who,
+                fixture: 0,
+                connections: 50,
+                outcome: Ok(Measured {
+                    wrk: WrkResult::default(),
+                    cpu_us_per_req: cpu,
+                    user_us_per_req: None,
+                    sys_us_per_req: None,
+                    vcs_per_req: None,
+                    ivcs_per_req: None,
+                    server_core: None,
+                    peak_rss_kib: None,
+                    server_non_2xx: None,
+                    diagnostics: Vec::new(),
+                }),
+            }
+        }
+        use Contender::*;
+        // The host is fast in round 0 and slow in round 1; the medians of the two servers
+        // would pair one's fast round with the other's slow one.
+        let mut samples = vec![
+            run(0, Uring, Some(5.5)),
+            run(0, FloorUring, Some(5.0)),
+            run(0, NginxSendfileOff, Some(6.0)),
+            run(0, H2o, Some(5.8)),
+            run(1, Uring, Some(6.6)),
+            run(1, FloorUring, Some(6.0)),
+            run(1, NginxSendfileOff, Some(7.0)),
+            run(1, H2o, None),
+            run(2, Uring, Some(7.0)),
+        ];
+        samples.push(Sample {
+            outcome: Err("wrk failed".into()),
+            ..run(2, FloorUring, None)
+        });
+        let r = same_round(&samples, 0, 50, &[Uring], &[FloorUring]);
+        assert_eq!(r.len(), 2, "round 2 has no floor figure: {r:?}");
+        assert!(
+            (r[0] - 1.1).abs() < 1e-9 && (r[1] - 1.1).abs() < 1e-9,
+            "{r:?}"
+        );
+        // The best peer is the cheaper of those measured in each round: h2o, then nginx.
+        let p = same_round(&samples, 0, 50, &[Uring], &[NginxSendfileOff, H2o]);
+        assert!((p[0] - 5.5 / 5.8).abs() < 1e-9 && (p[1] - 6.6 / 7.0).abs() < 1e-9);
+        assert!(same_round(&samples, 0, 256, &[Uring], &[FloorUring]).is_empty());
+        let s = Spread::of(vec![1.2, 1.0, 1.1]).unwrap();
+        assert_eq!((s.median, s.min, s.max, s.rounds), (1.1, 1.0, 1.2, 3));
+        assert_eq!(Spread::of(Vec::new()), None);
     }
 }
