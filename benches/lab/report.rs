@@ -817,8 +817,8 @@ impl Lab {
             "## Same-round ratios\n\n\
              CPU µs/req of the first server ÷ the second's, in each round that measured both, then \
              the median and the range over rounds. \"Best peer\": the least CPU/req among nginx (either \
-             sendfile setting), lighttpd and h2o in that round. The floor's own row bounds what any \
-             server can reach against the peers on this host.\n\n\
+             sendfile setting), lighttpd and h2o in that round. The floor-uring row shows roughly \
+             the best an io_uring server can reach against the peers on this host.\n\n\
              | file | conns | ratio | median | range | rounds |\n|:---|---:|:---|---:|---:|---:|"
         );
         for l in lines {
@@ -1024,6 +1024,7 @@ pub struct Spread {
 
 impl Spread {
     pub fn of(ratios: Vec<f64>) -> Option<Spread> {
+        let ratios: Vec<f64> = ratios.into_iter().filter(|r| r.is_finite()).collect();
         Some(Spread {
             median: median(ratios.iter().copied())?,
             min: ratios.iter().copied().min_by(f64::total_cmp)?,
@@ -1102,6 +1103,12 @@ mod tests {
             run(1, NginxSendfileOff, Some(7.0)),
             run(1, H2o, None),
             run(2, Uring, Some(7.0)),
+            // Another file, and a figure that is no measurement: neither may count.
+            Sample {
+                fixture: 1,
+                ..run(0, FloorUring, Some(1.0))
+            },
+            run(1, H2o, Some(0.0)),
         ];
         samples.push(Sample {
             outcome: Err("wrk failed".into()),
@@ -1115,10 +1122,12 @@ mod tests {
         );
         // The best peer is the cheaper of those measured in each round: h2o, then nginx.
         let p = same_round(&samples, 0, 50, &[Uring], &[NginxSendfileOff, H2o]);
+        assert_eq!(p.len(), 2, "{p:?}");
         assert!((p[0] - 5.5 / 5.8).abs() < 1e-9 && (p[1] - 6.6 / 7.0).abs() < 1e-9);
         assert!(same_round(&samples, 0, 256, &[Uring], &[FloorUring]).is_empty());
         let s = Spread::of(vec![1.2, 1.0, 1.1]).unwrap();
         assert_eq!((s.median, s.min, s.max, s.rounds), (1.1, 1.0, 1.2, 3));
         assert_eq!(Spread::of(Vec::new()), None);
+        assert_eq!(Spread::of(vec![f64::NAN, 2.0]).map(|s| s.rounds), Some(1));
     }
 }

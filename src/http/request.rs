@@ -126,8 +126,8 @@ fn bad(reason: &'static str) -> ParseError {
 /// Parses one request head from the front of `buf`. `Ok(None)` means more bytes are needed.
 pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
     precheck(buf)?;
-    // Left uninitialised: httparse writes the headers it finds, and writing 64 empty ones
-    // first cost more than parsing wrk's whole head.
+    // Left uninitialised: httparse writes the headers it finds. Writing 64 empty ones first
+    // cost 18 of the 85 ns that wrk's head took (`hot_paths`, `http::parse/wrk`).
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let head_len = match req.parse_with_uninit_headers(buf, &mut headers) {
