@@ -72,10 +72,11 @@ impl Clock {
     /// [`Turns`]). Must be called inside a current-thread tokio runtime (a worker's).
     pub fn turns() -> Clock {
         let metrics = tokio::runtime::Handle::current().metrics();
+        // This reading is the current turn's: it serves the next SHARED_READINGS readings.
         Clock::Turns(Rc::new(Turns {
             parks: Cell::new(metrics.worker_park_count(0)),
             metrics,
-            left: Cell::new(0),
+            left: Cell::new(SHARED_READINGS),
             at: Cell::new(Instant::now()),
         }))
     }

@@ -117,7 +117,7 @@ impl Rep {
 /// file system, or by the few milliseconds the coarse clock of `Date` may lag a file written
 /// within its last tick.
 fn last_modified_header(head: &mut Head, info: &FileInfo) {
-    let mtime = u64::try_from(info.meta.mtime).unwrap_or(0);
+    let mtime = mtime_secs(info);
     // Compared with the Date the head already carries (`Head::new` rendered it, so it is this
     // thread's last), not with a new reading of the clock, which could pass into the next second.
     date::with_last(|date_second, date| {
@@ -133,8 +133,13 @@ fn last_modified_header(head: &mut Head, info: &FileInfo) {
 /// second before now, so that a change within its second cannot hide behind the same date. An
 /// If-Range date validates a range only then (§13.1.5).
 fn strong_date(info: &FileInfo) -> bool {
-    let mtime = u64::try_from(info.meta.mtime).unwrap_or(0);
+    let mtime = mtime_secs(info);
     date::with_now(|now, _| mtime < now)
+}
+
+/// The file's modification second since the epoch; a time before the epoch counts as the epoch.
+fn mtime_secs(info: &FileInfo) -> u64 {
+    u64::try_from(info.meta.mtime).unwrap_or(0)
 }
 
 /// The response for a servable file (the representation `rep` of it, whose facts `info` gives);
@@ -449,7 +454,7 @@ mod tests {
         }
     }
 
-    /// The value of header `name` in `plan`'s head.
+    /// The value of header `name` in a rendered head, `text`.
     fn header<'a>(text: &'a str, name: &str) -> &'a str {
         let at = text
             .find(&format!("\r\n{name}: "))

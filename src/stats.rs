@@ -5,8 +5,8 @@
 //! (no locked read-modify-write, see [`add`]) and no cache line bounces between cores; nothing
 //! here allocates or locks. Readers (the admin listener's metrics, the status page, the shutdown
 //! summary) read the blocks and add them up; the sum is a snapshot, not a transaction, which is
-//! all a counter needs. The request-duration
-//! histogram is kept the same way: fixed buckets, one atomic each, per worker.
+//! all a counter needs. The request-duration histogram is kept the same way: fixed buckets, one
+//! atomic each, per worker.
 
 use std::fmt::Write as _;
 use std::sync::Arc;

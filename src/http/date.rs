@@ -52,12 +52,15 @@ pub fn with_now<R>(f: impl FnOnce(u64, &str) -> R) -> R {
 /// (rendering the current one if it never has): for a header that must match the `Date` this
 /// thread has just written.
 pub fn with_last<R>(f: impl FnOnce(u64, &str) -> R) -> R {
-    if CACHE.with(|c| c.borrow().second) == u64::MAX {
-        return with_now(f);
-    }
     CACHE.with(|c| {
         let c = c.borrow();
-        f(c.second, &c.text)
+        match c.second {
+            u64::MAX => {
+                drop(c);
+                with_now(f)
+            }
+            second => f(second, &c.text),
+        }
     })
 }
 
