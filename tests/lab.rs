@@ -3,7 +3,8 @@
 //! its modules by path, so their `#[cfg(test)]` tests (the wrk, strace and /proc parsers, the
 //! report's medians and formatting, the command line, the floors' head counting and response
 //! accounting, the server configuration templates) run here. `main.rs` is left out: it only
-//! schedules runs. Nothing here starts a server or a load.
+//! schedules runs. The one socket test drives the io_uring floor's modes on 127.0.0.1 with a few
+//! requests; nothing here starts another server or a load.
 
 // The lab's modules are included whole; what only the lab binary calls is unused here.
 #![allow(dead_code)]

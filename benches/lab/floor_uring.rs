@@ -15,7 +15,14 @@
 //! responder works the way tokio-uring lets uring-httpd work, to price those limits apart from
 //! the server's own work. `oneshot`: one single-shot recv per request into the connection's own
 //! buffer, queued only after the response's send completed (no multishot recv, no buffer ring);
-//! `coop`: COOP_TASKRUN instead of DEFER_TASKRUN (which tokio-uring's driver cannot use).
+//! `coop`: COOP_TASKRUN instead of DEFER_TASKRUN (which tokio-uring's driver cannot use);
+//! `epoll`: wait the way tokio-uring 0.5 parks, an `io_uring_enter` that only submits (made even
+//! when nothing is queued) and then an `epoll_wait` on the ring's descriptor, starting over from the
+//! submit when that wait is interrupted (the task work of a completion arrives as a signal-like
+//! notification and ends it with `EINTR`), instead of one `submit_and_wait(1)`; `direct` (with
+//! `oneshot`): while no other connection has a recv in flight, the response goes out with a plain
+//! `send(2)` and the next recv is queued at once, as uring-httpd answers then
+//! (`UringConn::write_buf`), so a lone connection costs one park per request.
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -155,14 +162,77 @@ fn close(fd: i32) {
     unsafe { libc::close(fd) };
 }
 
+/// An epoll instance watching the ring's descriptor (level-triggered: readable while
+/// completions wait), for the `epoll` experiment.
+fn ring_epoll(ring_fd: i32) -> Result<std::os::fd::OwnedFd, String> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain system calls; the new descriptor is owned at once.
+    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epfd < 0 {
+        return Err(format!(
+            "epoll_create1: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: epfd was just returned to this process and nothing else owns it.
+    let epfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(epfd) };
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: 0,
+    };
+    // SAFETY: both descriptors are open; `ev` outlives the call.
+    if unsafe { libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, ring_fd, &mut ev) } < 0 {
+        return Err(format!("epoll_ctl: {}", std::io::Error::last_os_error()));
+    }
+    Ok(epfd)
+}
+
+/// The experiment's switches, from `FLOOR_URING` (comma-separated; unknown words are ignored).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Mode {
+    oneshot: bool,
+    coop: bool,
+    epoll: bool,
+    direct: bool,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Mode {
+        let on = |name: &str| s.split(',').any(|m| m == name);
+        Mode {
+            oneshot: on("oneshot"),
+            coop: on("coop"),
+            epoll: on("epoll"),
+            direct: on("direct"),
+        }
+    }
+}
+
 /// Runs the floor until killed.
 pub fn run(port: u16, file: &Path) -> Result<(), String> {
     floor_proto::bound_to_parent();
     let reply = Reply::for_file(file)?;
     let listener = floor_proto::listen(port, false)?;
-    let mode = std::env::var("FLOOR_URING").unwrap_or_default();
-    let oneshot = mode.split(',').any(|m| m == "oneshot");
-    let coop = mode.split(',').any(|m| m == "coop");
+    let mode = Mode::parse(&std::env::var("FLOOR_URING").unwrap_or_default());
+    serve(&listener, &reply, mode, || {
+        floor_proto::announce("floor-uring", &listener, &reply)
+    })
+}
+
+/// Serves `reply` to every request head on `listener`'s connections, for ever; `ready` runs once
+/// the ring is set up.
+fn serve(
+    listener: &std::net::TcpListener,
+    reply: &Reply,
+    mode: Mode,
+    ready: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
+    let Mode {
+        oneshot,
+        coop,
+        epoll,
+        direct,
+    } = mode;
     let mut builder = IoUring::builder();
     builder.setup_single_issuer().setup_cqsize(ENTRIES * 4);
     if coop {
@@ -172,19 +242,27 @@ pub fn run(port: u16, file: &Path) -> Result<(), String> {
     }
     let mut ring = builder
         .build(ENTRIES)
-        .map_err(|e| format!("io_uring setup (SINGLE_ISSUER, FLOOR_URING={mode:?}): {e}"))?;
+        .map_err(|e| format!("io_uring setup (SINGLE_ISSUER, {mode:?}): {e}"))?;
     let mut bufs = BufRing::new(&ring)?;
     let lfd = listener.as_raw_fd();
     let mut conns: Vec<Option<Conn>> = Vec::new();
-    floor_proto::announce("floor-uring", &listener, &reply)?;
 
+    let epfd = if epoll {
+        Some(ring_epoll(ring.as_raw_fd())?)
+    } else {
+        None
+    };
+    ready()?;
     let (submitter, mut sq, mut cq) = ring.split();
     let accept = opcode::AcceptMulti::new(types::Fd(lfd))
         .build()
         .user_data(ACCEPT);
     push(&mut sq, &submitter, accept.clone());
+    // Single-shot recvs in flight (`oneshot` mode), for `direct`.
+    let armed = std::cell::Cell::new(0usize);
     // A single-shot recv into the connection's buffer (`oneshot` mode).
     let recv_once = |fd: i32, c: &mut Conn, sq: &mut squeue::SubmissionQueue<'_>| {
+        armed.set(armed.get() + 1);
         let e = opcode::Recv::new(types::Fd(fd), c.buf.as_mut_ptr(), c.buf.len() as u32)
             .build()
             .user_data(RECV | fd as u32 as u64);
@@ -202,10 +280,23 @@ pub fn run(port: u16, file: &Path) -> Result<(), String> {
     };
     loop {
         sq.sync();
-        match submitter.submit_and_wait(1) {
+        let want = if epfd.is_some() { 0 } else { 1 };
+        match submitter.submit_and_wait(want) {
             Ok(_) => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
             Err(e) => return Err(format!("io_uring_enter: {e}")),
+        }
+        if let Some(epfd) = &epfd {
+            let mut ev = libc::epoll_event { events: 0, u64: 0 };
+            // SAFETY: one event's room, in `ev`, which outlives the call.
+            if unsafe { libc::epoll_wait(epfd.as_raw_fd(), &mut ev, 1, -1) } < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    return Err(format!("epoll_wait: {e}"));
+                }
+                // tokio's park reports no readiness, so tokio-uring parks again: submit, wait.
+                continue;
+            }
         }
         cq.sync();
         let mut gave = false;
@@ -245,11 +336,27 @@ pub fn run(port: u16, file: &Path) -> Result<(), String> {
                 RECV if oneshot => {
                     let c = conns[fd as usize].as_mut().expect("recv on a known fd");
                     c.recv_armed = false;
+                    armed.set(armed.get() - 1);
                     if res > 0 {
                         let n = c.heads.feed(&c.buf[..res as usize]);
                         c.owed.add(n);
+                        if direct && armed.get() == 0 && !c.sending && !c.owed.is_empty() {
+                            let chunk = reply.chunk(&c.owed);
+                            // SAFETY: fd is open; `chunk` is valid for its length.
+                            let n = unsafe {
+                                libc::send(
+                                    fd,
+                                    chunk.as_ptr().cast(),
+                                    chunk.len(),
+                                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                                )
+                            };
+                            if n > 0 {
+                                c.owed.sent(n as usize, reply.len());
+                            }
+                        }
                         if c.owed.is_empty() {
-                            // Part of a head: read on.
+                            // Part of a head, or the response went out directly: read on.
                             recv_once(fd, c, &mut sq);
                         } else if !c.sending {
                             send(fd, c, &mut sq);
@@ -326,5 +433,75 @@ pub fn run(port: u16, file: &Path) -> Result<(), String> {
         // Hand the consumed completions back before waiting: while the kernel still sees them
         // in the queue, the next wait returns at once and costs a system call for nothing.
         cq.sync();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Bench targets are built with cfg(test) but without their #[test] functions.
+    #![allow(unused_imports, dead_code)]
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    /// Reads one `want`-sized answer and compares it byte for byte.
+    fn expect(s: &mut TcpStream, want: &[u8]) {
+        let mut got = vec![0; want.len()];
+        s.read_exact(&mut got).expect("the floor's answer");
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn every_mode_answers_pipelined_split_and_concurrent_heads() {
+        let head: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n";
+        let one = [head, b"body"].concat();
+        let get: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        for words in [
+            "",
+            "oneshot",
+            "oneshot,coop",
+            "oneshot,coop,epoll",
+            "oneshot,coop,epoll,direct",
+        ] {
+            let listener = floor_proto::listen(0, false).unwrap();
+            let addr = listener.local_addr().unwrap();
+            // The responder runs for ever; its thread ends with the test process.
+            std::thread::spawn(move || {
+                let reply = Reply::new(head, b"body");
+                serve(&listener, &reply, Mode::parse(words), || Ok(()))
+            });
+            let connect = || {
+                let s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                s
+            };
+            let mut a = connect();
+            // Three heads in one write: three answers.
+            a.write_all(&get.repeat(3)).unwrap();
+            expect(&mut a, &one.repeat(3));
+            // A head split across writes: one answer, after its end.
+            a.write_all(&get[..9]).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            a.write_all(&get[9..]).unwrap();
+            expect(&mut a, &one);
+            // A second connection while the first waits with a recv armed (`direct` is off then).
+            let mut b = connect();
+            b.write_all(get).unwrap();
+            expect(&mut b, &one);
+            a.write_all(get).unwrap();
+            expect(&mut a, &one);
+            drop(b);
+            a.write_all(get).unwrap();
+            expect(&mut a, &one);
+        }
+    }
+
+    #[test]
+    fn modes_parse_from_their_words() {
+        assert_eq!(Mode::parse(""), Mode::default());
+        let m = Mode::parse("oneshot,coop,epoll,direct,other");
+        assert!(m.oneshot && m.coop && m.epoll && m.direct);
+        assert!(!Mode::parse("coop").oneshot);
     }
 }
