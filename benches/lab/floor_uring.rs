@@ -11,12 +11,13 @@
 //! reused under a pending completion. Bounded: at most [`MAX_CONNS`] connections (more are
 //! closed at once), a fixed buffer ring, and the process dies with the lab (PR_SET_PDEATHSIG).
 //!
-//! An experiment (`benches/README.md`): with `FLOOR_URING=oneshot,coop` in its environment the
-//! responder works the way tokio-uring lets uring-httpd work, to price those limits apart from
-//! the server's own work. `oneshot`: one single-shot recv per request into the connection's own
+//! An experiment (`benches/README.md`): with `FLOOR_URING=oneshot,coop,epoll[,direct]` in its
+//! environment the responder does its I/O the way tokio-uring 0.5 lets uring-httpd do it, to price
+//! those limits apart from the server's own work (unknown words, `epoll` without `coop` and
+//! `direct` without `oneshot` are refused). `oneshot`: one single-shot recv per request into the connection's own
 //! buffer, queued only after the response's send completed (no multishot recv, no buffer ring);
 //! `coop`: COOP_TASKRUN instead of DEFER_TASKRUN (which tokio-uring's driver cannot use);
-//! `epoll`: wait the way tokio-uring 0.5 parks, an `io_uring_enter` that only submits (made even
+//! `epoll` (with `coop`): wait the way tokio-uring 0.5 parks, an `io_uring_enter` that only submits (made even
 //! when nothing is queued) and then an `epoll_wait` on the ring's descriptor, starting over from the
 //! submit when that wait is interrupted (the task work of a completion arrives as a signal-like
 //! notification and ends it with `EINTR`), instead of one `submit_and_wait(1)`; `direct` (with
@@ -26,7 +27,7 @@
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 use io_uring::types::BufRingEntry;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
@@ -147,7 +148,7 @@ fn push(
 ) {
     loop {
         // SAFETY: every entry refers to a live fd and, for sends, to the `Reply` buffer, which
-        // lives until the process exits.
+        // outlives `serve` (and `serve` leaves the connections' buffers to the process's end).
         if unsafe { sq.push(&e) }.is_ok() {
             return;
         }
@@ -187,7 +188,10 @@ fn ring_epoll(ring_fd: i32) -> Result<std::os::fd::OwnedFd, String> {
     Ok(epfd)
 }
 
-/// The experiment's switches, from `FLOOR_URING` (comma-separated; unknown words are ignored).
+/// Responses that went out with a plain `send(2)` (`direct`), for the test.
+static DIRECT_SENDS: AtomicU64 = AtomicU64::new(0);
+
+/// The experiment's switches, from `FLOOR_URING` (comma-separated).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Mode {
     oneshot: bool,
@@ -197,14 +201,26 @@ pub struct Mode {
 }
 
 impl Mode {
-    pub fn parse(s: &str) -> Mode {
-        let on = |name: &str| s.split(',').any(|m| m == name);
-        Mode {
-            oneshot: on("oneshot"),
-            coop: on("coop"),
-            epoll: on("epoll"),
-            direct: on("direct"),
+    /// Refuses unknown words and combinations that would measure something else than they say.
+    pub fn parse(s: &str) -> Result<Mode, String> {
+        let mut m = Mode::default();
+        for word in s.split(',').filter(|w| !w.is_empty()) {
+            match word {
+                "oneshot" => m.oneshot = true,
+                "coop" => m.coop = true,
+                "epoll" => m.epoll = true,
+                "direct" => m.direct = true,
+                _ => return Err(format!("FLOOR_URING: unknown mode {word:?}")),
+            }
         }
+        if m.epoll && !m.coop {
+            // A DEFER_TASKRUN ring posts completions only inside a waiting io_uring_enter.
+            return Err("FLOOR_URING: epoll needs coop".into());
+        }
+        if m.direct && !m.oneshot {
+            return Err("FLOOR_URING: direct needs oneshot".into());
+        }
+        Ok(m)
     }
 }
 
@@ -213,14 +229,19 @@ pub fn run(port: u16, file: &Path) -> Result<(), String> {
     floor_proto::bound_to_parent();
     let reply = Reply::for_file(file)?;
     let listener = floor_proto::listen(port, false)?;
-    let mode = Mode::parse(&std::env::var("FLOOR_URING").unwrap_or_default());
+    let words = std::env::var("FLOOR_URING").unwrap_or_default();
+    let mode = Mode::parse(&words)?;
+    let name = match words.as_str() {
+        "" => "floor-uring".to_string(),
+        w => format!("floor-uring (FLOOR_URING={w})"),
+    };
     serve(&listener, &reply, mode, || {
-        floor_proto::announce("floor-uring", &listener, &reply)
+        floor_proto::announce(&name, &listener, &reply)
     })
 }
 
 /// Serves `reply` to every request head on `listener`'s connections, for ever; `ready` runs once
-/// the ring is set up.
+/// the ring is set up. It returns only on an error of the ring or of the wait.
 fn serve(
     listener: &std::net::TcpListener,
     reply: &Reply,
@@ -269,6 +290,23 @@ fn serve(
         push(sq, &submitter, e);
         c.recv_armed = true;
     };
+    // The rest of the owed answers with a plain send(2) (`direct`); whatever it leaves stays owed.
+    let send_now = |fd: i32, c: &mut Conn| {
+        let chunk = reply.chunk(&c.owed);
+        // SAFETY: fd is open; `chunk` is valid for its length.
+        let n = unsafe {
+            libc::send(
+                fd,
+                chunk.as_ptr().cast(),
+                chunk.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n > 0 {
+            c.owed.sent(n as usize, reply.len());
+            DIRECT_SENDS.fetch_add(1, Ordering::Relaxed);
+        }
+    };
     let send = |fd: i32, c: &mut Conn, sq: &mut squeue::SubmissionQueue<'_>| {
         let chunk = reply.chunk(&c.owed);
         let e = opcode::Send::new(types::Fd(fd), chunk.as_ptr(), chunk.len() as u32)
@@ -278,13 +316,13 @@ fn serve(
         push(sq, &submitter, e);
         c.sending = true;
     };
-    loop {
+    let want = if epfd.is_some() { 0 } else { 1 };
+    let failure = loop {
         sq.sync();
-        let want = if epfd.is_some() { 0 } else { 1 };
         match submitter.submit_and_wait(want) {
             Ok(_) => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
-            Err(e) => return Err(format!("io_uring_enter: {e}")),
+            Err(e) => break format!("io_uring_enter: {e}"),
         }
         if let Some(epfd) = &epfd {
             let mut ev = libc::epoll_event { events: 0, u64: 0 };
@@ -292,7 +330,7 @@ fn serve(
             if unsafe { libc::epoll_wait(epfd.as_raw_fd(), &mut ev, 1, -1) } < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.raw_os_error() != Some(libc::EINTR) {
-                    return Err(format!("epoll_wait: {e}"));
+                    break format!("epoll_wait: {e}");
                 }
                 // tokio's park reports no readiness, so tokio-uring parks again: submit, wait.
                 continue;
@@ -341,19 +379,7 @@ fn serve(
                         let n = c.heads.feed(&c.buf[..res as usize]);
                         c.owed.add(n);
                         if direct && armed.get() == 0 && !c.sending && !c.owed.is_empty() {
-                            let chunk = reply.chunk(&c.owed);
-                            // SAFETY: fd is open; `chunk` is valid for its length.
-                            let n = unsafe {
-                                libc::send(
-                                    fd,
-                                    chunk.as_ptr().cast(),
-                                    chunk.len(),
-                                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                                )
-                            };
-                            if n > 0 {
-                                c.owed.sent(n as usize, reply.len());
-                            }
+                            send_now(fd, c);
                         }
                         if c.owed.is_empty() {
                             // Part of a head, or the response went out directly: read on.
@@ -364,7 +390,7 @@ fn serve(
                     } else {
                         c.closing = true;
                     }
-                    if c.closing && !c.sending {
+                    if c.closing && !c.sending && !c.recv_armed {
                         close(fd);
                         conns[fd as usize] = None;
                     }
@@ -433,7 +459,12 @@ fn serve(
         // Hand the consumed completions back before waiting: while the kernel still sees them
         // in the queue, the next wait returns at once and costs a system call for nothing.
         cq.sync();
-    }
+    };
+    // Receives may still be in flight into the connections' buffers, and the ring's teardown is
+    // asynchronous: leave that memory to the process's end (the buffer ring's mappings are never
+    // unmapped either).
+    std::mem::forget(conns);
+    Err(failure)
 }
 
 #[cfg(test)]
@@ -452,6 +483,18 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// Ends the connection from our side and expects the floor to close it with nothing more.
+    fn expect_end(mut s: TcpStream) {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).expect("the floor's close");
+        assert!(
+            rest.is_empty(),
+            "{} bytes after the last answer",
+            rest.len()
+        );
+    }
+
     #[test]
     fn every_mode_answers_pipelined_split_and_concurrent_heads() {
         let head: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n";
@@ -466,10 +509,14 @@ mod tests {
         ] {
             let listener = floor_proto::listen(0, false).unwrap();
             let addr = listener.local_addr().unwrap();
-            // The responder runs for ever; its thread ends with the test process.
+            let direct_before = DIRECT_SENDS.load(Ordering::Relaxed);
+            // The responder runs for ever, and its thread ends with the test process; the reply
+            // is leaked so that it outlives any send still in flight.
             std::thread::spawn(move || {
-                let reply = Reply::new(head, b"body");
-                serve(&listener, &reply, Mode::parse(words), || Ok(()))
+                let reply: &'static Reply = Box::leak(Box::new(Reply::new(head, b"body")));
+                let mode = Mode::parse(words).unwrap();
+                let failure = serve(&listener, reply, mode, || Ok(()));
+                eprintln!("floor ({words:?}) stopped: {failure:?}");
             });
             let connect = || {
                 let s = TcpStream::connect(addr).unwrap();
@@ -480,28 +527,50 @@ mod tests {
             // Three heads in one write: three answers.
             a.write_all(&get.repeat(3)).unwrap();
             expect(&mut a, &one.repeat(3));
-            // A head split across writes: one answer, after its end.
+            // A head split across writes (usually two receives): one answer, after its end.
             a.write_all(&get[..9]).unwrap();
             std::thread::sleep(Duration::from_millis(20));
             a.write_all(&get[9..]).unwrap();
             expect(&mut a, &one);
-            // A second connection while the first waits with a recv armed (`direct` is off then).
+            // Two connections with heads waiting at once.
             let mut b = connect();
             b.write_all(get).unwrap();
+            a.write_all(get).unwrap();
             expect(&mut b, &one);
+            expect(&mut a, &one);
+            expect_end(b);
             a.write_all(get).unwrap();
             expect(&mut a, &one);
-            drop(b);
-            a.write_all(get).unwrap();
-            expect(&mut a, &one);
+            expect_end(a);
+            let direct = DIRECT_SENDS.load(Ordering::Relaxed) - direct_before;
+            assert_eq!(
+                direct > 0,
+                words.contains("direct"),
+                "{direct} direct sends with {words:?}"
+            );
         }
     }
 
     #[test]
     fn modes_parse_from_their_words() {
-        assert_eq!(Mode::parse(""), Mode::default());
-        let m = Mode::parse("oneshot,coop,epoll,direct,other");
+        assert_eq!(Mode::parse(""), Ok(Mode::default()));
+        let m = Mode::parse("oneshot,coop,epoll,direct").unwrap();
         assert!(m.oneshot && m.coop && m.epoll && m.direct);
-        assert!(!Mode::parse("coop").oneshot);
+        assert!(!Mode::parse("coop").unwrap().oneshot);
+        assert!(
+            Mode::parse("oneshot,epol")
+                .unwrap_err()
+                .contains("\"epol\"")
+        );
+        assert!(
+            Mode::parse("epoll")
+                .unwrap_err()
+                .contains("epoll needs coop")
+        );
+        assert!(
+            Mode::parse("coop,direct")
+                .unwrap_err()
+                .contains("direct needs oneshot")
+        );
     }
 }
