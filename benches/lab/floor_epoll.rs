@@ -11,7 +11,7 @@
 //! sends are handled. Bounded: at most [`MAX_CONNS`] connections (more are closed at once), one
 //! fixed read buffer, and the process dies with the lab (PR_SET_PDEATHSIG).
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use crate::floor_proto::{self, HeadCounter, Owed, Reply};
@@ -35,7 +35,22 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-fn register(epfd: i32, fd: i32, events: u32, data: u64) -> Result<(), String> {
+/// A new epoll instance (also the io_uring floor's, for its `epoll` experiment).
+pub fn create() -> Result<OwnedFd, String> {
+    // SAFETY: epoll_create1 takes a flag only.
+    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epfd < 0 {
+        return Err(format!(
+            "epoll_create1: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: epfd was just returned to this process and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(epfd) })
+}
+
+/// Adds `fd` to `epfd`'s interest list with `events`, tagged `data`.
+pub fn register(epfd: i32, fd: i32, events: u32, data: u64) -> Result<(), String> {
     let mut ev = libc::epoll_event { events, u64: data };
     // SAFETY: `ev` is a valid epoll_event for the duration of the call.
     if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
@@ -100,14 +115,8 @@ pub fn run(port: u16, file: &Path) -> Result<(), String> {
     let reply = Reply::for_file(file)?;
     let listener = floor_proto::listen(port, true)?;
     let lfd = listener.as_raw_fd();
-    // SAFETY: epoll_create1 takes a flag only.
-    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if epfd < 0 {
-        return Err(format!(
-            "epoll_create1: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
+    let owned = create()?;
+    let epfd = owned.as_raw_fd();
     register(epfd, lfd, (libc::EPOLLIN | libc::EPOLLET) as u32, LISTENER)?;
     floor_proto::announce("floor-epoll", &listener, &reply)?;
     let mut conns: Vec<Option<Conn>> = Vec::new();

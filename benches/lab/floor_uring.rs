@@ -14,16 +14,16 @@
 //! An experiment (`benches/README.md`): with `FLOOR_URING=oneshot,coop,epoll[,direct]` in its
 //! environment the responder does its I/O the way tokio-uring 0.5 lets uring-httpd do it, to price
 //! those limits apart from the server's own work (unknown words, `epoll` without `coop` and
-//! `direct` without `oneshot` are refused). `oneshot`: one single-shot recv per request into the connection's own
-//! buffer, queued only after the response's send completed (no multishot recv, no buffer ring);
-//! `coop`: COOP_TASKRUN instead of DEFER_TASKRUN (which tokio-uring's driver cannot use);
-//! `epoll` (with `coop`): wait the way tokio-uring 0.5 parks, an `io_uring_enter` that only submits (made even
-//! when nothing is queued) and then an `epoll_wait` on the ring's descriptor, starting over from the
-//! submit when that wait is interrupted (the task work of a completion arrives as a signal-like
-//! notification and ends it with `EINTR`), instead of one `submit_and_wait(1)`; `direct` (with
-//! `oneshot`): while no other connection has a recv in flight, the response goes out with a plain
-//! `send(2)` and the next recv is queued at once, as uring-httpd answers then
-//! (`UringConn::write_buf`), so a lone connection costs one park per request.
+//! `direct` without `oneshot` are refused). `oneshot`: one single-shot recv per request into the
+//! connection's own buffer, queued only after the response's send completed (no multishot recv, no
+//! buffer ring); `coop`: COOP_TASKRUN instead of DEFER_TASKRUN (which tokio-uring's driver cannot
+//! use); `epoll` (with `coop`): wait the way tokio-uring 0.5 parks, an `io_uring_enter` that only
+//! submits (made even when nothing is queued) and then an `epoll_wait` on the ring's descriptor,
+//! starting over from the submit when that wait is interrupted (the task work of a completion
+//! arrives as a signal-like notification and ends it with `EINTR`), instead of one
+//! `submit_and_wait(1)`; `direct` (with `oneshot`): while no other connection has a recv in flight,
+//! the response goes out with a plain `send(2)` and the next recv is queued at once, as uring-httpd
+//! answers then (`UringConn::write_buf`), so a lone connection costs one park per request.
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -166,25 +166,8 @@ fn close(fd: i32) {
 /// An epoll instance watching the ring's descriptor (level-triggered: readable while
 /// completions wait), for the `epoll` experiment.
 fn ring_epoll(ring_fd: i32) -> Result<std::os::fd::OwnedFd, String> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain system calls; the new descriptor is owned at once.
-    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if epfd < 0 {
-        return Err(format!(
-            "epoll_create1: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: epfd was just returned to this process and nothing else owns it.
-    let epfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(epfd) };
-    let mut ev = libc::epoll_event {
-        events: libc::EPOLLIN as u32,
-        u64: 0,
-    };
-    // SAFETY: both descriptors are open; `ev` outlives the call.
-    if unsafe { libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, ring_fd, &mut ev) } < 0 {
-        return Err(format!("epoll_ctl: {}", std::io::Error::last_os_error()));
-    }
+    let epfd = crate::floor_epoll::create()?;
+    crate::floor_epoll::register(epfd.as_raw_fd(), ring_fd, libc::EPOLLIN as u32, 0)?;
     Ok(epfd)
 }
 
