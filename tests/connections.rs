@@ -14,6 +14,7 @@ engine_tests!(
     http10_keep_alive_is_echoed,
     connection_close_is_honoured,
     pipelined_requests_are_answered_in_order,
+    reads_that_drain_the_socket_still_see_later_bytes_and_the_close,
     idle_connection_closes_after_keep_alive_timeout,
     keep_alive_timeout_zero_disables_keep_alive,
     slow_head_blocks_nobody_and_times_out,
@@ -99,6 +100,37 @@ fn pipelined_requests_are_answered_in_order(e: Engine) {
         let resp = read_response(&mut r, false).unwrap();
         assert_eq!(resp.status, *status, "response {i}");
     }
+    assert_closed(&mut r);
+}
+
+/// A read that drains the socket leaves the connection waiting for the next readiness event,
+/// with no further read to see EAGAIN. Bytes dripped in later, a head larger than the idle read
+/// buffer (its first read fills the buffer and drains nothing), and a half-close that arrives
+/// with the last request must all still be seen.
+fn reads_that_drain_the_socket_still_see_later_bytes_and_the_close(e: Engine) {
+    let s = Server::start(e);
+    let mut c = s.connect();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    for piece in ["GET /style.css HT", "TP/1.1\r\nHost:", " t\r\n", "\r\n"] {
+        c.write_all(piece.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let resp = read_response(&mut r, false).unwrap();
+    assert_eq!(
+        (resp.status, &resp.body[..]),
+        (200, &b"body { color: #333; }\n"[..])
+    );
+    let long = format!(
+        "GET /style.css HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(3000)
+    );
+    c.write_all(long.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut r, false).unwrap().status, 200);
+    // The last request and the client's FIN leave together.
+    c.write_all(b"GET /app.js HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_response(&mut r, false).unwrap().status, 200);
     assert_closed(&mut r);
 }
 

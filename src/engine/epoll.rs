@@ -179,11 +179,31 @@ impl Transport for EpollConn {
     type File = std::fs::File;
 
     async fn read(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        let fd = self.stream.as_raw_fd();
         loop {
-            // The caller leaves spare capacity, so this never reallocates. Without readiness
-            // tokio answers WouldBlock itself, with no system call.
-            match self.stream.try_read_buf(&mut buf) {
+            // Without readiness tokio answers WouldBlock itself, with no system call. A short
+            // read drained the socket, so it clears the readiness as EAGAIN would (as nginx
+            // does): the next request's read then waits for epoll's next edge (every arrival
+            // makes one; a half-close stays ready, since tokio never clears it) instead of
+            // spending a recv(2) on EAGAIN.
+            let mut short = 0;
+            let read = self.stream.try_io(Interest::READABLE, || {
+                let spare = buf.spare_capacity_mut();
+                // SAFETY: recv(2) writes at most `spare.len()` bytes into the spare capacity.
+                let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), 0) };
+                let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+                let drained = n > 0 && n < spare.len();
+                // SAFETY: the kernel initialised the first `n` spare bytes.
+                unsafe { buf.set_len(buf.len() + n) };
+                if drained {
+                    short = n;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            match read {
                 Ok(n) => return (Ok(n), buf),
+                Err(_) if short > 0 => return (Ok(short), buf),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return (Err(e), buf),
             }
