@@ -121,9 +121,7 @@ impl EpollConn {
     async fn send_all(&self, buf: &[u8], flags: i32, deadline: &Deadline) -> io::Result<()> {
         let fd = self.stream.as_raw_fd();
         self.push(buf.len() as u64, deadline, |done| {
-            let rest = &buf[done as usize..];
-            // SAFETY: `rest` is a live slice; send(2) only reads it.
-            unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), flags) }
+            super::sock::send(fd, &buf[done as usize..], flags)
         })
         .await
     }
@@ -189,10 +187,10 @@ impl Transport for EpollConn {
             let mut short = 0;
             let read = self.stream.try_io(Interest::READABLE, || {
                 let spare = buf.spare_capacity_mut();
-                // SAFETY: recv(2) writes at most `spare.len()` bytes into the spare capacity.
-                let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), 0) };
+                let room = spare.len();
+                let n = super::sock::recv(fd, spare);
                 let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-                let drained = n > 0 && n < spare.len();
+                let drained = n > 0 && n < room;
                 // SAFETY: the kernel initialised the first `n` spare bytes.
                 unsafe { buf.set_len(buf.len() + n) };
                 if drained {
@@ -265,9 +263,7 @@ impl Transport for EpollConn {
                 } else {
                     (&[][..], &body[done - head.len()..])
                 };
-                let iov = super::iovecs(h, b);
-                // SAFETY: both iovecs point into live slices; writev(2) only reads them.
-                unsafe { libc::writev(fd, iov.as_ptr(), 2) }
+                super::sock::writev(fd, h, b)
             })
             .await;
         (sent, head)

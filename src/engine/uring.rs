@@ -334,16 +334,12 @@ impl UringConn {
     async fn write_buf<B: IoBuf>(&self, buf: B, deadline: &Deadline) -> (io::Result<()>, B) {
         let (mut buf, mut done) = (buf, 0);
         if WAITING.get() == 0 && buf.bytes_init() > 0 {
-            // SAFETY: send(2) reads `bytes_init()` bytes at `stable_ptr()`, which `buf` owns and
-            // keeps alive for the call; MSG_NOSIGNAL: a closed peer is an error, not SIGPIPE.
-            let n = unsafe {
-                libc::send(
-                    self.stream.as_raw_fd(),
-                    buf.stable_ptr().cast(),
-                    buf.bytes_init(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
+            // SAFETY: `buf` owns `bytes_init()` initialised bytes at `stable_ptr()`, alive while
+            // it is borrowed here.
+            let bytes = unsafe { std::slice::from_raw_parts(buf.stable_ptr(), buf.bytes_init()) };
+            // MSG_NOSIGNAL: a closed peer is an error, not SIGPIPE.
+            let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+            let n = super::sock::send(self.stream.as_raw_fd(), bytes, flags);
             match n {
                 1.. => {
                     done = n as usize;
