@@ -160,7 +160,9 @@ impl AsRef<[u8]> for Held {
 /// One worker's cache of small files, bounded in bytes.
 #[derive(Debug)]
 pub struct FileCache {
-    map: HashMap<Vec<u8>, Entry>,
+    /// foldhash, not SipHash: a lookup per request, and the keys are paths of files that exist
+    /// (a miss stores nothing), so a client cannot fill it with colliding keys.
+    map: HashMap<Vec<u8>, Entry, foldhash::fast::RandomState>,
     /// Everything counted against the budget: the entries' keys and fixed overheads, bodies read
     /// under this cache's reservations and not yet dropped by their last holder, reservations
     /// outstanding. Shared with the worker's counters ([`FileCache::counted_in`]), which read it
@@ -182,7 +184,7 @@ impl FileCache {
     /// `max_file` 0 disables the cache.
     pub fn new(max_bytes: usize, max_file: u64, revalidate: Duration) -> FileCache {
         FileCache {
-            map: HashMap::new(),
+            map: HashMap::default(),
             used: Arc::new(AtomicUsize::new(0)),
             overhead: 0,
             cached: 0,
