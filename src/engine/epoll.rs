@@ -185,6 +185,8 @@ impl Transport for EpollConn {
             // makes one; a half-close stays ready, since tokio never clears it) instead of
             // spending a recv(2) on EAGAIN.
             let mut short = 0;
+            // The caller leaves spare capacity (a zero-length recv would read as the end).
+            debug_assert!(buf.len() < buf.capacity());
             let read = self.stream.try_io(Interest::READABLE, || {
                 let spare = buf.spare_capacity_mut();
                 let room = spare.len();
@@ -201,7 +203,9 @@ impl Transport for EpollConn {
             });
             match read {
                 Ok(n) => return (Ok(n), buf),
-                Err(_) if short > 0 => return (Ok(short), buf),
+                Err(e) if short > 0 && e.kind() == io::ErrorKind::WouldBlock => {
+                    return (Ok(short), buf);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return (Err(e), buf),
             }

@@ -73,54 +73,70 @@ pub(crate) fn iovecs(head: &[u8], body: &[u8]) -> [libc::iovec; 2] {
     })
 }
 
-/// Nonblocking socket calls made straight through syscall(2). glibc's `send`, `recv` and
-/// `writev` are thread cancellation points: in a process with threads each one brackets its
-/// system call with two calls that enable and disable asynchronous cancellation (0.8% of the
-/// epoll engine's CPU at 50 connections). No thread of ours is ever cancelled, so the engines
-/// skip them. Each returns what the system call returns (-1 with `errno` set on failure).
+/// Socket calls made straight through syscall(2) (non-blocking through the socket's mode or the
+/// caller's flags). glibc's `send`, `recv` and `writev` are thread cancellation points: in a
+/// process with threads each one brackets its system call with two calls that enable and disable
+/// asynchronous cancellation (0.8% of the epoll engine's samples at 50 connections under `perf
+/// record`). No thread of ours is ever cancelled, so the engines skip them. Each returns what the
+/// system call returns (-1 with `errno` set on failure).
 pub(crate) mod sock {
     use std::mem::MaybeUninit;
     use std::os::fd::RawFd;
+    use std::ptr;
+
+    use libc::c_long;
+
+    // syscall(2) is variadic and reads every argument as a `long`: integers are widened to
+    // `c_long` here; pointers and lengths already have its size.
+    const NONE: c_long = 0;
 
     /// send(2) of `buf` with `flags`.
     pub(crate) fn send(fd: RawFd, buf: &[u8], flags: i32) -> isize {
-        let null = std::ptr::null::<libc::sockaddr>();
+        let (fd, flags, no_addr) = (c_long::from(fd), c_long::from(flags), ptr::null::<u8>());
         // SAFETY: sendto(2) only reads `buf.len()` bytes of the live slice; no address.
-        unsafe {
+        let n = unsafe {
             libc::syscall(
                 libc::SYS_sendto,
                 fd,
                 buf.as_ptr(),
                 buf.len(),
                 flags,
-                null,
-                0,
-            ) as isize
-        }
+                no_addr,
+                NONE,
+            )
+        };
+        n as isize
     }
 
     /// recv(2) into `buf`; the first `n` bytes are initialised when it returns `n >= 0`.
     pub(crate) fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> isize {
-        let null = std::ptr::null_mut::<libc::sockaddr>();
+        let (fd, no_addr, no_len) = (
+            c_long::from(fd),
+            ptr::null_mut::<u8>(),
+            ptr::null_mut::<u32>(),
+        );
         // SAFETY: recvfrom(2) writes at most `buf.len()` bytes into the live slice; no address.
-        unsafe {
+        let n = unsafe {
             libc::syscall(
                 libc::SYS_recvfrom,
                 fd,
                 buf.as_mut_ptr(),
                 buf.len(),
-                0,
-                null,
-                0,
-            ) as isize
-        }
+                NONE,
+                no_addr,
+                no_len,
+            )
+        };
+        n as isize
     }
 
     /// writev(2) of `head` then `body`.
     pub(crate) fn writev(fd: RawFd, head: &[u8], body: &[u8]) -> isize {
         let iov = super::iovecs(head, body);
         // SAFETY: both iovecs point into slices that live for the call; writev(2) only reads them.
-        unsafe { libc::syscall(libc::SYS_writev, fd, iov.as_ptr(), iov.len()) as isize }
+        let n =
+            unsafe { libc::syscall(libc::SYS_writev, c_long::from(fd), iov.as_ptr(), iov.len()) };
+        n as isize
     }
 }
 
