@@ -179,32 +179,31 @@ impl Transport for EpollConn {
     async fn read(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         let fd = self.stream.as_raw_fd();
         loop {
+            // The caller leaves spare capacity (a zero-length recv would read as the end).
+            debug_assert!(buf.len() < buf.capacity());
             // Without readiness tokio answers WouldBlock itself, with no system call. A short
             // read drained the socket, so it clears the readiness as EAGAIN would (as nginx
             // does): the next request's read then waits for epoll's next edge (every arrival
             // makes one; a half-close stays ready, since tokio never clears it) instead of
             // spending a recv(2) on EAGAIN.
-            let mut short = 0;
-            // The caller leaves spare capacity (a zero-length recv would read as the end).
-            debug_assert!(buf.len() < buf.capacity());
+            let before = buf.len();
             let read = self.stream.try_io(Interest::READABLE, || {
                 let spare = buf.spare_capacity_mut();
                 let room = spare.len();
                 let n = super::sock::recv(fd, spare);
                 let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-                let drained = n > 0 && n < room;
                 // SAFETY: the kernel initialised the first `n` spare bytes.
-                unsafe { buf.set_len(buf.len() + n) };
-                if drained {
-                    short = n;
+                unsafe { buf.set_len(before + n) };
+                if n > 0 && n < room {
                     return Err(io::ErrorKind::WouldBlock.into());
                 }
                 Ok(n)
             });
             match read {
                 Ok(n) => return (Ok(n), buf),
-                Err(e) if short > 0 && e.kind() == io::ErrorKind::WouldBlock => {
-                    return (Ok(short), buf);
+                // The short read's bytes are in `buf`.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && buf.len() > before => {
+                    return (Ok(buf.len() - before), buf);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return (Err(e), buf),
