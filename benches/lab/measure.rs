@@ -4,7 +4,8 @@
 //! summed over the threads alive at the reading), peak resident memory (`VmHWM` in
 //! `/proc/PID/status`), child processes (nginx's workers, h2o's helpers), syscall counts by name
 //! from a separate `strace -f -c` pass, an untraced syscall count from `perf stat -e
-//! raw_syscalls:sys_enter` in the same pass, and the machine description for the report header.
+//! raw_syscalls:sys_enter` in the same pass, the whole machine's busy CPU time (`/proc/stat`),
+//! and the machine description for the report header.
 //!
 //! The strace pass is kept apart from the throughput runs because tracing every syscall slows a
 //! server by an order of magnitude; only the ratio calls / requests is taken from it.
@@ -52,6 +53,28 @@ pub fn parse_stat_times(stat: &str) -> Option<(u64, u64)> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some((utime, stime))
+}
+
+/// Busy CPU time of the whole machine so far, all CPUs, in clock ticks: everything but idle and
+/// iowait. On loopback the kernel delivers a send into the client's socket in whichever context
+/// pushes it (the server's send, or the client's ACK on the client's core), so the server's own
+/// CPU can fall by moving that work onto wrk's core; the machine's total shows what was paid.
+pub fn machine_busy_ticks() -> Result<u64, String> {
+    let stat = std::fs::read_to_string("/proc/stat").map_err(|e| format!("/proc/stat: {e}"))?;
+    parse_proc_stat_busy(&stat).ok_or_else(|| "/proc/stat: unexpected format".to_string())
+}
+
+/// user + nice + system + irq + softirq + steal of the aggregate `cpu` line of `/proc/stat`
+/// (guest time is already inside user and nice).
+pub fn parse_proc_stat_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal
+    Some(f.get(0..3)?.iter().sum::<u64>() + f.get(5..8)?.iter().sum::<u64>())
 }
 
 /// Resource use of a set of processes at one moment; differences of two readings are what a run
@@ -477,6 +500,16 @@ pub fn self_test() -> Result<(), String> {
             "Name:\tx\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n",
         ) == Some((12, 3)),
     )?;
+    check(
+        "proc stat busy",
+        parse_proc_stat_busy("cpu  10 1 20 500 7 3 4 2 0 0\ncpu0 5 0 10 250 3 1 2 1 0 0\n")
+            == Some(10 + 1 + 20 + 3 + 4 + 2),
+    )?;
+    check(
+        "proc stat busy short",
+        parse_proc_stat_busy("cpu  10 1 20 500\n").is_none(),
+    )?;
+    check("own /proc/stat", machine_busy_ticks().is_ok_and(|t| t > 0))?;
     let stat = "25710 (uring-httpd (x)) S 1 25706 5034 0 -1 4194560 595 0 1 0 31 101 0 0 20 0 7 0";
     check("stat", parse_stat_cpu(stat) == Some(132))?;
     check("stat short", parse_stat_cpu("1 (a) S 1 2").is_none())?;

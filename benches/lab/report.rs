@@ -39,6 +39,8 @@ pub struct Measured {
     pub cpu_us_per_req: Option<f64>,
     pub user_us_per_req: Option<f64>,
     pub sys_us_per_req: Option<f64>,
+    /// The whole machine's busy CPU per request (server, wrk and the kernel between them).
+    pub machine_us_per_req: Option<f64>,
     /// Voluntary and involuntary context switches of the server per request.
     pub vcs_per_req: Option<f64>,
     pub ivcs_per_req: Option<f64>,
@@ -176,6 +178,8 @@ pub struct Cell {
     pub syscalls: Option<f64>,
     pub user_us: Option<f64>,
     pub sys_us: Option<f64>,
+    /// The whole machine's busy CPU per request.
+    pub machine_us: Option<f64>,
     /// Context switches (voluntary + involuntary) per request.
     pub cs_per_req: Option<f64>,
     pub vcs_per_req: Option<f64>,
@@ -295,6 +299,7 @@ impl Lab {
                 syscalls,
                 user_us: median(ok.iter().filter_map(|m| m.user_us_per_req)),
                 sys_us: median(ok.iter().filter_map(|m| m.sys_us_per_req)),
+                machine_us: median(ok.iter().filter_map(|m| m.machine_us_per_req)),
                 cs_per_req: median(
                     ok.iter()
                         .filter_map(|m| Some(m.vcs_per_req? + m.ivcs_per_req?)),
@@ -605,6 +610,12 @@ impl Lab {
              server used ≥ 90% of its core, **wrk** when wrk used ≥ 90% of its core while the \
              server had idle time — then req/s measures wrk and only CPU µs/req ranks the servers — \
              and `neither` when both had idle time (latency or the loopback path).\n\
+             - **machine µs/req**: the whole machine's busy CPU time over the run (every CPU: \
+             all but idle and iowait in `/proc/stat`) per request: the server, wrk and the kernel \
+             between them. On loopback the kernel delivers a send into wrk's socket in whichever \
+             context pushes it, the server's send or wrk's ACK on wrk's core, so on big files a \
+             server can lower its own CPU µs/req by moving that delivery onto wrk's core (and lose \
+             req/s when wrk's core is the bottleneck). Compare servers by both columns there.\n\
              - **peak RSS**: `VmHWM` of the serving process at the end of the run (nginx: its \
              worker; h2o: the larger of its process and helper).\n\
              - **vs nginx**: this row's req/s divided by nginx's (best of sendfile on/off, the winner \
@@ -671,11 +682,11 @@ impl Lab {
         );
         let _ = writeln!(
             o,
-            "| conns | server | req/s | CPU µs/req | × uring floor | user µs/req | kernel µs/req | kernel share | cs/req (vol.) | server core | wrk core | limited by |"
+            "| conns | server | req/s | CPU µs/req | × uring floor | user µs/req | kernel µs/req | kernel share | cs/req (vol.) | server core | wrk core | limited by | machine µs/req |"
         );
         let _ = writeln!(
             o,
-            "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|"
+            "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|---:|"
         );
         let mut wrk_bound = Vec::new();
         for &c in &s.concurrencies {
@@ -697,7 +708,7 @@ impl Lab {
                 }
                 let _ = writeln!(
                     o,
-                    "| {c} | {contender} | {} | {} | {} | {} | {} | {share} | {} ({}) | {} | {} | {} |",
+                    "| {c} | {contender} | {} | {} | {} | {} | {} | {share} | {} ({}) | {} | {} | {} | {} |",
                     rate(cell.req_s),
                     opt(cell.cpu_us, 2),
                     match (cell.cpu_us, floor) {
@@ -711,6 +722,7 @@ impl Lab {
                     pct(cell.server_core),
                     pct(cell.wrk_core),
                     limit,
+                    opt(cell.machine_us, 2),
                 );
             }
         }
@@ -834,7 +846,7 @@ impl Lab {
             "round\tserver\tfile\tconnections\treq_per_s\trequests\tmib_per_s\tp50_ms\tp99_ms\t\
              cpu_us_per_req\tpeak_rss_kib\tsocket_errors\tnon_2xx\tserver_non_2xx\terror\t\
              user_us_per_req\tsys_us_per_req\tvoluntary_cs_per_req\tinvoluntary_cs_per_req\t\
-             server_core\twrk_core\n",
+             server_core\twrk_core\tmachine_us_per_req\n",
         );
         let num = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.4}"));
         for s in &self.samples {
@@ -849,7 +861,7 @@ impl Lab {
             let _ = match &s.outcome {
                 Ok(m) => writeln!(
                     o,
-                    "{:.2}\t{}\t{:.1}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{:.2}\t{}\t{:.1}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     m.wrk.req_per_s,
                     m.wrk.requests,
                     m.wrk.bytes_read / m.wrk.elapsed_s.max(1e-9) / (1024.0 * 1024.0),
@@ -866,8 +878,9 @@ impl Lab {
                     num(m.ivcs_per_req),
                     num(m.server_core),
                     num(m.wrk.core_share()),
+                    num(m.machine_us_per_req),
                 ),
-                Err(e) => writeln!(o, "\t\t\t\t\t\t\t\t\t\t{}\t\t\t\t\t\t", one_line(e)),
+                Err(e) => writeln!(o, "\t\t\t\t\t\t\t\t\t\t{}\t\t\t\t\t\t\t", one_line(e)),
             };
         }
         o
@@ -1081,6 +1094,7 @@ mod tests {
                     cpu_us_per_req: cpu,
                     user_us_per_req: None,
                     sys_us_per_req: None,
+                    machine_us_per_req: None,
                     vcs_per_req: None,
                     ivcs_per_req: None,
                     server_core: None,
