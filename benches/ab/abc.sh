@@ -11,7 +11,8 @@ tck=$(getconf CLK_TCK)
 rows=$AB_DIR/abc-rows.txt; : > "$rows"
 # Busy ticks of the whole machine (every CPU; all but idle and iowait): on loopback the kernel
 # delivers a send to the receiving socket in whichever context it runs, so server CPU alone can
-# fall by moving that work onto wrk's core. Server plus client is what the machine paid.
+# fall by moving that work onto wrk's core. Server, wrk and the kernel between them (and anything
+# else running) are what the machine paid.
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 for r in $(seq 1 "$ROUNDS"); do
   for spec in "$@"; do
@@ -43,13 +44,18 @@ function median(list,   a, n, i, j, t) {
   name = $1; if (!(name in seen)) { seen[name] = 1; order[++k] = name }
   cpu[name] = cpu[name] " " v["cpu"]; user[name] = user[name] " " v["user"]; rps[name] = rps[name] " " v["rps"]
   machine[name] = machine[name] " " v["machine"]
-  round_cpu[name, v["round"]] = v["cpu"]; rounds[v["round"]] = 1 }
+  round_cpu[name, v["round"]] = v["cpu"]; round_machine[name, v["round"]] = v["machine"]
+  rounds[v["round"]] = 1 }
 END {
   for (i = 1; i <= k; i++) {
-    n = order[i]; ratios = ""
-    for (r in rounds) if ((n, r) in round_cpu && (order[1], r) in round_cpu)
+    n = order[i]; ratios = ""; mratios = ""
+    for (r in rounds) if ((n, r) in round_cpu && (order[1], r) in round_cpu) {
       ratios = ratios " " round_cpu[n, r] / round_cpu[order[1], r]
-    printf "median %s: cpu=%.3f user=%.3f machine=%.3f rps=%.0f; cpu ÷ %s in the same round: %.3f\n",
-      n, median(cpu[n]), median(user[n]), median(machine[n]), median(rps[n]), order[1], median(ratios)
+      if (round_machine[order[1], r] > 0)
+        mratios = mratios " " round_machine[n, r] / round_machine[order[1], r]
+    }
+    printf "median %s: cpu=%.3f user=%.3f machine=%.3f rps=%.0f; cpu ÷ %s in the same round: %.3f, machine: %.3f\n",
+      n, median(cpu[n]), median(user[n]), median(machine[n]), median(rps[n]), order[1], median(ratios),
+      median(mratios)
   }
 }' "$rows"

@@ -557,11 +557,15 @@ fn measure_run(
     server.refresh_tree();
     let counters_before = server.counters();
     let before = server.usage()?;
-    let machine_before = measure::machine_busy_ticks()?;
+    // A machine figure the run cannot read is left out, not the run.
+    let machine_before = measure::machine_busy_ticks().ok();
     let started = Instant::now();
     let result = wrk::run(&load(&server, fx, connections, opts.duration_s, wrk_cpu))?;
     let wall = started.elapsed().as_secs_f64();
-    let machine = measure::machine_busy_ticks()?.saturating_sub(machine_before);
+    let machine = measure::machine_busy_ticks()
+        .ok()
+        .zip(machine_before)
+        .map(|(after, before)| after.saturating_sub(before));
     let used = server.usage()?.since(&before);
     let counters_after = server.counters();
     let peak_rss_kib = server.peak_rss_kib().ok();
@@ -577,7 +581,7 @@ fn measure_run(
         cpu_us_per_req: per_req(cpu_us),
         user_us_per_req: per_req(used.user_ticks as f64 * tick_us),
         sys_us_per_req: per_req(used.sys_ticks as f64 * tick_us),
-        machine_us_per_req: per_req(machine as f64 * tick_us),
+        machine_us_per_req: machine.and_then(|m| per_req(m as f64 * tick_us)),
         vcs_per_req: per_req(used.voluntary as f64),
         ivcs_per_req: per_req(used.involuntary as f64),
         server_core: (wall > 0.0).then(|| cpu_us / 1e6 / wall),
