@@ -9,10 +9,8 @@ set -u
 ROUNDS=$1; SECS=$2; CONNS=$3; shift 3
 tck=$(getconf CLK_TCK)
 rows=$AB_DIR/abc-rows.txt; : > "$rows"
-# Busy ticks of the whole machine (every CPU; all but idle and iowait): on loopback the kernel
-# delivers a send to the receiving socket in whichever context it runs, so server CPU alone can
-# fall by moving that work onto wrk's core. Server, wrk and the kernel between them (and anything
-# else running) are what the machine paid.
+# Busy ticks of the whole machine (every CPU; all but idle and iowait): server, wrk, the kernel
+# between them and anything else running (why: README.md, "Read `machine` beside `cpu`").
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 for r in $(seq 1 "$ROUNDS"); do
   for spec in "$@"; do

@@ -56,9 +56,7 @@ pub fn parse_stat_times(stat: &str) -> Option<(u64, u64)> {
 }
 
 /// Busy CPU time of the whole machine so far, all CPUs, in clock ticks: everything but idle and
-/// iowait. On loopback the kernel delivers a send into the client's socket in whichever context
-/// pushes it (the server's send, or the client's ACK on the client's core), so the server's own
-/// CPU can fall by moving that work onto wrk's core; the machine's total shows what was paid.
+/// iowait (why the lab reads it: `benches/README.md`, "How CPU is measured").
 pub fn machine_busy_ticks() -> Result<u64, String> {
     let stat = std::fs::read_to_string("/proc/stat").map_err(|e| format!("/proc/stat: {e}"))?;
     parse_proc_stat_busy(&stat).ok_or_else(|| "/proc/stat: unexpected format".to_string())

@@ -613,8 +613,9 @@ impl Lab {
              - **machine µs/req**: the whole machine's busy CPU time over the run (every CPU: \
              all but idle and iowait in `/proc/stat`) per request: the server, wrk and the kernel \
              between them, and whatever else ran on the machine (noisier than the server's \
-             figure: compare it within a round). On loopback the kernel delivers a send into wrk's socket in whichever \
-             context pushes it, the server's send or wrk's ACK on wrk's core, so on big files a \
+             figure: compare it within a round). On loopback the kernel delivers a send into \
+             wrk's socket in whichever context pushes it, the server's send or wrk's ACK on \
+             wrk's core, so on big files a \
              server can lower its own CPU µs/req by moving that delivery onto wrk's core (and lose \
              req/s when wrk's core is the bottleneck). Compare servers by both columns there.\n\
              - **peak RSS**: `VmHWM` of the serving process at the end of the run (nginx: its \
