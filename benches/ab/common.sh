@@ -10,3 +10,11 @@ wait_port() {
     for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
     return 1
 }
+# fill TEMPLATE OUT SED-ARGS...: writes TEMPLATE (a lab configuration template with {{NAME}}
+# placeholders) to OUT through sed with SED-ARGS, and fails when a placeholder is left: one the
+# template gained and the caller does not fill would reach the server as text.
+fill() {
+    local template=$1 out=$2; shift 2
+    sed "$@" "$template" > "$out"
+    if grep -n '{{' "$out" >&2; then echo "$(basename "$0"): unfilled placeholder in $out" >&2; return 1; fi
+}
