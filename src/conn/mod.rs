@@ -47,6 +47,14 @@ mod reuse;
 #[cfg(test)]
 mod tests;
 
+/// Frees the memory this thread keeps for the next answers and response buffers, so that a
+/// worker giving memory back after a burst gives that back too (up to some 7 MiB after a burst
+/// at 1,024 connections).
+pub fn release_pooled() {
+    reuse::release();
+    response::release_buffers();
+}
+
 /// What an engine provides to serve one connection. All futures run on the worker's own
 /// single-threaded runtime, which is why they need not be `Send`.
 #[allow(async_fn_in_trait)]

@@ -3,8 +3,8 @@
 //!
 //! A connection boxes the answer to each request (2.6 KiB at its deepest) so that idle
 //! connections do not carry that space in their own future; with a plain `Box` that was one
-//! `malloc` and one `free` per request, 0.8% of the engine's CPU at 50 connections. A worker
-//! answers a few dozen requests at once at most, so a short list per thread serves them all.
+//! `malloc` and one `free` per request, 0.8% of the engine's CPU at 50 connections. A worker at
+//! 1,024 connections answers hundreds of requests at once, so the list keeps up to [`KEEP`].
 
 use std::alloc::{self, Layout};
 use std::cell::RefCell;
@@ -15,8 +15,9 @@ use std::ptr::NonNull;
 use std::task::{Context, Poll};
 
 /// Freed allocations a thread keeps: more futures alive at once than this are rare, and the
-/// ones beyond it are freed as they end (at most 64 × 2.6 KiB kept per worker).
-const KEEP: usize = 64;
+/// ones beyond it are freed as they end (at most 1,024 × 2.6 KiB kept per worker, until
+/// [`release`]).
+const KEEP: usize = 1024;
 
 /// A thread's freed allocations, each with the layout it was made for.
 struct FreeList(Vec<(Layout, NonNull<u8>)>);
@@ -66,6 +67,12 @@ impl<F: Future> Reused<F> {
             _owns: PhantomData,
         }
     }
+}
+
+/// Frees every allocation this thread keeps (a worker giving memory back after a burst).
+pub(crate) fn release() {
+    let kept = FREE.with_borrow_mut(|f| std::mem::replace(f, FreeList(Vec::new())));
+    drop(kept);
 }
 
 /// A freed allocation for `layout`, if the last one freed on this thread has it.
@@ -194,6 +201,18 @@ mod tests {
         drop(many);
         let kept = FREE.with_borrow(|f| f.0.len());
         assert_eq!(kept, KEEP);
+        release();
+        assert!(
+            FREE.with_borrow(|f| f.0.is_empty()),
+            "released: nothing kept"
+        );
+        let again = Reused::new(std::future::ready([7u8; 64]));
+        drop(again);
+        assert_eq!(
+            FREE.with_borrow(|f| f.0.len()),
+            1,
+            "and the list works on after it"
+        );
     }
 
     #[test]

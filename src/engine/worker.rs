@@ -294,16 +294,18 @@ const TRIM_DELAY: Duration = Duration::from_millis(500);
 
 /// How many connections a worker holds, and the most it held since it last gave memory back.
 ///
-/// Each connection allocates its buffers (a read buffer, grown up to `max_request_bytes`, the connection's
-/// state, a response buffer now and then). glibc keeps freed memory in the worker thread's arena
-/// for reuse and returns it to the system only from the arena's top, so after a burst of 10,000
-/// connections closed, some 100 MB stayed resident for good (`scripts/rss-cycles.py`, release
-/// build, 2 workers: 4.5 MB at start, 94 MB at the peak, 94-121 MB after each of 3 cycles; with
-/// this, 5.1-5.7 MB after every cycle on both engines). When at least [`TRIM_AFTER`] connections of a worker have closed
-/// since its peak and it is down to an eighth of that peak, it schedules `malloc_trim(0)` (after
-/// [`TRIM_DELAY`]), which hands the free pages of every arena back, and the peak starts again
-/// from what is open; when the last connection closes after such a trim, it trims once more. So
-/// a burst that drains costs two or three calls, never one per request, and a steady load none.
+/// Each connection allocates its buffers (a read buffer, grown up to `max_request_bytes`, the
+/// connection's state, a response buffer now and then). glibc keeps freed memory in the worker
+/// thread's arena for reuse and returns it to the system only from the arena's top, so after a
+/// burst of 10,000 connections closed, some 100 MB stayed resident for good
+/// (`scripts/rss-cycles.py`, release build, 2 workers: 4.5 MB at start, 94 MB at the peak, 94-121
+/// MB after each of 3 cycles; with this, 5.1-5.7 MB after every cycle on both engines). When at
+/// least [`TRIM_AFTER`] connections of a worker have closed since its peak and it is down to an
+/// eighth of that peak, it frees the worker's pools ([`conn::release_pooled`]) and calls
+/// `malloc_trim(0)` (after [`TRIM_DELAY`]), which hands the free pages of every arena back, and the
+/// peak starts again from what is open; when the last connection closes after such a trim, it trims
+/// once more. So a burst that drains costs two or three calls, never one per request, and a steady
+/// load none.
 #[derive(Debug, Default)]
 struct Occupancy {
     open: std::cell::Cell<usize>,
@@ -342,6 +344,7 @@ impl Occupancy {
                 loop {
                     tokio::time::sleep(TRIM_DELAY).await;
                     deadlines.forget_closed();
+                    conn::release_pooled();
                     give_memory_back();
                     if !me.again.replace(false) {
                         break;

@@ -79,21 +79,34 @@ statuses! {
 thread_local! {
     /// Response buffers of this worker thread, handed back after their write completes, so the
     /// steady state allocates none (see [`buffer`] and [`recycle`]).
-    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    static POOL: std::cell::RefCell<Pool> = const {
+        std::cell::RefCell::new(Pool { bufs: Vec::new(), bytes: 0 })
+    };
+}
+
+/// A thread's idle response buffers, and their capacity in bytes.
+struct Pool {
+    bufs: Vec<Vec<u8>>,
+    bytes: usize,
 }
 
 /// Capacity of a new response buffer: a head plus a small cached file in one write.
 const BUFFER: usize = 4096;
-/// Buffers kept per thread; more are freed. Bounds the pool at a few MiB per worker.
-const POOL_MAX: usize = 64;
+/// Capacity a thread keeps; beyond it buffers are freed. A worker at 1,024 connections has
+/// hundreds of responses on the wire at once: every one of them comes back to the pool.
+const POOL_BYTES: usize = 4 << 20;
 /// Buffers larger than this are freed rather than kept (a head and an uncached body below 64 KiB
 /// read behind it, the io_uring engine's small-file path, fit).
 const KEEP_MAX: usize = 80 * 1024;
 
 /// An empty buffer for a response, from this thread's pool when it has one.
 pub fn buffer() -> Vec<u8> {
-    POOL.with_borrow_mut(|p| p.pop())
-        .unwrap_or_else(|| Vec::with_capacity(BUFFER))
+    POOL.with_borrow_mut(|p| {
+        let buf = p.bufs.pop()?;
+        p.bytes -= buf.capacity();
+        Some(buf)
+    })
+    .unwrap_or_else(|| Vec::with_capacity(BUFFER))
 }
 
 /// Returns a response buffer to this thread's pool once its bytes are on the wire.
@@ -103,10 +116,20 @@ pub fn recycle(mut buf: Vec<u8>) {
     }
     buf.clear();
     POOL.with_borrow_mut(|p| {
-        if p.len() < POOL_MAX {
-            p.push(buf);
+        if p.bytes + buf.capacity() <= POOL_BYTES {
+            p.bytes += buf.capacity();
+            p.bufs.push(buf);
         }
     });
+}
+
+/// Frees this thread's idle response buffers (a worker giving memory back after a burst).
+pub fn release_buffers() {
+    let idle = POOL.with_borrow_mut(|p| {
+        p.bytes = 0;
+        std::mem::take(&mut p.bufs)
+    });
+    drop(idle);
 }
 
 /// A response head being rendered into a buffer.
@@ -181,6 +204,37 @@ mod tests {
             text.ends_with("Content-Length: 12\r\nConnection: keep-alive\r\n\r\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_buffer_pool_keeps_its_budget_and_gives_everything_back() {
+        release_buffers();
+        let many: Vec<_> = (0..POOL_BYTES / BUFFER + 10).map(|_| buffer()).collect();
+        for mut b in many {
+            b.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            recycle(b);
+        }
+        let (kept, bytes) = POOL.with_borrow(|p| (p.bufs.len(), p.bytes));
+        assert_eq!(
+            kept,
+            POOL_BYTES / BUFFER,
+            "every buffer up to the budget comes back"
+        );
+        assert_eq!(bytes, POOL_BYTES);
+        let again = buffer();
+        assert!(
+            again.is_empty() && again.capacity() == BUFFER,
+            "a kept buffer comes back empty"
+        );
+        assert_eq!(POOL.with_borrow(|p| p.bytes), POOL_BYTES - BUFFER);
+        recycle(Vec::with_capacity(KEEP_MAX + 1));
+        assert_eq!(
+            POOL.with_borrow(|p| p.bufs.len()),
+            kept - 1,
+            "an outsized buffer is freed"
+        );
+        release_buffers();
+        assert_eq!(POOL.with_borrow(|p| (p.bufs.len(), p.bytes)), (0, 0));
     }
 
     #[test]
