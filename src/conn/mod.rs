@@ -47,9 +47,9 @@ mod reuse;
 #[cfg(test)]
 mod tests;
 
-/// Frees the memory this thread keeps for the next answers and response buffers, so that a
-/// worker giving memory back after a burst gives that back too (up to some 7 MiB after a burst
-/// at 1,024 connections).
+/// Frees the memory this thread keeps for the next answers and response buffers (up to some
+/// 7 MiB after a burst at 1,024 connections), so that a worker giving memory back after a drain
+/// gives that back too.
 pub fn release_pooled() {
     reuse::release();
     response::release_buffers();

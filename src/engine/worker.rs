@@ -301,11 +301,12 @@ const TRIM_DELAY: Duration = Duration::from_millis(500);
 /// (`scripts/rss-cycles.py`, release build, 2 workers: 4.5 MB at start, 94 MB at the peak, 94-121
 /// MB after each of 3 cycles; with this, 5.1-5.7 MB after every cycle on both engines). When at
 /// least [`TRIM_AFTER`] connections of a worker have closed since its peak and it is down to an
-/// eighth of that peak, it frees the worker's pools ([`conn::release_pooled`]) and calls
-/// `malloc_trim(0)` (after [`TRIM_DELAY`]), which hands the free pages of every arena back, and the
-/// peak starts again from what is open; when the last connection closes after such a trim, it trims
-/// once more. So a burst that drains costs two or three calls, never one per request, and a steady
-/// load none.
+/// eighth of that peak, it schedules (after [`TRIM_DELAY`]) freeing the pooled answers and response
+/// buffers ([`conn::release_pooled`]) and `malloc_trim(0)`, which hands the free pages of every
+/// arena back, and the peak starts again from what is open; when the last connection closes after
+/// such a trim, it trims once more. So a burst that drains costs two or three calls, never one per
+/// request, and a steady load none. A worker whose peak stays below [`TRIM_AFTER`] keeps its pools:
+/// at most what its busiest moment had in flight.
 #[derive(Debug, Default)]
 struct Occupancy {
     open: std::cell::Cell<usize>,
