@@ -615,9 +615,9 @@ impl Lab {
              between them, and whatever else ran on the machine (noisier than the server's \
              figure: compare it within a round). On loopback the kernel delivers a send into \
              wrk's socket in whichever context pushes it, the server's send or wrk's ACK on \
-             wrk's core, so on big files a \
-             server can lower its own CPU µs/req by moving that delivery onto wrk's core (and lose \
-             req/s when wrk's core is the bottleneck). Compare servers by both columns there.\n\
+             wrk's core, so on big files a server can lower its own CPU µs/req by moving that \
+             delivery onto wrk's core (and lose req/s when wrk's core is the bottleneck). \
+             Compare servers by both columns there.\n\
              - **peak RSS**: `VmHWM` of the serving process at the end of the run (nginx: its \
              worker; h2o: the larger of its process and helper).\n\
              - **vs nginx**: this row's req/s divided by nginx's (best of sendfile on/off, the winner \
