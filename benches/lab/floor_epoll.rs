@@ -10,10 +10,15 @@
 //! and an offset) and sent when epoll reports it writable. Peer close, EAGAIN, EINTR and partial
 //! sends are handled. Bounded: at most [`MAX_CONNS`] connections (more are closed at once), one
 //! fixed read buffer, and the process dies with the lab (PR_SET_PDEATHSIG).
+//!
+//! An experiment (`benches/README.md`): with `FLOOR_EPOLL=core` in its environment the responder
+//! answers with uring-httpd's own HTTP core instead of the fixed response ([`crate::floor_core`]),
+//! to price the epoll engine's runtime apart from its HTTP work.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
+use crate::floor_core::{Answers, Core};
 use crate::floor_proto::{self, HeadCounter, Owed, Reply};
 
 /// Connections beyond this many (by fd number) are closed on accept.
@@ -29,6 +34,8 @@ const LISTENER: u64 = u64::MAX;
 struct Conn {
     heads: HeadCounter,
     owed: Owed,
+    /// `core` mode: what the connection's requests are answered with.
+    answers: Answers,
 }
 
 fn errno() -> i32 {
@@ -62,15 +69,26 @@ pub fn register(epfd: i32, fd: i32, events: u32, data: u64) -> Result<(), String
     Ok(())
 }
 
-/// Sends what `c` owes until done or the socket is full; false when the connection failed.
-fn flush(fd: i32, c: &mut Conn, reply: &Reply) -> bool {
-    while !c.owed.is_empty() {
-        let chunk = reply.chunk(&c.owed);
-        // SAFETY: chunk is a live slice of the reply; its length is passed.
+/// Sends what `c` owes until done or the socket is full; false when the connection failed or
+/// (`core`) its last response is out.
+fn flush(fd: i32, c: &mut Conn, reply: &Reply, core: bool) -> bool {
+    loop {
+        let chunk = match core {
+            true => c.answers.unsent(),
+            false => reply.chunk(&c.owed),
+        };
+        if chunk.is_empty() {
+            return !c.answers.finished();
+        }
+        // SAFETY: chunk is a live slice of the reply or the answers; its length is passed.
         let n = unsafe { libc::send(fd, chunk.as_ptr().cast(), chunk.len(), libc::MSG_NOSIGNAL) };
         if n >= 0 {
-            c.owed.sent(n as usize, reply.len());
-            if (n as usize) < chunk.len() {
+            let short = (n as usize) < chunk.len();
+            match core {
+                true => c.answers.sent(n as usize),
+                false => c.owed.sent(n as usize, reply.len()),
+            }
+            if short {
                 // The socket buffer is full: EPOLLOUT will say when there is room.
                 return true;
             }
@@ -82,18 +100,20 @@ fn flush(fd: i32, c: &mut Conn, reply: &Reply) -> bool {
             }
         }
     }
-    true
 }
 
-/// Reads until a short read, EAGAIN or end of stream; counts the heads into `c.owed`. False when
-/// the connection is over (peer closed or failed).
-fn drain(fd: i32, c: &mut Conn, buf: &mut [u8], half_closed: bool) -> bool {
+/// Reads until a short read, EAGAIN or end of stream; counts the heads into `c.owed` (`core`:
+/// keeps the bytes for the answers). False when the connection is over (peer closed or failed).
+fn drain(fd: i32, c: &mut Conn, buf: &mut [u8], half_closed: bool, core: bool) -> bool {
     loop {
         // SAFETY: buf is a live, writable buffer of buf.len() bytes.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n > 0 {
             let n = n as usize;
-            c.owed.add(c.heads.feed(&buf[..n]));
+            match core {
+                true => c.answers.take(&buf[..n]),
+                false => c.owed.add(c.heads.feed(&buf[..n])),
+            }
             if n < buf.len() && !half_closed {
                 return true;
             }
@@ -113,12 +133,35 @@ fn drain(fd: i32, c: &mut Conn, buf: &mut [u8], half_closed: bool) -> bool {
 pub fn run(port: u16, file: &Path) -> Result<(), String> {
     floor_proto::bound_to_parent();
     let reply = Reply::for_file(file)?;
+    let core = match std::env::var("FLOOR_EPOLL").unwrap_or_default().as_str() {
+        "" => None,
+        "core" => Some(Core::new(file)?),
+        other => return Err(format!("FLOOR_EPOLL: unknown mode {other:?}")),
+    };
     let listener = floor_proto::listen(port, true)?;
+    let name = match core {
+        Some(_) => "floor-epoll (FLOOR_EPOLL=core)",
+        None => "floor-epoll",
+    };
+    serve(&listener, &reply, core.as_ref(), || {
+        floor_proto::announce(name, &listener, &reply)
+    })
+}
+
+/// Serves `reply` to every request head on `listener`'s connections (nonblocking; with `core`,
+/// that core's answers instead), for ever; `ready` runs once epoll is set up. It returns only on
+/// an error of epoll.
+pub fn serve(
+    listener: &std::net::TcpListener,
+    reply: &Reply,
+    core: Option<&Core>,
+    ready: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
     let lfd = listener.as_raw_fd();
     let owned = create()?;
     let epfd = owned.as_raw_fd();
     register(epfd, lfd, (libc::EPOLLIN | libc::EPOLLET) as u32, LISTENER)?;
-    floor_proto::announce("floor-epoll", &listener, &reply)?;
+    ready()?;
     let mut conns: Vec<Option<Conn>> = Vec::new();
     let mut buf = vec![0u8; READ_LEN];
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
@@ -173,10 +216,14 @@ pub fn run(port: u16, file: &Path) -> Result<(), String> {
             };
             let mut alive = bits & (libc::EPOLLERR | libc::EPOLLHUP) as u32 == 0;
             if alive && bits & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0 {
-                alive = drain(fd, c, &mut buf, bits & libc::EPOLLRDHUP as u32 != 0);
+                let half_closed = bits & libc::EPOLLRDHUP as u32 != 0;
+                alive = drain(fd, c, &mut buf, half_closed, core.is_some());
+            }
+            if let Some(core) = core {
+                c.answers.answer(core);
             }
             if alive {
-                alive = flush(fd, c, &reply);
+                alive = flush(fd, c, reply, core.is_some());
             }
             if !alive {
                 conns[fd as usize] = None;

@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use io_uring::types::BufRingEntry;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
+use crate::floor_core::{Answers, Core};
 use crate::floor_proto::{self, HeadCounter, Owed, Reply};
 
 /// Submission queue entries; the completion queue gets four times as many.
@@ -57,6 +58,51 @@ struct Conn {
     recv_armed: bool,
     sending: bool,
     closing: bool,
+    /// `core` mode: what the connection's requests are answered with.
+    answers: Answers,
+}
+
+impl Conn {
+    /// Takes received bytes: counts their heads, or (`core`) answers them while no send is in
+    /// flight (later ones wait for it).
+    fn received(&mut self, bytes: &[u8], core: Option<&Core>) {
+        match core {
+            None => {
+                let n = self.heads.feed(bytes);
+                self.owed.add(n);
+            }
+            Some(core) => {
+                self.answers.take(bytes);
+                if !self.sending {
+                    self.answers.answer(core);
+                }
+            }
+        }
+    }
+
+    /// Whether response bytes wait to be sent.
+    fn unsent(&self, core: bool) -> bool {
+        match core {
+            true => !self.answers.unsent().is_empty(),
+            false => !self.owed.is_empty(),
+        }
+    }
+
+    /// The next bytes to send.
+    fn chunk<'a>(&'a self, reply: &'a Reply, core: bool) -> &'a [u8] {
+        match core {
+            true => self.answers.unsent(),
+            false => reply.chunk(&self.owed),
+        }
+    }
+
+    /// Accounts for `n` bytes sent.
+    fn sent(&mut self, n: usize, reply: &Reply, core: bool) {
+        match core {
+            true => self.answers.sent(n),
+            false => self.owed.sent(n, reply.len()),
+        }
+    }
 }
 
 /// The provided buffer ring: [`BUFS`] entries and their buffers, both in anonymous mappings
@@ -181,6 +227,7 @@ pub struct Mode {
     coop: bool,
     epoll: bool,
     direct: bool,
+    core: bool,
 }
 
 impl Mode {
@@ -193,6 +240,7 @@ impl Mode {
                 "coop" => m.coop = true,
                 "epoll" => m.epoll = true,
                 "direct" => m.direct = true,
+                "core" => m.core = true,
                 _ => return Err(format!("FLOOR_URING: unknown mode {word:?}")),
             }
         }
@@ -214,20 +262,26 @@ pub fn run(port: u16, file: &Path) -> Result<(), String> {
     let listener = floor_proto::listen(port, false)?;
     let words = std::env::var("FLOOR_URING").unwrap_or_default();
     let mode = Mode::parse(&words)?;
+    let core = match mode.core {
+        true => Some(Core::new(file)?),
+        false => None,
+    };
     let name = match words.as_str() {
         "" => "floor-uring".to_string(),
         w => format!("floor-uring (FLOOR_URING={w})"),
     };
-    serve(&listener, &reply, mode, || {
+    serve(&listener, &reply, core.as_ref(), mode, || {
         floor_proto::announce(&name, &listener, &reply)
     })
 }
 
-/// Serves `reply` to every request head on `listener`'s connections, for ever; `ready` runs once
-/// the ring is set up. It returns only on an error of the ring or of the wait.
+/// Serves `reply` to every request head on `listener`'s connections (with `core`, that core's
+/// answers instead), for ever; `ready` runs once the ring is set up. It returns only on an error
+/// of the ring or of the wait.
 fn serve(
     listener: &std::net::TcpListener,
     reply: &Reply,
+    core: Option<&Core>,
     mode: Mode,
     ready: impl FnOnce() -> Result<(), String>,
 ) -> Result<(), String> {
@@ -236,7 +290,9 @@ fn serve(
         coop,
         epoll,
         direct,
+        core: _,
     } = mode;
+    let answers = core.is_some();
     let mut builder = IoUring::builder();
     builder.setup_single_issuer().setup_cqsize(ENTRIES * 4);
     if coop {
@@ -275,7 +331,7 @@ fn serve(
     };
     // The rest of the owed answers with a plain send(2) (`direct`); whatever it leaves stays owed.
     let send_now = |fd: i32, c: &mut Conn| {
-        let chunk = reply.chunk(&c.owed);
+        let chunk = c.chunk(reply, answers);
         // SAFETY: fd is open; `chunk` is valid for its length.
         let n = unsafe {
             libc::send(
@@ -286,12 +342,12 @@ fn serve(
             )
         };
         if n > 0 {
-            c.owed.sent(n as usize, reply.len());
+            c.sent(n as usize, reply, answers);
             DIRECT_SENDS.fetch_add(1, Ordering::Relaxed);
         }
     };
     let send = |fd: i32, c: &mut Conn, sq: &mut squeue::SubmissionQueue<'_>| {
-        let chunk = reply.chunk(&c.owed);
+        let chunk = c.chunk(reply, answers);
         let e = opcode::Send::new(types::Fd(fd), chunk.as_ptr(), chunk.len() as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()
@@ -320,6 +376,9 @@ fn serve(
             }
         }
         cq.sync();
+        if let Some(core) = core {
+            core.turn();
+        }
         let mut gave = false;
         for cqe in &mut cq {
             let ud = cqe.user_data();
@@ -359,12 +418,16 @@ fn serve(
                     c.recv_armed = false;
                     armed.set(armed.get() - 1);
                     if res > 0 {
-                        let n = c.heads.feed(&c.buf[..res as usize]);
-                        c.owed.add(n);
-                        if direct && armed.get() == 0 && !c.sending && !c.owed.is_empty() {
+                        let buf = std::mem::take(&mut c.buf);
+                        c.received(&buf[..res as usize], core);
+                        c.buf = buf;
+                        if direct && armed.get() == 0 && !c.sending && c.unsent(answers) {
                             send_now(fd, c);
                         }
-                        if c.owed.is_empty() {
+                        if c.answers.finished() {
+                            // `core`: the connection's last response went out directly.
+                            c.closing = true;
+                        } else if !c.unsent(answers) {
                             // Part of a head, or the response went out directly: read on.
                             recv_once(fd, c, &mut sq);
                         } else if !c.sending {
@@ -382,8 +445,7 @@ fn serve(
                     let c = conns[fd as usize].as_mut().expect("recv on a known fd");
                     if let Some(bid) = cqueue::buffer_select(flags) {
                         if res > 0 {
-                            let n = c.heads.feed(bufs.read(bid, res as usize));
-                            c.owed.add(n);
+                            c.received(bufs.read(bid, res as usize), core);
                         }
                         bufs.give(bid);
                         gave = true;
@@ -403,7 +465,7 @@ fn serve(
                             c.recv_armed = true;
                         }
                     }
-                    if !c.closing && !c.sending && !c.owed.is_empty() {
+                    if !c.closing && !c.sending && c.unsent(answers) {
                         send(fd, c, &mut sq);
                     }
                     if c.closing && !c.sending && !c.recv_armed {
@@ -415,8 +477,17 @@ fn serve(
                     let c = conns[fd as usize].as_mut().expect("send on a known fd");
                     c.sending = false;
                     if res >= 0 {
-                        c.owed.sent(res as usize, reply.len());
-                        if !c.closing && !c.owed.is_empty() {
+                        c.sent(res as usize, reply, answers);
+                        if let Some(core) = core {
+                            // Requests that came in during the send.
+                            c.answers.answer(core);
+                            if c.answers.finished() && !c.closing {
+                                c.closing = true;
+                                // SAFETY: fd is open (closed only once nothing is in flight).
+                                unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+                            }
+                        }
+                        if !c.closing && c.unsent(answers) {
                             send(fd, c, &mut sq);
                         } else if oneshot && !c.closing && !c.recv_armed {
                             // The response is out: now the next request's read.
@@ -478,8 +549,12 @@ mod tests {
         );
     }
 
+    /// Held by each socket test: [`DIRECT_SENDS`] counts for the whole process.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn every_mode_answers_pipelined_split_and_concurrent_heads() {
+        let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let head: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n";
         let one = [head, b"body"].concat();
         let get: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -498,7 +573,7 @@ mod tests {
             std::thread::spawn(move || {
                 let reply: &'static Reply = Box::leak(Box::new(Reply::new(head, b"body")));
                 let mode = Mode::parse(words).unwrap();
-                let failure = serve(&listener, reply, mode, || Ok(()));
+                let failure = serve(&listener, reply, None, mode, || Ok(()));
                 eprintln!("floor ({words:?}) stopped: {failure:?}");
             });
             let connect = || {
@@ -534,11 +609,106 @@ mod tests {
         }
     }
 
+    /// Reads one response (its head, then a Content-Length body) and returns both.
+    fn response(s: &mut TcpStream) -> (String, Vec<u8>) {
+        let mut head = Vec::new();
+        let mut byte = [0];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).expect("a response head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .map_or(0, |n| n.parse().unwrap());
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).expect("the body");
+        (head, body)
+    }
+
+    #[test]
+    fn the_core_modes_of_both_floors_answer_with_uring_httpds_core() {
+        let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let page = dir.path().join("2k.html");
+        let bytes: Vec<u8> = (0..2048).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&page, &bytes).unwrap();
+        let get: &[u8] = b"GET /2k.html HTTP/1.1\r\nHost: x\r\n\r\n";
+        // The io_uring floor's modes, then the epoll floor (`FLOOR_EPOLL=core`).
+        let epoll = "floor-epoll";
+        for words in [
+            "core",
+            "oneshot,coop,epoll,core",
+            "oneshot,coop,epoll,direct,core",
+            epoll,
+        ] {
+            let listener = floor_proto::listen(0, words == epoll).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let page = page.clone();
+            // As above: the responder's thread ends with the test process.
+            std::thread::spawn(move || {
+                let reply: &'static Reply = Box::leak(Box::new(Reply::new(b"unused", b"")));
+                let core: &'static Core = Box::leak(Box::new(Core::new(&page).unwrap()));
+                let failure = match words == epoll {
+                    true => crate::floor_epoll::serve(&listener, reply, Some(core), || Ok(())),
+                    false => {
+                        let mode = Mode::parse(words).unwrap();
+                        serve(&listener, reply, Some(core), mode, || Ok(()))
+                    }
+                };
+                eprintln!("floor ({words:?}) stopped: {failure:?}");
+            });
+            let connect = || {
+                let s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                s
+            };
+            let ok = |(head, body): (String, Vec<u8>)| {
+                assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{words}: {head}");
+                assert!(head.contains("Content-Type: text/html"), "{words}: {head}");
+                assert_eq!(body, bytes, "{words}");
+            };
+            let mut a = connect();
+            // Three pipelined heads, then one split across writes.
+            a.write_all(&get.repeat(3)).unwrap();
+            for _ in 0..3 {
+                ok(response(&mut a));
+            }
+            a.write_all(&get[..9]).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            a.write_all(&get[9..]).unwrap();
+            ok(response(&mut a));
+            // A missing file on a second connection: 404, and it stays open.
+            let mut b = connect();
+            b.write_all(b"GET /nope.html HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let (head, _) = response(&mut b);
+            assert!(head.starts_with("HTTP/1.1 404 "), "{words}: {head}");
+            b.write_all(get).unwrap();
+            ok(response(&mut b));
+            expect_end(b);
+            // `Connection: close` is answered, then the floor closes.
+            a.write_all(b"GET /2k.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let (head, body) = response(&mut a);
+            assert!(head.contains("Connection: close\r\n"), "{words}: {head}");
+            assert_eq!(body, bytes);
+            let mut rest = Vec::new();
+            a.read_to_end(&mut rest).expect("the floor's close");
+            assert!(
+                rest.is_empty(),
+                "{words}: {} bytes after the close",
+                rest.len()
+            );
+        }
+    }
+
     #[test]
     fn modes_parse_from_their_words() {
         assert_eq!(Mode::parse(""), Ok(Mode::default()));
-        let m = Mode::parse("oneshot,coop,epoll,direct").unwrap();
-        assert!(m.oneshot && m.coop && m.epoll && m.direct);
+        let m = Mode::parse("oneshot,coop,epoll,direct,core").unwrap();
+        assert!(m.oneshot && m.coop && m.epoll && m.direct && m.core);
         assert!(!Mode::parse("coop").unwrap().oneshot);
         assert!(
             Mode::parse("oneshot,epol")

@@ -19,6 +19,7 @@
 //! same tests run under `cargo test` through `tests/lab.rs`.
 
 mod chart;
+mod floor_core;
 mod floor_epoll;
 mod floor_proto;
 mod floor_uring;
