@@ -16,7 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use uring_httpd::config::Config;
 use uring_httpd::exchange::{self, ConnState, Done, Exchange, Refusal, Step};
 use uring_httpd::files::cache::FileCache;
-use uring_httpd::files::{self, Meta};
+use uring_httpd::files::{self, Meta, sys};
 use uring_httpd::http::{self, response};
 use uring_httpd::respond::{Body, Plan};
 use uring_httpd::settings::Settings;
@@ -114,7 +114,7 @@ impl Core {
         let mut step = ex.start(self.now.get());
         loop {
             let done = match step {
-                Step::Stat(rel) => Done::Stat(statx(root, &rel, 0)),
+                Step::Stat(rel) => Done::Stat(sys::statx(root, &rel, 0)),
                 Step::Open(rel) => Done::Open(open(root, &rel)),
                 Step::List(_) => Done::List(Err(io::ErrorKind::Unsupported.into())),
                 Step::ReadWhole(file, len) => Done::Read(read_whole(&file, len)),
@@ -204,40 +204,10 @@ impl Answers {
     }
 }
 
-/// `statx(2)` of `rel` beneath `dirfd` (an empty `rel` with AT_EMPTY_PATH: `dirfd` itself).
-fn statx(dirfd: RawFd, rel: &CStr, flags: i32) -> io::Result<Meta> {
-    // SAFETY: statx is a plain C struct for which all-zero bytes are a valid value.
-    let mut st: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: `rel` is NUL-terminated and `st` outlives the call.
-    let r = unsafe { libc::statx(dirfd, rel.as_ptr(), flags, files::STATX_MASK, &mut st) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(Meta::from_statx(&st))
-}
-
-/// Opens `rel` beneath `root` as the engines do (`openat2` with [`files::RESOLVE`]) and stats it.
+/// Opens `rel` beneath `root` as the epoll engine does and stats it.
 fn open(root: RawFd, rel: &CStr) -> io::Result<(File, Meta)> {
-    // SAFETY: open_how is a plain C struct for which all-zero bytes are a valid value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = files::OPEN_FLAGS;
-    how.resolve = files::RESOLVE;
-    // SAFETY: `rel` is NUL-terminated and `how` outlives the call, whose size is passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root,
-            rel.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor that nothing else owns.
-    let file = unsafe { File::from_raw_fd(fd as RawFd) };
-    let meta = statx(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;
+    let file = File::from(sys::openat2(root, rel, files::OPEN_FLAGS)?);
+    let meta = sys::statx(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;
     Ok((file, meta))
 }
 
