@@ -24,6 +24,8 @@
 //! `submit_and_wait(1)`; `direct` (with `oneshot`): while no other connection has a recv in flight,
 //! the response goes out with a plain `send(2)` and the next recv is queued at once, as uring-httpd
 //! answers then (`UringConn::write_buf`), so a lone connection costs one park per request.
+//! `core` (with any of them): answer with uring-httpd's own HTTP core instead of the fixed
+//! response ([`crate::floor_core`]), to price the engine's runtime apart from its HTTP work.
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
