@@ -42,6 +42,19 @@ pub enum Body<F> {
     },
 }
 
+impl<F> Body<F> {
+    /// The body's bytes when they are in memory (empty for [`Body::Empty`]); `None` for a file.
+    pub fn in_memory(&self) -> Option<&[u8]> {
+        match self {
+            Body::Empty => Some(&[]),
+            Body::Static(b) => Some(b),
+            Body::Bytes(b) => Some(b),
+            Body::Cached(b, range) => Some(&b[range.clone()]),
+            Body::File { .. } => None,
+        }
+    }
+}
+
 /// Everything an engine needs to answer: the rendered head and the body source.
 #[derive(Debug)]
 pub struct Plan<F> {
@@ -66,11 +79,8 @@ impl<F> Plan<F> {
     /// Bytes of the body.
     pub fn body_len(&self) -> u64 {
         match &self.body {
-            Body::Empty => 0,
-            Body::Static(b) => b.len() as u64,
-            Body::Bytes(b) => b.len() as u64,
-            Body::Cached(_, range) => range.len() as u64,
             Body::File { len, .. } => *len,
+            body => body.in_memory().map_or(0, |b| b.len() as u64),
         }
     }
 }

@@ -136,10 +136,6 @@ impl Core {
         let wire = plan.wire_len();
         output.extend_from_slice(&plan.head);
         match plan.body {
-            Body::Empty => {}
-            Body::Static(b) => output.extend_from_slice(b),
-            Body::Bytes(b) => output.extend_from_slice(&b),
-            Body::Cached(b, range) => output.extend_from_slice(&b[range]),
             Body::File { file, offset, len } => {
                 let at = output.len();
                 output.resize(at + len as usize, 0);
@@ -149,6 +145,7 @@ impl Core {
                     output.truncate(at);
                 }
             }
+            body => output.extend_from_slice(body.in_memory().unwrap_or_default()),
         }
         response::recycle(plan.head);
         worker.sent(wire);

@@ -539,6 +539,13 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// A client of the floor at `addr`, which gives up on a read after 10 s.
+    fn connect(addr: std::net::SocketAddr) -> TcpStream {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
     /// Ends the connection from our side and expects the floor to close it with nothing more.
     fn expect_end(s: TcpStream) {
         s.shutdown(std::net::Shutdown::Write).unwrap();
@@ -583,12 +590,7 @@ mod tests {
                 let failure = serve(&listener, reply, None, mode, || Ok(()));
                 eprintln!("floor ({words:?}) stopped: {failure:?}");
             });
-            let connect = || {
-                let s = TcpStream::connect(addr).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                s
-            };
-            let mut a = connect();
+            let mut a = connect(addr);
             // Three heads in one write: three answers.
             a.write_all(&get.repeat(3)).unwrap();
             expect(&mut a, &one.repeat(3));
@@ -598,7 +600,7 @@ mod tests {
             a.write_all(&get[9..]).unwrap();
             expect(&mut a, &one);
             // Two connections with heads waiting at once.
-            let mut b = connect();
+            let mut b = connect(addr);
             b.write_all(get).unwrap();
             a.write_all(get).unwrap();
             expect(&mut b, &one);
@@ -666,17 +668,12 @@ mod tests {
                 };
                 eprintln!("floor ({words:?}) stopped: {failure:?}");
             });
-            let connect = || {
-                let s = TcpStream::connect(addr).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                s
-            };
             let ok = |(head, body): (String, Vec<u8>)| {
                 assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{words}: {head}");
                 assert!(head.contains("Content-Type: text/html"), "{words}: {head}");
                 assert_eq!(body, bytes, "{words}");
             };
-            let mut a = connect();
+            let mut a = connect(addr);
             // Three pipelined heads, then one split across writes.
             a.write_all(&get.repeat(3)).unwrap();
             for _ in 0..3 {
@@ -687,7 +684,7 @@ mod tests {
             a.write_all(&get[9..]).unwrap();
             ok(response(&mut a));
             // A missing file on a second connection: 404, and it stays open.
-            let mut b = connect();
+            let mut b = connect(addr);
             b.write_all(b"GET /nope.html HTTP/1.1\r\nHost: x\r\n\r\n")
                 .unwrap();
             let (head, _) = response(&mut b);

@@ -611,12 +611,8 @@ async fn send<T: Transport>(io: &mut T, plan: Plan<T::File>, timer: &Deadline) -
         }
         Body::Bytes(b) if b.len() > COPY_BEHIND_HEAD => io.write_parts(buf, b, timer).await,
         body => {
-            match body {
-                Body::Static(b) => buf.extend_from_slice(b),
-                Body::Cached(b, range) => buf.extend_from_slice(&b[range]),
-                Body::Bytes(b) => buf.extend_from_slice(&b),
-                Body::Empty | Body::File { .. } => {}
-            }
+            // A file body went to `send_file` above: this one is in memory.
+            buf.extend_from_slice(body.in_memory().unwrap_or_default());
             io.write_all(buf, timer).await
         }
     };
