@@ -2,9 +2,10 @@
 //! `harness = false` bench, whose `#[test]` functions `cargo test` never runs; this file includes
 //! its modules by path, so their `#[cfg(test)]` tests (the wrk, strace and /proc parsers, the
 //! report's medians and formatting, the command line, the floors' head counting and response
-//! accounting, the server configuration templates, the HTTP core of the floors' `core` experiment)
-//! run here. `main.rs` is left out: it only schedules runs. The two socket tests drive the
-//! floors' modes on 127.0.0.1 with a few requests; nothing here starts another server or a load.
+//! accounting, the server configuration templates, the HTTP core of the floors' `core`
+//! experiment, the connection loop of their `serve` experiment on both reactors) run here.
+//! `main.rs` is left out: it only schedules runs. The two socket tests drive the floors' modes on
+//! 127.0.0.1 with a few requests; nothing here starts another server or a load.
 
 // The lab's modules are included whole; what only the lab binary calls is unused here.
 #![allow(dead_code)]
@@ -17,6 +18,8 @@ mod floor_core;
 mod floor_epoll;
 #[path = "../benches/lab/floor_proto.rs"]
 mod floor_proto;
+#[path = "../benches/lab/floor_serve.rs"]
+mod floor_serve;
 #[path = "../benches/lab/floor_uring.rs"]
 mod floor_uring;
 #[path = "../benches/lab/measure.rs"]

@@ -13,7 +13,9 @@
 //!
 //! An experiment (`benches/README.md`): with `FLOOR_EPOLL=core` in its environment the responder
 //! answers with uring-httpd's own HTTP core instead of the fixed response ([`crate::floor_core`]),
-//! to price the epoll engine's runtime apart from its HTTP work.
+//! to price the epoll engine's runtime apart from its HTTP work; with `FLOOR_EPOLL=serve`,
+//! uring-httpd's whole connection loop runs on an executor of the lab's own over edge-triggered
+//! epoll ([`crate::floor_serve`]), to price an epoll runtime of uring-httpd's own.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -131,9 +133,13 @@ fn drain(fd: i32, c: &mut Conn, buf: &mut [u8], half_closed: bool, core: bool) -
 
 /// Runs the floor until killed.
 pub fn run(port: u16, file: &Path) -> Result<(), String> {
+    let words = std::env::var("FLOOR_EPOLL").unwrap_or_default();
+    if words == "serve" {
+        return crate::floor_serve::run(port, file, false);
+    }
     floor_proto::bound_to_parent();
     let reply = Reply::for_file(file)?;
-    let core = match std::env::var("FLOOR_EPOLL").unwrap_or_default().as_str() {
+    let core = match words.as_str() {
         "" => None,
         "core" => Some(Core::new(file)?),
         other => return Err(format!("FLOOR_EPOLL: unknown mode {other:?}")),

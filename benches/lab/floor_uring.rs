@@ -26,6 +26,8 @@
 //! answers then (`UringConn::write_buf`), so a lone connection costs one park per request.
 //! `core` (with any of them): answer with uring-httpd's own HTTP core instead of the fixed
 //! response ([`crate::floor_core`]), to price the engine's runtime apart from its HTTP work.
+//! `serve` (alone): uring-httpd's whole connection loop on an executor of the lab's own over this
+//! floor's I/O ([`crate::floor_serve`]), to price a runtime of uring-httpd's own.
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -42,7 +44,7 @@ const ENTRIES: u32 = 4096;
 /// Provided buffers in the ring (a power of two) and the size of each.
 const BUFS: u16 = 2048;
 const BUF_LEN: usize = 2048;
-const BGID: u16 = 7;
+pub(crate) const BGID: u16 = 7;
 /// Connections beyond this many (by fd number) are closed on accept.
 pub const MAX_CONNS: usize = 16384;
 
@@ -110,7 +112,7 @@ impl Conn {
 /// The provided buffer ring: [`BUFS`] entries and their buffers, both in anonymous mappings
 /// (page aligned, as the kernel wants the ring, and never touched through Rust references while
 /// the kernel may write them).
-struct BufRing {
+pub(crate) struct BufRing {
     ring: *mut BufRingEntry,
     bufs: *mut u8,
     tail: u16,
@@ -135,7 +137,7 @@ fn map(len: usize) -> Result<*mut u8, String> {
 }
 
 impl BufRing {
-    fn new(ring: &IoUring) -> Result<BufRing, String> {
+    pub(crate) fn new(ring: &IoUring) -> Result<BufRing, String> {
         let entries = map(BUFS as usize * std::mem::size_of::<BufRingEntry>())?;
         let bufs = map(BUFS as usize * BUF_LEN)?;
         let mut br = BufRing {
@@ -158,7 +160,7 @@ impl BufRing {
     }
 
     /// Queues buffer `bid` for the kernel (visible after [`BufRing::publish`]).
-    fn give(&mut self, bid: u16) {
+    pub(crate) fn give(&mut self, bid: u16) {
         let slot = (self.tail & (BUFS - 1)) as usize;
         // SAFETY: slot < BUFS, inside the ring mapping; the kernel only reads entries between its
         // head and the published tail, and this slot is past the published tail. Only addr, len
@@ -172,7 +174,7 @@ impl BufRing {
     }
 
     /// Makes the given buffers visible to the kernel.
-    fn publish(&self) {
+    pub(crate) fn publish(&self) {
         // SAFETY: the ring's first entry is initialised and its `resv` field is the ring tail
         // the kernel reads; it is aligned for u16 and only ever accessed atomically from here.
         let tail = unsafe { AtomicU16::from_ptr(BufRingEntry::tail(self.ring) as *mut u16) };
@@ -180,7 +182,7 @@ impl BufRing {
     }
 
     /// The first `len` bytes of buffer `bid`, which the kernel has filled and handed back.
-    fn read(&self, bid: u16, len: usize) -> &[u8] {
+    pub(crate) fn read(&self, bid: u16, len: usize) -> &[u8] {
         assert!(bid < BUFS && len <= BUF_LEN);
         // SAFETY: bid and len are in bounds (checked); a completion handed this buffer back, so
         // the kernel does not write it until it is given again with `give`.
@@ -259,10 +261,13 @@ impl Mode {
 
 /// Runs the floor until killed.
 pub fn run(port: u16, file: &Path) -> Result<(), String> {
+    let words = std::env::var("FLOOR_URING").unwrap_or_default();
+    if words == "serve" {
+        return crate::floor_serve::run(port, file, true);
+    }
     floor_proto::bound_to_parent();
     let reply = Reply::for_file(file)?;
     let listener = floor_proto::listen(port, false)?;
-    let words = std::env::var("FLOOR_URING").unwrap_or_default();
     let mode = Mode::parse(&words)?;
     let core = match mode.core {
         true => Some(Core::new(file)?),
@@ -637,31 +642,47 @@ mod tests {
     }
 
     #[test]
-    fn the_core_modes_of_both_floors_answer_with_uring_httpds_core() {
+    fn the_core_and_serve_modes_of_both_floors_answer_with_uring_httpds_core() {
         let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let page = dir.path().join("2k.html");
         let bytes: Vec<u8> = (0..2048).map(|i| (i % 251) as u8).collect();
         std::fs::write(&page, &bytes).unwrap();
+        // Over the cache's 1 MiB limit, so it is sent from the file (by the `serve` experiment
+        // in 64 KiB reads and sends after the head).
+        let big: Vec<u8> = (0..1_200_000).map(|i| (i % 241) as u8).collect();
+        std::fs::write(dir.path().join("big.txt"), &big).unwrap();
         let get: &[u8] = b"GET /2k.html HTTP/1.1\r\nHost: x\r\n\r\n";
-        // The io_uring floor's modes, then the epoll floor (`FLOOR_EPOLL=core`).
-        let epoll = "floor-epoll";
+        // The io_uring floor's modes, the epoll floor (`FLOOR_EPOLL=core`), then the `serve`
+        // experiment on both reactors (`FLOOR_URING=serve`, `FLOOR_EPOLL=serve`).
+        let (epoll, serve_uring, serve_epoll) = ("floor-epoll", "serve uring", "serve epoll");
         for words in [
             "core",
             "oneshot,coop,epoll,core",
             "oneshot,coop,epoll,direct,core",
             epoll,
+            serve_uring,
+            serve_epoll,
         ] {
-            let listener = floor_proto::listen(0, words == epoll).unwrap();
+            let nonblocking = words == epoll || words == serve_epoll;
+            let listener = floor_proto::listen(0, nonblocking).unwrap();
             let addr = listener.local_addr().unwrap();
             let page = page.clone();
             // As above: the responder's thread ends with the test process.
             std::thread::spawn(move || {
                 let reply: &'static Reply = Box::leak(Box::new(Reply::new(b"unused", b"")));
                 let core: &'static Core = Box::leak(Box::new(Core::new(&page).unwrap()));
-                let failure = match words == epoll {
-                    true => crate::floor_epoll::serve(&listener, reply, Some(core), || Ok(())),
-                    false => {
+                let failure = match words {
+                    w if w == epoll => {
+                        crate::floor_epoll::serve(&listener, reply, Some(core), || Ok(()))
+                    }
+                    w if w == serve_uring => {
+                        crate::floor_serve::serve_uring(&listener, &page, || Ok(()))
+                    }
+                    w if w == serve_epoll => {
+                        crate::floor_serve::serve_epoll(&listener, &page, || Ok(()))
+                    }
+                    _ => {
                         let mode = Mode::parse(words).unwrap();
                         serve(&listener, reply, Some(core), mode, || Ok(()))
                     }
@@ -691,6 +712,12 @@ mod tests {
             assert!(head.starts_with("HTTP/1.1 404 "), "{words}: {head}");
             b.write_all(get).unwrap();
             ok(response(&mut b));
+            // A 1.2 MB file, byte for byte.
+            b.write_all(b"GET /big.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let (head, body) = response(&mut b);
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{words}: {head}");
+            assert!(body == big, "{words}: {} bytes, not the file's", body.len());
             expect_end(b);
             // `Connection: close` is answered, then the floor closes.
             a.write_all(b"GET /2k.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

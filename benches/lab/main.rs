@@ -22,6 +22,7 @@ mod chart;
 mod floor_core;
 mod floor_epoll;
 mod floor_proto;
+mod floor_serve;
 mod floor_uring;
 mod measure;
 mod options;
