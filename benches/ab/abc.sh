@@ -27,6 +27,11 @@ for r in $(seq 1 "$ROUNDS"); do
     m1=$(busy)
     read -r u1 s1 < <(awk '{print $14, $15}' /proc/$pid/stat)
     reqs=$(echo "$out" | awk '/requests in/{print $1}')
+    if [ -z "$reqs" ] || ! kill -0 $pid 2>/dev/null; then
+      # The server died or wrk failed: a row of empty figures would count as 0 in the medians.
+      echo "$name c=$CONNS round=$r: no figures (see $AB_DIR/$name.err); the round leaves it out"
+      kill $pid 2>/dev/null; wait $pid 2>/dev/null; continue
+    fi
     echo "$name c=$CONNS round=$r reqs=$reqs cpu=$(echo "scale=3; ($u1-$u0+$s1-$s0)*1000000/$tck/$reqs" | bc) user=$(echo "scale=3; ($u1-$u0)*1000000/$tck/$reqs" | bc) machine=$(echo "scale=3; ($m1-$m0)*1000000/$tck/$reqs" | bc) rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')" | tee -a "$rows"
     kill $pid; wait $pid 2>/dev/null
   done
