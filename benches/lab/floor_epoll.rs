@@ -30,7 +30,7 @@ const EVENTS: usize = 512;
 /// The read buffer, shared by all connections (each read is consumed at once).
 const READ_LEN: usize = 64 * 1024;
 /// epoll data of the listener (connections use their fd).
-const LISTENER: u64 = u64::MAX;
+pub(crate) const LISTENER: u64 = u64::MAX;
 
 #[derive(Default)]
 struct Conn {
@@ -59,6 +59,37 @@ pub fn create() -> Result<OwnedFd, String> {
 }
 
 /// Adds `fd` to `epfd`'s interest list with `events`, tagged `data`.
+/// Accepts every connection waiting on the nonblocking listener `lfd`: until EAGAIN, or an error
+/// such as EMFILE, which the listener's next edge retries. Each one is registered with `epfd` for
+/// `events` with its fd as data, gets TCP_NODELAY, and goes to `take`; one past [`MAX_CONNS`], or
+/// one that cannot be registered, is closed.
+pub fn accept_all(lfd: i32, epfd: i32, events: u32, mut take: impl FnMut(i32)) {
+    loop {
+        // SAFETY: null address pointers are allowed; the flags are valid.
+        let fd = unsafe {
+            libc::accept4(
+                lfd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            match errno() {
+                libc::EINTR | libc::ECONNABORTED => continue,
+                _ => return,
+            }
+        }
+        if fd as usize >= MAX_CONNS || register(epfd, fd, events, fd as u64).is_err() {
+            // SAFETY: fd was just accepted and is not used elsewhere.
+            unsafe { libc::close(fd) };
+            continue;
+        }
+        floor_proto::nodelay(fd);
+        take(fd);
+    }
+}
+
 pub fn register(epfd: i32, fd: i32, events: u32, data: u64) -> Result<(), String> {
     let mut ev = libc::epoll_event { events, u64: data };
     // SAFETY: `ev` is a valid epoll_event for the duration of the call.
@@ -184,36 +215,12 @@ pub fn serve(
         for ev in &events[..n as usize] {
             let (bits, data) = (ev.events, ev.u64);
             if data == LISTENER {
-                loop {
-                    // SAFETY: null address pointers are allowed; the flags are valid.
-                    let fd = unsafe {
-                        libc::accept4(
-                            lfd,
-                            std::ptr::null_mut(),
-                            std::ptr::null_mut(),
-                            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                        )
-                    };
-                    if fd < 0 {
-                        match errno() {
-                            libc::EINTR | libc::ECONNABORTED => continue,
-                            // EAGAIN: all taken; anything else (EMFILE): try at the next edge.
-                            _ => break,
-                        }
-                    }
-                    if fd as usize >= MAX_CONNS
-                        || register(epfd, fd, conn_events, fd as u64).is_err()
-                    {
-                        // SAFETY: fd was just accepted and is not used elsewhere.
-                        unsafe { libc::close(fd) };
-                        continue;
-                    }
-                    floor_proto::nodelay(fd);
+                accept_all(lfd, epfd, conn_events, |fd| {
                     if conns.len() <= fd as usize {
                         conns.resize_with(fd as usize + 1, || None);
                     }
                     conns[fd as usize] = Some(Conn::default());
-                }
+                });
                 continue;
             }
             let fd = data as i32;

@@ -47,6 +47,7 @@ use uring_httpd::deadline::{Deadline, SWEEP, Shut};
 use uring_httpd::files::{self, Meta, sys};
 use uring_httpd::settings::Settings;
 
+use crate::floor_epoll::LISTENER;
 use crate::floor_proto::{self, Reply};
 use crate::floor_uring::{BGID, BufRing, MAX_CONNS};
 
@@ -294,6 +295,33 @@ impl Shut for Sock {
     }
 }
 
+/// A reactor's connections, by fd.
+#[derive(Default)]
+struct Socks(RefCell<Vec<Option<Rc<Sock>>>>);
+
+impl Socks {
+    /// A new connection on `fd`.
+    fn insert(&self, fd: i32) -> Rc<Sock> {
+        let sock = Rc::new(Sock::new(fd));
+        let mut socks = self.0.borrow_mut();
+        if socks.len() <= fd as usize {
+            socks.resize_with(fd as usize + 1, || None);
+        }
+        socks[fd as usize] = Some(sock.clone());
+        sock
+    }
+
+    fn get(&self, fd: i32) -> Option<Rc<Sock>> {
+        self.0.borrow().get(fd as usize).cloned().flatten()
+    }
+
+    /// Closes `sock`'s descriptor and forgets it.
+    fn close(&self, sock: &Sock) {
+        sock.close();
+        self.0.borrow_mut()[sock.fd as usize] = None;
+    }
+}
+
 /// How a reactor reads and writes a connection's socket, and lets it go.
 #[allow(async_fn_in_trait)]
 trait Reactor: 'static {
@@ -441,7 +469,7 @@ struct Ring {
     bufs: RefCell<BufRing>,
     ops: RefCell<Vec<Slot>>,
     free: RefCell<Vec<usize>>,
-    socks: RefCell<Vec<Option<Rc<Sock>>>>,
+    socks: Socks,
 }
 
 impl Ring {
@@ -505,7 +533,7 @@ impl Ring {
     }
 
     fn received(&self, fd: i32, res: i32, flags: u32) {
-        let Some(sock) = self.socks.borrow().get(fd as usize).cloned().flatten() else {
+        let Some(sock) = self.socks.get(fd) else {
             return;
         };
         if let Some(bid) = cqueue::buffer_select(flags) {
@@ -527,8 +555,7 @@ impl Ring {
         }
         sock.wake_reader();
         if sock.dropped.get() && !sock.armed.get() {
-            sock.close();
-            self.socks.borrow_mut()[fd as usize] = None;
+            self.socks.close(&sock);
         }
     }
 
@@ -538,14 +565,7 @@ impl Ring {
             return;
         }
         floor_proto::nodelay(fd);
-        let sock = Rc::new(Sock::new(fd));
-        {
-            let mut socks = self.socks.borrow_mut();
-            if socks.len() <= fd as usize {
-                socks.resize_with(fd as usize + 1, || None);
-            }
-            socks[fd as usize] = Some(sock.clone());
-        }
+        let sock = self.socks.insert(fd);
         self.arm_recv(&sock);
         let io = Conn {
             reactor: self.clone(),
@@ -674,8 +694,7 @@ impl Reactor for Ring {
             // Ends the multishot recv; its last completion closes the descriptor.
             sock.shut(Shutdown::Both);
         } else {
-            sock.close();
-            self.socks.borrow_mut()[sock.fd as usize] = None;
+            self.socks.close(sock);
         }
     }
 }
@@ -700,7 +719,7 @@ pub fn serve_uring(
         bufs: RefCell::new(bufs),
         ops: RefCell::default(),
         free: RefCell::default(),
-        socks: RefCell::default(),
+        socks: Socks::default(),
     });
     let accept = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
         .build()
@@ -748,12 +767,9 @@ pub fn serve_uring(
 // ---------------------------------------------------------------------------------------------
 // epoll.
 
-/// epoll data of the listener (connections use their fd).
-const LISTENER: u64 = u64::MAX;
-
 struct Epoll {
     epfd: std::os::fd::OwnedFd,
-    socks: RefCell<Vec<Option<Rc<Sock>>>>,
+    socks: Socks,
 }
 
 impl Reactor for Epoll {
@@ -841,8 +857,7 @@ impl Reactor for Epoll {
 
     fn ended(&self, sock: &Sock) {
         // Closing the descriptor removes it from the epoll set; nothing is in flight on it.
-        sock.close();
-        self.socks.borrow_mut()[sock.fd as usize] = None;
+        self.socks.close(sock);
     }
 }
 
@@ -855,11 +870,11 @@ pub fn serve_epoll(
 ) -> Result<(), String> {
     let (ctx, clock) = worker(file)?;
     let epfd = crate::floor_epoll::create()?;
-    let lfd = listener.as_raw_fd();
-    crate::floor_epoll::register(epfd.as_raw_fd(), lfd, libc::EPOLLIN as u32, LISTENER)?;
+    let (lfd, ep) = (listener.as_raw_fd(), epfd.as_raw_fd());
+    crate::floor_epoll::register(ep, lfd, libc::EPOLLIN as u32, LISTENER)?;
     let poll = Rc::new(Epoll {
         epfd,
-        socks: RefCell::default(),
+        socks: Socks::default(),
     });
     ready()?;
     let mut tasks = Tasks::default();
@@ -889,52 +904,18 @@ pub fn serve_epoll(
         for ev in &events[..n as usize] {
             let (bits, data) = (ev.events, ev.u64);
             if data == LISTENER {
-                loop {
-                    // SAFETY: lfd is the listener's open descriptor; no address is asked for.
-                    let fd = unsafe {
-                        libc::accept4(
-                            lfd,
-                            std::ptr::null_mut(),
-                            std::ptr::null_mut(),
-                            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                        )
-                    };
-                    if fd < 0 {
-                        break;
-                    }
-                    if fd as usize >= MAX_CONNS {
-                        close(fd);
-                        continue;
-                    }
-                    floor_proto::nodelay(fd);
-                    let sock = Rc::new(Sock::new(fd));
+                crate::floor_epoll::accept_all(lfd, ep, conn_events, |fd| {
+                    let sock = poll.socks.insert(fd);
                     sock.armed.set(true);
-                    if let Err(e) = crate::floor_epoll::register(
-                        poll.epfd.as_raw_fd(),
-                        fd,
-                        conn_events,
-                        fd as u64,
-                    ) {
-                        eprintln!("lab floor: {e}");
-                        close(fd);
-                        continue;
-                    }
-                    {
-                        let mut socks = poll.socks.borrow_mut();
-                        if socks.len() <= fd as usize {
-                            socks.resize_with(fd as usize + 1, || None);
-                        }
-                        socks[fd as usize] = Some(sock.clone());
-                    }
                     let io = Conn {
                         reactor: poll.clone(),
                         sock,
                     };
                     tasks.spawn(serve_task(io, ctx));
-                }
+                });
                 continue;
             }
-            let Some(sock) = poll.socks.borrow().get(data as usize).cloned().flatten() else {
+            let Some(sock) = poll.socks.get(data as i32) else {
                 continue;
             };
             if bits & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32
