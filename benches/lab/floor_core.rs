@@ -13,18 +13,16 @@
 //! the lab serves one cached file, so they happen once, at start.
 
 use std::cell::{Cell, RefCell};
-use std::ffi::CStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use uring_httpd::config::Config;
 use uring_httpd::exchange::{self, ConnState, Done, Exchange, Refusal, Step};
 use uring_httpd::files::cache::FileCache;
-use uring_httpd::files::{self, Meta, sys};
+use uring_httpd::files::sys;
 use uring_httpd::http::{self, response};
 use uring_httpd::respond::{Body, Plan};
 use uring_httpd::settings::Settings;
@@ -115,9 +113,9 @@ impl Core {
         loop {
             let done = match step {
                 Step::Stat(rel) => Done::Stat(sys::statx(root, &rel, 0)),
-                Step::Open(rel) => Done::Open(open(root, &rel)),
+                Step::Open(rel) => Done::Open(sys::open_file(root, &rel)),
                 Step::List(_) => Done::List(Err(io::ErrorKind::Unsupported.into())),
-                Step::ReadWhole(file, len) => Done::Read(read_whole(&file, len)),
+                Step::ReadWhole(file, len) => Done::Read(sys::read_whole(&file, len)),
                 Step::Send(plan) => {
                     if let Some(used) = ex.cache_use() {
                         self.stats.workers[0].cache_lookup(used == exchange::CacheUse::Hit);
@@ -139,7 +137,7 @@ impl Core {
             Body::File { file, offset, len } => {
                 let at = output.len();
                 output.resize(at + len as usize, 0);
-                if file.read_exact_at(&mut output[at..], offset).is_err() {
+                if sys::read_exact_at(&file, &mut output[at..], offset).is_err() {
                     // The floor serves files it read at start; a file that shrank since is cut
                     // short, and the client sees it.
                     output.truncate(at);
@@ -199,19 +197,6 @@ impl Answers {
     pub fn finished(&self) -> bool {
         self.last && self.output.is_empty()
     }
-}
-
-/// Opens `rel` beneath `root` as the epoll engine does and stats it.
-fn open(root: RawFd, rel: &CStr) -> io::Result<(File, Meta)> {
-    let file = File::from(sys::openat2(root, rel, files::OPEN_FLAGS)?);
-    let meta = sys::statx(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;
-    Ok((file, meta))
-}
-
-fn read_whole(file: &File, len: u64) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0; usize::try_from(len).map_err(|_| io::ErrorKind::OutOfMemory)?];
-    file.read_exact_at(&mut buf, 0)?;
-    Ok(buf)
 }
 
 #[cfg(test)]

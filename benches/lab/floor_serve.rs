@@ -28,7 +28,6 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Shutdown, TcpListener};
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -44,7 +43,7 @@ use uring_httpd::clock::Clock;
 use uring_httpd::config::{AccessTarget, Config, LogFormat};
 use uring_httpd::conn::{self, Ctx, Transport};
 use uring_httpd::deadline::{Deadline, SWEEP, Shut};
-use uring_httpd::files::{self, Meta, sys};
+use uring_httpd::files::{Meta, sys};
 use uring_httpd::settings::Settings;
 
 use crate::floor_epoll::LISTENER;
@@ -188,18 +187,6 @@ const LAB_PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 async fn serve_task(io: impl Transport, ctx: &'static Ctx) {
     let settings = ctx.settings_for_new_connection();
     conn::serve(io, LAB_PEER, ctx, settings).await;
-}
-
-fn read_at(file: &File, at: u64, len: usize, into: &mut Vec<u8>) -> io::Result<()> {
-    let from = into.len();
-    into.resize(from + len, 0);
-    file.read_exact_at(&mut into[from..], at).map_err(|e| {
-        into.truncate(from);
-        match e.kind() {
-            io::ErrorKind::UnexpectedEof => files::shrank(),
-            _ => e,
-        }
-    })
 }
 
 fn close(fd: i32) {
@@ -356,16 +343,11 @@ impl<R: Reactor> Transport for Conn<R> {
     }
 
     async fn open(&mut self, root: BorrowedFd<'_>, rel: &CStr) -> io::Result<(File, Meta)> {
-        let file = File::from(sys::openat2(root.as_raw_fd(), rel, files::OPEN_FLAGS)?);
-        let meta = sys::statx(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;
-        Ok((file, meta))
+        sys::open_file(root.as_raw_fd(), rel)
     }
 
     async fn read_whole(&mut self, file: File, len: u64) -> io::Result<Vec<u8>> {
-        let len = usize::try_from(len).map_err(|_| io::ErrorKind::OutOfMemory)?;
-        let mut buf = Vec::new();
-        read_at(&file, 0, len, &mut buf)?;
-        Ok(buf)
+        sys::read_whole(&file, len)
     }
 
     async fn write_all(&mut self, buf: Vec<u8>, deadline: &Deadline) -> (io::Result<()>, Vec<u8>) {
@@ -402,7 +384,9 @@ impl<R: Reactor> Transport for Conn<R> {
         deadline: &Deadline,
     ) -> (io::Result<()>, Vec<u8>) {
         if len <= INLINE {
-            if let Err(e) = read_at(&file, offset, len as usize, &mut head) {
+            let at = head.len();
+            head.resize(at + len as usize, 0);
+            if let Err(e) = sys::read_exact_at(&file, &mut head[at..], offset) {
                 return (Err(e), head);
             }
             return self.write_all(head, deadline).await;
@@ -415,9 +399,9 @@ impl<R: Reactor> Transport for Conn<R> {
         let end = offset + len;
         let mut at = offset;
         while at < end {
-            chunk.clear();
             let n = (end - at).min(CHUNK as u64) as usize;
-            if let Err(e) = read_at(&file, at, n, &mut chunk) {
+            chunk.resize(n, 0);
+            if let Err(e) = sys::read_exact_at(&file, &mut chunk, at) {
                 return (Err(e), head);
             }
             let (r, back) = self.write_all(chunk, deadline).await;

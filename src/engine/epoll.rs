@@ -233,16 +233,11 @@ impl Transport for EpollConn {
         root: BorrowedFd<'_>,
         rel: &CStr,
     ) -> io::Result<(std::fs::File, Meta)> {
-        let file = std::fs::File::from(sys::openat2(root.as_raw_fd(), rel, files::OPEN_FLAGS)?);
-        let meta = sys::statx(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;
-        Ok((file, meta))
+        sys::open_file(root.as_raw_fd(), rel)
     }
 
     async fn read_whole(&mut self, file: std::fs::File, len: u64) -> io::Result<Vec<u8>> {
-        let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
-        let mut buf = vec![0; len];
-        read_exact_at(&file, &mut buf, 0)?;
-        Ok(buf)
+        sys::read_whole(&file, len)
     }
 
     async fn write_all(&mut self, buf: Vec<u8>, deadline: &Deadline) -> (io::Result<()>, Vec<u8>) {
@@ -284,7 +279,7 @@ impl Transport for EpollConn {
             let mut buf = head;
             let at = buf.len();
             buf.resize(at + len as usize, 0);
-            if let Err(e) = read_exact_at(&file, &mut buf[at..], offset) {
+            if let Err(e) = sys::read_exact_at(&file, &mut buf[at..], offset) {
                 return (Err(e), buf);
             }
             let sent = self.send_all(&buf, 0, deadline).await;
@@ -307,16 +302,4 @@ impl Transport for EpollConn {
     fn handle(&self) -> Rc<dyn Shut> {
         self.stream.clone()
     }
-}
-
-/// Fills `buf` from `file` at `offset` (pread), failing when the file is shorter than promised.
-fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    file.read_exact_at(buf, offset).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            files::shrank()
-        } else {
-            e
-        }
-    })
 }

@@ -1,10 +1,13 @@
 //! The blocking file-system calls that the epoll engine makes on its worker thread and the
-//! directory lister makes on the blocking pool: `openat2` beneath the root and `statx`. The
-//! io_uring engine submits the same operations to its ring instead.
+//! directory lister makes on the blocking pool: `openat2` beneath the root, `statx`, and the
+//! exact `pread` of a file's bytes. The io_uring engine submits the same operations to its ring
+//! instead.
 
 use std::ffi::CStr;
+use std::fs::File;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
 
 use super::Meta;
 
@@ -42,4 +45,32 @@ pub fn statx(dirfd: RawFd, path: &CStr, flags: i32) -> io::Result<Meta> {
         return Err(io::Error::last_os_error());
     }
     Ok(Meta::from_statx(&st))
+}
+
+/// Opens `rel` with [`super::OPEN_FLAGS`] beneath the directory `root` and stats the open
+/// descriptor: a cache miss's open, as one blocking step.
+pub fn open_file(root: RawFd, rel: &CStr) -> io::Result<(File, Meta)> {
+    let file = File::from(openat2(root, rel, super::OPEN_FLAGS)?);
+    let meta = statx(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)?;
+    Ok((file, meta))
+}
+
+/// Reads exactly `len` bytes of `file` from its start (for the cache).
+pub fn read_whole(file: &File, len: u64) -> io::Result<Vec<u8>> {
+    let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+    let mut buf = vec![0; len];
+    read_exact_at(file, &mut buf, 0)?;
+    Ok(buf)
+}
+
+/// Fills `buf` from `file` at `offset` (pread), failing with [`super::shrank`] when the file is
+/// shorter than promised.
+pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    file.read_exact_at(buf, offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            super::shrank()
+        } else {
+            e
+        }
+    })
 }
