@@ -20,8 +20,8 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-use crate::floor_core::{Answers, Core};
-use crate::floor_proto::{self, HeadCounter, Owed, Reply};
+use crate::floor_core::Core;
+use crate::floor_proto::{self, Owes, Reply};
 
 /// Connections beyond this many (by fd number) are closed on accept.
 pub const MAX_CONNS: usize = 16384;
@@ -31,14 +31,6 @@ const EVENTS: usize = 512;
 const READ_LEN: usize = 64 * 1024;
 /// epoll data of the listener (connections use their fd).
 pub(crate) const LISTENER: u64 = u64::MAX;
-
-#[derive(Default)]
-struct Conn {
-    heads: HeadCounter,
-    owed: Owed,
-    /// `core` mode: what the connection's requests are answered with.
-    answers: Answers,
-}
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
@@ -104,23 +96,17 @@ pub fn register(epfd: i32, fd: i32, events: u32, data: u64) -> Result<(), String
 
 /// Sends what `c` owes until done or the socket is full; false when the connection failed or
 /// (`core`) its last response is out.
-fn flush(fd: i32, c: &mut Conn, reply: &Reply, core: bool) -> bool {
+fn flush(fd: i32, c: &mut Owes, reply: &Reply) -> bool {
     loop {
-        let chunk = match core {
-            true => c.answers.unsent(),
-            false => reply.chunk(&c.owed),
-        };
+        let chunk = c.chunk(reply);
         if chunk.is_empty() {
-            return !c.answers.finished();
+            return !c.finished();
         }
         // SAFETY: chunk is a live slice of the reply or the answers; its length is passed.
         let n = unsafe { libc::send(fd, chunk.as_ptr().cast(), chunk.len(), libc::MSG_NOSIGNAL) };
         if n >= 0 {
             let short = (n as usize) < chunk.len();
-            match core {
-                true => c.answers.sent(n as usize),
-                false => c.owed.sent(n as usize, reply.len()),
-            }
+            c.sent(n as usize, reply);
             if short {
                 // The socket buffer is full: EPOLLOUT will say when there is room.
                 return true;
@@ -135,18 +121,15 @@ fn flush(fd: i32, c: &mut Conn, reply: &Reply, core: bool) -> bool {
     }
 }
 
-/// Reads until a short read, EAGAIN or end of stream; counts the heads into `c.owed` (`core`:
-/// keeps the bytes for the answers). False when the connection is over (peer closed or failed).
-fn drain(fd: i32, c: &mut Conn, buf: &mut [u8], half_closed: bool, core: bool) -> bool {
+/// Reads until a short read, EAGAIN or end of stream, handing the bytes to `c`. False when the
+/// connection is over (peer closed or failed).
+fn drain(fd: i32, c: &mut Owes, buf: &mut [u8], half_closed: bool) -> bool {
     loop {
         // SAFETY: buf is a live, writable buffer of buf.len() bytes.
         let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n > 0 {
             let n = n as usize;
-            match core {
-                true => c.answers.take(&buf[..n]),
-                false => c.owed.add(c.heads.feed(&buf[..n])),
-            }
+            c.take(&buf[..n]);
             if n < buf.len() && !half_closed {
                 return true;
             }
@@ -199,7 +182,7 @@ pub fn serve(
     let epfd = owned.as_raw_fd();
     register(epfd, lfd, (libc::EPOLLIN | libc::EPOLLET) as u32, LISTENER)?;
     ready()?;
-    let mut conns: Vec<Option<Conn>> = Vec::new();
+    let mut conns: Vec<Option<Owes>> = Vec::new();
     let mut buf = vec![0u8; READ_LEN];
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
     let conn_events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
@@ -219,7 +202,7 @@ pub fn serve(
                     if conns.len() <= fd as usize {
                         conns.resize_with(fd as usize + 1, || None);
                     }
-                    conns[fd as usize] = Some(Conn::default());
+                    conns[fd as usize] = Some(Owes::new(core.is_some()));
                 });
                 continue;
             }
@@ -230,13 +213,13 @@ pub fn serve(
             let mut alive = bits & (libc::EPOLLERR | libc::EPOLLHUP) as u32 == 0;
             if alive && bits & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0 {
                 let half_closed = bits & libc::EPOLLRDHUP as u32 != 0;
-                alive = drain(fd, c, &mut buf, half_closed, core.is_some());
+                alive = drain(fd, c, &mut buf, half_closed);
             }
             if let Some(core) = core {
-                c.answers.answer(core);
+                c.answer(core);
             }
             if alive {
-                alive = flush(fd, c, reply, core.is_some());
+                alive = flush(fd, c, reply);
             }
             if !alive {
                 conns[fd as usize] = None;

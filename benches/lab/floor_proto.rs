@@ -13,6 +13,8 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::floor_core::{Answers, Core};
+
 /// How many copies of the response [`Reply`] holds back to back: the most one send carries.
 pub const COPIES: usize = 32;
 
@@ -140,15 +142,67 @@ impl Owed {
         self.responses += responses;
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.responses == 0
-    }
-
     /// Accounts for `bytes` sent, of responses `one` bytes long.
     pub fn sent(&mut self, bytes: usize, one: usize) {
         let done = self.offset + bytes;
         self.responses = self.responses.saturating_sub((done / one) as u64);
         self.offset = if self.responses == 0 { 0 } else { done % one };
+    }
+}
+
+/// What a floor's connection owes its client, by the floor's mode: the fixed reply once per
+/// request head, or (`core`) uring-httpd's answers ([`crate::floor_core`]).
+pub enum Owes {
+    Fixed { heads: HeadCounter, owed: Owed },
+    Core(Answers),
+}
+
+impl Owes {
+    pub fn new(core: bool) -> Owes {
+        match core {
+            true => Owes::Core(Answers::default()),
+            false => Owes::Fixed {
+                heads: HeadCounter::default(),
+                owed: Owed::default(),
+            },
+        }
+    }
+
+    /// Takes received bytes: counts their heads, or keeps them for [`Owes::answer`].
+    pub fn take(&mut self, bytes: &[u8]) {
+        match self {
+            Owes::Fixed { heads, owed } => owed.add(heads.feed(bytes)),
+            Owes::Core(a) => a.take(bytes),
+        }
+    }
+
+    /// `core`: answers the complete heads taken. Never while a send of [`Owes::chunk`] is in
+    /// flight: the bytes may move.
+    pub fn answer(&mut self, core: &Core) {
+        if let Owes::Core(a) = self {
+            a.answer(core);
+        }
+    }
+
+    /// The next bytes to send (empty when nothing is owed).
+    pub fn chunk<'a>(&'a self, reply: &'a Reply) -> &'a [u8] {
+        match self {
+            Owes::Fixed { owed, .. } => reply.chunk(owed),
+            Owes::Core(a) => a.unsent(),
+        }
+    }
+
+    /// Accounts for `n` bytes of [`Owes::chunk`] sent.
+    pub fn sent(&mut self, n: usize, reply: &Reply) {
+        match self {
+            Owes::Fixed { owed, .. } => owed.sent(n, reply.len()),
+            Owes::Core(a) => a.sent(n),
+        }
+    }
+
+    /// Whether everything is sent and the last response said the connection ends (`core`).
+    pub fn finished(&self) -> bool {
+        matches!(self, Owes::Core(a) if a.finished())
     }
 }
 
@@ -260,7 +314,7 @@ mod tests {
         o.sent(COPIES * 9, r.len());
         assert_eq!(o.responses, 6);
         o.sent(6 * 9, r.len());
-        assert!(o.is_empty() && o.offset == 0);
+        assert_eq!(o, Owed::default());
     }
 
     #[test]

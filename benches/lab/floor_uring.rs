@@ -36,8 +36,8 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use io_uring::types::BufRingEntry;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
-use crate::floor_core::{Answers, Core};
-use crate::floor_proto::{self, HeadCounter, Owed, Reply};
+use crate::floor_core::Core;
+use crate::floor_proto::{self, Owes, Reply};
 
 /// Submission queue entries; the completion queue gets four times as many.
 const ENTRIES: u32 = 4096;
@@ -53,59 +53,38 @@ const ACCEPT: u64 = 1 << 32;
 const RECV: u64 = 2 << 32;
 const SEND: u64 = 3 << 32;
 
-#[derive(Default)]
 struct Conn {
     /// The connection's read buffer (`oneshot` mode only).
     buf: Vec<u8>,
-    heads: HeadCounter,
-    owed: Owed,
+    owes: Owes,
     recv_armed: bool,
     sending: bool,
     closing: bool,
-    /// `core` mode: what the connection's requests are answered with.
-    answers: Answers,
 }
 
 impl Conn {
-    /// Takes received bytes: counts their heads, or (`core`) answers them while no send is in
-    /// flight (later ones wait for it).
+    fn new(core: bool) -> Conn {
+        Conn {
+            buf: Vec::new(),
+            owes: Owes::new(core),
+            recv_armed: false,
+            sending: false,
+            closing: false,
+        }
+    }
+
+    /// Takes received bytes, and (`core`) answers them while no send is in flight (later ones
+    /// wait for it).
     fn received(&mut self, bytes: &[u8], core: Option<&Core>) {
-        match core {
-            None => {
-                let n = self.heads.feed(bytes);
-                self.owed.add(n);
-            }
-            Some(core) => {
-                self.answers.take(bytes);
-                if !self.sending {
-                    self.answers.answer(core);
-                }
-            }
+        self.owes.take(bytes);
+        if let Some(core) = core.filter(|_| !self.sending) {
+            self.owes.answer(core);
         }
     }
 
     /// Whether response bytes wait to be sent.
-    fn unsent(&self, core: bool) -> bool {
-        match core {
-            true => !self.answers.unsent().is_empty(),
-            false => !self.owed.is_empty(),
-        }
-    }
-
-    /// The next bytes to send.
-    fn chunk<'a>(&'a self, reply: &'a Reply, core: bool) -> &'a [u8] {
-        match core {
-            true => self.answers.unsent(),
-            false => reply.chunk(&self.owed),
-        }
-    }
-
-    /// Accounts for `n` bytes sent.
-    fn sent(&mut self, n: usize, reply: &Reply, core: bool) {
-        match core {
-            true => self.answers.sent(n),
-            false => self.owed.sent(n, reply.len()),
-        }
+    fn unsent(&self, reply: &Reply) -> bool {
+        !self.owes.chunk(reply).is_empty()
     }
 }
 
@@ -245,6 +224,8 @@ impl Mode {
                 "epoll" => m.epoll = true,
                 "direct" => m.direct = true,
                 "core" => m.core = true,
+                // `run` takes `serve` alone before parsing: it is another server, not a switch.
+                "serve" => return Err("FLOOR_URING: serve goes alone".into()),
                 _ => return Err(format!("FLOOR_URING: unknown mode {word:?}")),
             }
         }
@@ -299,7 +280,6 @@ fn serve(
         direct,
         core: _,
     } = mode;
-    let answers = core.is_some();
     let mut builder = IoUring::builder();
     builder.setup_single_issuer().setup_cqsize(ENTRIES * 4);
     if coop {
@@ -338,7 +318,7 @@ fn serve(
     };
     // The rest of the owed answers with a plain send(2) (`direct`); whatever it leaves stays owed.
     let send_now = |fd: i32, c: &mut Conn| {
-        let chunk = c.chunk(reply, answers);
+        let chunk = c.owes.chunk(reply);
         // SAFETY: fd is open; `chunk` is valid for its length.
         let n = unsafe {
             libc::send(
@@ -349,12 +329,12 @@ fn serve(
             )
         };
         if n > 0 {
-            c.sent(n as usize, reply, answers);
+            c.owes.sent(n as usize, reply);
             DIRECT_SENDS.fetch_add(1, Ordering::Relaxed);
         }
     };
     let send = |fd: i32, c: &mut Conn, sq: &mut squeue::SubmissionQueue<'_>| {
-        let chunk = c.chunk(reply, answers);
+        let chunk = c.owes.chunk(reply);
         let e = opcode::Send::new(types::Fd(fd), chunk.as_ptr(), chunk.len() as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()
@@ -403,7 +383,7 @@ fn serve(
                             if conns.len() <= fd as usize {
                                 conns.resize_with(fd as usize + 1, || None);
                             }
-                            let c = conns[fd as usize].insert(Conn::default());
+                            let c = conns[fd as usize].insert(Conn::new(core.is_some()));
                             if oneshot {
                                 c.buf = vec![0; BUF_LEN];
                                 recv_once(fd, c, &mut sq);
@@ -428,13 +408,13 @@ fn serve(
                         let buf = std::mem::take(&mut c.buf);
                         c.received(&buf[..res as usize], core);
                         c.buf = buf;
-                        if direct && armed.get() == 0 && !c.sending && c.unsent(answers) {
+                        if direct && armed.get() == 0 && !c.sending && c.unsent(reply) {
                             send_now(fd, c);
                         }
-                        if c.answers.finished() {
+                        if c.owes.finished() {
                             // `core`: the connection's last response went out directly.
                             c.closing = true;
-                        } else if !c.unsent(answers) {
+                        } else if !c.unsent(reply) {
                             // Part of a head, or the response went out directly: read on.
                             recv_once(fd, c, &mut sq);
                         } else if !c.sending {
@@ -472,7 +452,7 @@ fn serve(
                             c.recv_armed = true;
                         }
                     }
-                    if !c.closing && !c.sending && c.unsent(answers) {
+                    if !c.closing && !c.sending && c.unsent(reply) {
                         send(fd, c, &mut sq);
                     }
                     if c.closing && !c.sending && !c.recv_armed {
@@ -484,17 +464,17 @@ fn serve(
                     let c = conns[fd as usize].as_mut().expect("send on a known fd");
                     c.sending = false;
                     if res >= 0 {
-                        c.sent(res as usize, reply, answers);
+                        c.owes.sent(res as usize, reply);
                         if let Some(core) = core {
                             // Requests that came in during the send.
-                            c.answers.answer(core);
-                            if c.answers.finished() && !c.closing {
+                            c.owes.answer(core);
+                            if c.owes.finished() && !c.closing {
                                 c.closing = true;
                                 // SAFETY: fd is open (closed only once nothing is in flight).
                                 unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
                             }
                         }
-                        if !c.closing && c.unsent(answers) {
+                        if !c.closing && c.unsent(reply) {
                             send(fd, c, &mut sq);
                         } else if oneshot && !c.closing && !c.recv_armed {
                             // The response is out: now the next request's read.
@@ -749,6 +729,11 @@ mod tests {
             Mode::parse("coop,direct")
                 .unwrap_err()
                 .contains("direct needs oneshot")
+        );
+        assert!(
+            Mode::parse("serve,core")
+                .unwrap_err()
+                .contains("serve goes alone")
         );
     }
 }
