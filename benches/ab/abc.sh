@@ -37,28 +37,4 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 # Summary: medians per command, and the median of cpu ÷ the first command's cpu in the same round.
-awk '
-function median(list,   a, n, i, j, t) {
-  n = split(list, a, " ")
-  for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-  return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-}
-{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-  name = $1; if (!(name in seen)) { seen[name] = 1; order[++k] = name }
-  cpu[name] = cpu[name] " " v["cpu"]; user[name] = user[name] " " v["user"]; rps[name] = rps[name] " " v["rps"]
-  machine[name] = machine[name] " " v["machine"]
-  round_cpu[name, v["round"]] = v["cpu"]; round_machine[name, v["round"]] = v["machine"]
-  rounds[v["round"]] = 1 }
-END {
-  for (i = 1; i <= k; i++) {
-    n = order[i]; ratios = ""; mratios = ""
-    for (r in rounds) if ((n, r) in round_cpu && (order[1], r) in round_cpu) {
-      ratios = ratios " " round_cpu[n, r] / round_cpu[order[1], r]
-      if (round_machine[order[1], r] > 0)
-        mratios = mratios " " round_machine[n, r] / round_machine[order[1], r]
-    }
-    printf "median %s: cpu=%.3f user=%.3f machine=%.3f rps=%.0f; cpu ÷ %s in the same round: %.3f, machine: %.3f\n",
-      n, median(cpu[n]), median(user[n]), median(machine[n]), median(rps[n]), order[1], median(ratios),
-      median(mratios)
-  }
-}' "$rows"
+awk -f "$(dirname "$0")/summary.awk" "$rows"
