@@ -23,38 +23,14 @@ use bytes::Bytes;
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 
+use super::read_bufs;
 use super::worker::{Acceptor, Driver};
-use crate::conn::{IDLE_READ, Transport};
+use crate::conn::Transport;
 use crate::deadline::{Deadline, Shut};
 use crate::files::{self, Meta, sys};
 
 /// Files up to this size are read into the head's buffer and sent with one write.
 const INLINE: u64 = 16 * 1024;
-
-/// Empty read buffers a worker keeps for connections that turn readable: enough for every
-/// connection of a busy worker to find one without `malloc`, at most 272 KiB.
-const POOLED_READ_BUFS: usize = 1024;
-
-thread_local! {
-    /// Empty read buffers of [`IDLE_READ`] bytes, parked by connections waiting to read.
-    static READ_BUFS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Parks an empty read buffer of [`IDLE_READ`] bytes while its connection waits.
-fn park(buf: Vec<u8>) {
-    READ_BUFS.with_borrow_mut(|p| {
-        if p.len() < POOLED_READ_BUFS {
-            p.push(buf);
-        }
-    });
-}
-
-/// An empty read buffer of [`IDLE_READ`] bytes, from the pool when it has one.
-fn unpark() -> Vec<u8> {
-    READ_BUFS
-        .with_borrow_mut(|p| p.pop())
-        .unwrap_or_else(|| Vec::with_capacity(IDLE_READ))
-}
 
 /// The epoll engine, for [`super::worker::run_worker`].
 pub struct Epoll;
@@ -208,15 +184,11 @@ impl Transport for EpollConn {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return (Err(e), buf),
             }
-            // Nothing to read yet: an empty buffer of the usual size waits in the pool, not in
-            // this connection (a grown one stays: freeing it would cost a malloc per request).
-            let parked = buf.is_empty() && buf.capacity() == IDLE_READ;
-            if parked {
-                park(std::mem::take(&mut buf));
-            }
+            // Nothing to read yet.
+            let parked = read_bufs::park(&mut buf);
             let ready = self.stream.readable().await;
             if parked {
-                buf = unpark();
+                buf = read_bufs::unpark();
             }
             if let Err(e) = ready {
                 return (Err(e), buf);

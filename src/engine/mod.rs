@@ -4,10 +4,11 @@
 //! This module owns the choice between them: probing io_uring at start (a small ring plus the
 //! opcodes the uring engine submits) and explaining, in one message, why it is unavailable and how
 //! to enable it; and the little both engines build alike ([`iovecs`], the socket calls of
-//! [`sock`]).
+//! [`sock`], the pool of idle connections' [`read_bufs`]).
 
 pub mod epoll;
 pub mod listener;
+pub mod multishot;
 pub mod uring;
 pub mod worker;
 
@@ -71,6 +72,52 @@ pub(crate) fn iovecs(head: &[u8], body: &[u8]) -> [libc::iovec; 2] {
         iov_base: part.as_ptr() as *mut libc::c_void,
         iov_len: part.len(),
     })
+}
+
+/// Empty read buffers parked by connections waiting for a request. An idle connection's empty
+/// buffer of [`IDLE_READ`] bytes waits here, not in the connection, and it takes one back when
+/// bytes arrive; a grown buffer stays with its connection (freeing it would cost a `malloc` per
+/// request). Used by the epoll engine and the io_uring engine's receive ring, whose waits need no
+/// buffer.
+pub(crate) mod read_bufs {
+    use std::cell::RefCell;
+
+    use crate::conn::IDLE_READ;
+
+    /// Buffers a worker keeps: enough for every connection of a busy worker to find one without
+    /// `malloc`, at most 272 KiB.
+    const POOLED: usize = 1024;
+
+    thread_local! {
+        static READ_BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Parks `buf` if it is an empty buffer of [`IDLE_READ`] bytes, leaving an unallocated one in
+    /// its place; says whether it did (the caller then takes one back with [`unpark`]).
+    pub(crate) fn park(buf: &mut Vec<u8>) -> bool {
+        if !buf.is_empty() || buf.capacity() != IDLE_READ {
+            return false;
+        }
+        let buf = std::mem::take(buf);
+        READ_BUFS.with_borrow_mut(|p| {
+            if p.len() < POOLED {
+                p.push(buf);
+            }
+        });
+        true
+    }
+
+    /// An empty read buffer of [`IDLE_READ`] bytes, from the pool when it has one.
+    pub(crate) fn unpark() -> Vec<u8> {
+        READ_BUFS
+            .with_borrow_mut(|p| p.pop())
+            .unwrap_or_else(|| Vec::with_capacity(IDLE_READ))
+    }
+
+    /// Frees the pool (the worker's trim after a burst).
+    pub(crate) fn release() {
+        READ_BUFS.with_borrow_mut(|p| *p = Vec::new());
+    }
 }
 
 /// Socket calls made straight through syscall(2) (non-blocking through the socket's mode or the

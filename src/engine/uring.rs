@@ -41,6 +41,7 @@ use tokio_uring::fs::File;
 use tokio_uring::net::{TcpListener, TcpStream};
 use tokio_uring::{OneshotOutputTransform, UnsubmittedOneshot};
 
+use super::multishot::{Receiver, Rx};
 use super::worker::{Acceptor, Driver};
 use crate::conn::Transport;
 use crate::deadline::{Deadline, Shut};
@@ -72,8 +73,22 @@ impl Driver for Uring {
     }
 
     fn acceptor(listener: std::net::TcpListener) -> io::Result<UringAcceptor> {
+        let recv = match Receiver::new() {
+            Ok(recv) => {
+                tokio_uring::spawn(recv.clone().drive());
+                Some(recv)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "io_uring: no multishot receive ring ({e}; Linux 6.0 or later has one): \
+                     one receive per request instead"
+                );
+                None
+            }
+        };
         Ok(UringAcceptor {
             listener: TcpListener::from_std(listener),
+            recv,
         })
     }
 }
@@ -81,6 +96,8 @@ impl Driver for Uring {
 /// A worker's listener on the ring.
 pub struct UringAcceptor {
     listener: TcpListener,
+    /// The worker's receive ring ([`multishot`]), when the kernel has one.
+    recv: Option<Rc<Receiver>>,
 }
 
 impl Acceptor for UringAcceptor {
@@ -89,9 +106,11 @@ impl Acceptor for UringAcceptor {
     async fn accept(&self) -> io::Result<(UringConn, SocketAddr)> {
         let (stream, peer) = self.listener.accept().await?;
         stream.set_nodelay(true)?;
+        let rx = self.recv.as_ref().map(|r| r.open(stream.as_raw_fd()));
         Ok((
             UringConn {
                 stream: Rc::new(stream),
+                rx,
                 pipe: None,
             },
             peer,
@@ -112,6 +131,9 @@ impl Shut for TcpStream {
 
 /// One connection on the ring.
 pub struct UringConn {
+    /// Declared before `stream`: a receive armed on the socket is cancelled before the
+    /// descriptor closes.
+    rx: Option<Rx>,
     stream: Rc<TcpStream>,
     /// The pipe secured for the response about to be spliced ([`Transport::secure_body`]); it
     /// goes back to the worker's pool afterwards, so idle connections hold none.
@@ -548,6 +570,9 @@ impl Transport for UringConn {
 
     async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         let _waiting = Waiting::start();
+        if let Some(rx) = &self.rx {
+            return rx.read(buf).await;
+        }
         let poll_first = POLL_FIRST.get();
         let (r, buf) = self.recv(buf, poll_first).await;
         match r {
@@ -666,7 +691,10 @@ impl Transport for UringConn {
     }
 
     fn handle(&self) -> Rc<dyn Shut> {
-        self.stream.clone()
+        match &self.rx {
+            Some(rx) => Rc::new(rx.handle(self.stream.clone())),
+            None => self.stream.clone(),
+        }
     }
 }
 
