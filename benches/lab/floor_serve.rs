@@ -43,12 +43,13 @@ use uring_httpd::clock::Clock;
 use uring_httpd::config::{AccessTarget, Config, LogFormat};
 use uring_httpd::conn::{self, Ctx, Transport};
 use uring_httpd::deadline::{Deadline, SWEEP, Shut};
+use uring_httpd::engine::multishot::BufRing;
 use uring_httpd::files::{Meta, sys};
 use uring_httpd::settings::Settings;
 
 use crate::floor_epoll::LISTENER;
 use crate::floor_proto::{self, Reply};
-use crate::floor_uring::{BGID, BufRing, MAX_CONNS};
+use crate::floor_uring::{BGID, MAX_CONNS, buf_ring};
 
 /// Bodies up to this size are read behind the head and sent with it, as the epoll engine does.
 const INLINE: u64 = 16 * 1024;
@@ -450,7 +451,7 @@ struct Slot {
 
 struct Ring {
     ring: RefCell<IoUring>,
-    bufs: RefCell<BufRing>,
+    bufs: RefCell<&'static mut BufRing>,
     ops: RefCell<Vec<Slot>>,
     free: RefCell<Vec<usize>>,
     socks: Socks,
@@ -615,7 +616,7 @@ impl Reactor for Ring {
                     break;
                 }
                 let bufs = self.bufs.borrow();
-                let data = &bufs.read(*bid, *len)[*at..];
+                let data = &bufs.get(*bid, *len)[*at..];
                 let take = room.min(data.len());
                 buf.extend_from_slice(&data[..take]);
                 drop(bufs);
@@ -697,7 +698,7 @@ pub fn serve_uring(
         .setup_cqsize(ENTRIES * 4)
         .build(ENTRIES)
         .map_err(|e| format!("io_uring setup (SINGLE_ISSUER | DEFER_TASKRUN): {e}"))?;
-    let bufs = BufRing::new(&ring)?;
+    let bufs = buf_ring(&ring)?;
     let ring = Rc::new(Ring {
         ring: RefCell::new(ring),
         bufs: RefCell::new(bufs),

@@ -31,10 +31,11 @@
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use io_uring::types::BufRingEntry;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use uring_httpd::engine::multishot::BufRing;
 
 use crate::floor_core::Core;
 use crate::floor_proto::{self, Owes, Reply};
@@ -88,85 +89,13 @@ impl Conn {
     }
 }
 
-/// The provided buffer ring: [`BUFS`] entries and their buffers, both in anonymous mappings
-/// (page aligned, as the kernel wants the ring, and never touched through Rust references while
-/// the kernel may write them).
-pub(crate) struct BufRing {
-    ring: *mut BufRingEntry,
-    bufs: *mut u8,
-    tail: u16,
-}
-
-fn map(len: usize) -> Result<*mut u8, String> {
-    // SAFETY: an anonymous private mapping at an address of the kernel's choosing aliases nothing.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(format!("mmap {len}: {}", std::io::Error::last_os_error()));
-    }
-    Ok(p.cast())
-}
-
-impl BufRing {
-    pub(crate) fn new(ring: &IoUring) -> Result<BufRing, String> {
-        let entries = map(BUFS as usize * std::mem::size_of::<BufRingEntry>())?;
-        let bufs = map(BUFS as usize * BUF_LEN)?;
-        let mut br = BufRing {
-            ring: entries.cast(),
-            bufs,
-            tail: 0,
-        };
-        // SAFETY: the ring mapping holds BUFS entries, is page aligned and lives as long as the
-        // process (never unmapped), so it outlives the registration.
-        unsafe {
-            ring.submitter()
-                .register_buf_ring(br.ring as u64, BUFS, BGID)
-        }
+/// The provided buffer ring, uring-httpd's own ([`BufRing`]): [`BUFS`] buffers of [`BUF_LEN`]
+/// bytes as group [`BGID`]. Leaked: it lives as long as the process, so it outlives the ring
+/// whichever way a floor returns.
+pub(crate) fn buf_ring(ring: &IoUring) -> Result<&'static mut BufRing, String> {
+    let bufs = BufRing::new(ring, BUFS, BUF_LEN, BGID)
         .map_err(|e| format!("register_buf_ring: {e} (kernel ≥ 5.19 needed)"))?;
-        for bid in 0..BUFS {
-            br.give(bid);
-        }
-        br.publish();
-        Ok(br)
-    }
-
-    /// Queues buffer `bid` for the kernel (visible after [`BufRing::publish`]).
-    pub(crate) fn give(&mut self, bid: u16) {
-        let slot = (self.tail & (BUFS - 1)) as usize;
-        // SAFETY: slot < BUFS, inside the ring mapping; the kernel only reads entries between its
-        // head and the published tail, and this slot is past the published tail. Only addr, len
-        // and bid are written, not the shared tail field of entry 0.
-        let e = unsafe { &mut *self.ring.add(slot) };
-        // SAFETY: bid < BUFS, so the buffer lies inside the buffers mapping.
-        e.set_addr(unsafe { self.bufs.add(bid as usize * BUF_LEN) } as u64);
-        e.set_len(BUF_LEN as u32);
-        e.set_bid(bid);
-        self.tail = self.tail.wrapping_add(1);
-    }
-
-    /// Makes the given buffers visible to the kernel.
-    pub(crate) fn publish(&self) {
-        // SAFETY: the ring's first entry is initialised and its `resv` field is the ring tail
-        // the kernel reads; it is aligned for u16 and only ever accessed atomically from here.
-        let tail = unsafe { AtomicU16::from_ptr(BufRingEntry::tail(self.ring) as *mut u16) };
-        tail.store(self.tail, Ordering::Release);
-    }
-
-    /// The first `len` bytes of buffer `bid`, which the kernel has filled and handed back.
-    pub(crate) fn read(&self, bid: u16, len: usize) -> &[u8] {
-        assert!(bid < BUFS && len <= BUF_LEN);
-        // SAFETY: bid and len are in bounds (checked); a completion handed this buffer back, so
-        // the kernel does not write it until it is given again with `give`.
-        unsafe { std::slice::from_raw_parts(self.bufs.add(bid as usize * BUF_LEN), len) }
-    }
+    Ok(Box::leak(Box::new(bufs)))
 }
 
 /// Pushes an entry, submitting the queue first when it is full.
@@ -290,7 +219,7 @@ fn serve(
     let mut ring = builder
         .build(ENTRIES)
         .map_err(|e| format!("io_uring setup (SINGLE_ISSUER, {mode:?}): {e}"))?;
-    let mut bufs = BufRing::new(&ring)?;
+    let bufs = buf_ring(&ring)?;
     let lfd = listener.as_raw_fd();
     let mut conns: Vec<Option<Conn>> = Vec::new();
 
@@ -432,7 +361,7 @@ fn serve(
                     let c = conns[fd as usize].as_mut().expect("recv on a known fd");
                     if let Some(bid) = cqueue::buffer_select(flags) {
                         if res > 0 {
-                            c.received(bufs.read(bid, res as usize), core);
+                            c.received(bufs.get(bid, res as usize), core);
                         }
                         bufs.give(bid);
                         gave = true;

@@ -211,7 +211,7 @@ impl Receiver {
             let slot = &mut slots[id as usize];
             let (res, flags) = (cqe.result(), cqe.flags());
             if let Some(bid) = cqueue::buffer_select(flags) {
-                bufs.held += 1;
+                bufs.taken();
                 if res > 0 && !slot.gone {
                     slot.queue.push_back((bid, 0, res as u16));
                 } else {
@@ -484,21 +484,67 @@ impl Shut for Handle {
     }
 }
 
-/// The provided-buffer ring: [`BUFS`] entries and their buffers, in anonymous mappings that live
-/// as long as the ring (unmapped after it is closed).
+/// The worker's provided buffers, with what the receive ring tracks of them.
 struct Bufs {
-    entries: *mut BufRingEntry,
-    data: *mut u8,
-    /// The next entry to fill.
-    tail: u16,
+    ring: BufRing,
     /// Buffers the kernel has handed back and this side not yet returned.
     held: u16,
     /// Readers whose receive found no buffer, woken when one comes back.
     starved: Vec<Waker>,
 }
 
-const ENTRIES_LEN: usize = BUFS as usize * std::mem::size_of::<BufRingEntry>();
-const DATA_LEN: usize = BUFS as usize * BUF_LEN;
+impl Bufs {
+    fn new(ring: &IoUring) -> io::Result<Bufs> {
+        Ok(Bufs {
+            ring: BufRing::new(ring, BUFS, BUF_LEN, BGID)?,
+            held: 0,
+            starved: Vec::new(),
+        })
+    }
+
+    /// Counts a buffer handed back by a completion.
+    fn taken(&mut self) {
+        self.held += 1;
+    }
+
+    /// Gives buffer `bid` back to the kernel (visible after [`Bufs::publish`]).
+    fn give(&mut self, bid: u16) {
+        self.ring.give(bid);
+        self.held -= 1;
+    }
+
+    /// Makes the buffers given back visible to the kernel, and wakes the readers that found none.
+    fn publish(&mut self) {
+        for w in self.starved.drain(..) {
+            w.wake();
+        }
+        self.ring.publish();
+    }
+
+    fn get(&self, bid: u16, len: usize) -> &[u8] {
+        self.ring.get(bid, len)
+    }
+
+    fn drop_pages(&self) {
+        self.ring.drop_pages();
+    }
+}
+
+/// A ring of provided buffers registered with an io_uring (`IORING_REGISTER_PBUF_RING`, Linux
+/// 5.19): `count` entries (a power of two) and as many buffers of `len` bytes, in anonymous
+/// mappings (page aligned, as the kernel wants the entries, and never touched through Rust
+/// references while the kernel may write them). The lab's floors use it too.
+///
+/// Dropping it unmaps both: the io_uring it is registered with must be closed first (declared
+/// before it in a struct), or the kernel could still take a buffer after the memory is gone.
+pub struct BufRing {
+    entries: *mut BufRingEntry,
+    data: *mut u8,
+    /// The next entry to fill.
+    tail: u16,
+    count: u16,
+    len: usize,
+}
 
 fn map(len: usize) -> io::Result<*mut u8> {
     // SAFETY: an anonymous private mapping at an address of the kernel's choosing aliases nothing.
@@ -518,89 +564,96 @@ fn map(len: usize) -> io::Result<*mut u8> {
     Ok(p.cast())
 }
 
-impl Bufs {
-    fn new(ring: &IoUring) -> io::Result<Bufs> {
-        let entries = map(ENTRIES_LEN)?;
-        let data = match map(DATA_LEN) {
+impl BufRing {
+    /// Maps and registers the ring as buffer group `bgid` of `ring`, every buffer given.
+    pub fn new(ring: &IoUring, count: u16, len: usize, bgid: u16) -> io::Result<BufRing> {
+        assert!(count.is_power_of_two() && u32::try_from(len).is_ok());
+        let entries = map(count as usize * std::mem::size_of::<BufRingEntry>())?;
+        let data = match map(count as usize * len) {
             Ok(d) => d,
             Err(e) => {
+                let n = count as usize * std::mem::size_of::<BufRingEntry>();
                 // SAFETY: mapped just above with this length; nothing points into it.
-                unsafe { libc::munmap(entries.cast(), ENTRIES_LEN) };
+                unsafe { libc::munmap(entries.cast(), n) };
                 return Err(e);
             }
         };
-        let mut bufs = Bufs {
+        let mut bufs = BufRing {
             entries: entries.cast(),
             data,
             tail: 0,
-            held: BUFS,
-            starved: Vec::new(),
+            count,
+            len,
         };
-        // SAFETY: the entries' mapping holds BUFS entries, is page aligned, and is unmapped
-        // only after the ring is closed (Drop for Inner).
+        // SAFETY: the entries' mapping holds `count` entries and is page aligned; the caller
+        // closes the ring before dropping this (see the type's documentation).
         unsafe {
             ring.submitter()
-                .register_buf_ring(bufs.entries as u64, BUFS, BGID)?
+                .register_buf_ring(bufs.entries as u64, count, bgid)?
         };
-        for bid in 0..BUFS {
+        for bid in 0..count {
             bufs.give(bid);
         }
         bufs.publish();
         Ok(bufs)
     }
 
-    /// Queues buffer `bid` for the kernel (visible after [`Bufs::publish`]).
-    fn give(&mut self, bid: u16) {
-        let slot = (self.tail & (BUFS - 1)) as usize;
-        // SAFETY: slot < BUFS, inside the entries' mapping; the kernel reads only entries between
-        // its head and the published tail, and this one is past the published tail. Only addr,
-        // len and bid are written, not the shared tail field of entry 0.
+    /// Queues buffer `bid` for the kernel (visible after [`BufRing::publish`]).
+    pub fn give(&mut self, bid: u16) {
+        assert!(bid < self.count);
+        let slot = (self.tail & (self.count - 1)) as usize;
+        // SAFETY: slot < count, inside the entries' mapping; the kernel reads only entries
+        // between its head and the published tail, and this one is past the published tail. Only
+        // addr, len and bid are written, not the shared tail field of entry 0.
         let e = unsafe { &mut *self.entries.add(slot) };
-        // SAFETY: bid < BUFS (it came from the kernel, which got it from here), so the buffer
-        // lies inside the data mapping.
-        e.set_addr(unsafe { self.data.add(bid as usize * BUF_LEN) } as u64);
-        e.set_len(BUF_LEN as u32);
+        // SAFETY: bid < count (checked), so the buffer lies inside the data mapping.
+        e.set_addr(unsafe { self.data.add(bid as usize * self.len) } as u64);
+        e.set_len(self.len as u32);
         e.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
-        self.held -= 1;
     }
 
-    /// Makes the buffers given so far visible to the kernel, and wakes the readers that found
-    /// none.
-    fn publish(&mut self) {
-        for w in self.starved.drain(..) {
-            w.wake();
-        }
+    /// Makes the buffers given so far visible to the kernel.
+    pub fn publish(&self) {
         // SAFETY: the first entry's `resv` field is the ring's tail, which the kernel reads; it
         // is aligned for u16 and only ever accessed atomically from this side.
         let tail = unsafe { AtomicU16::from_ptr(BufRingEntry::tail(self.entries) as *mut u16) };
         tail.store(self.tail, Ordering::Release);
     }
 
-    /// Hands the buffers' pages back to the system (see [`release_if_idle`]).
-    fn drop_pages(&self) {
-        // SAFETY: the data mapping is ours with this length; MADV_DONTNEED only replaces its
-        // pages with zero-filled ones, and no receive is in the kernel to write them meanwhile.
-        unsafe { libc::madvise(self.data.cast(), DATA_LEN, libc::MADV_DONTNEED) };
-    }
-
     /// The first `len` bytes of buffer `bid`, which a completion handed back.
-    fn get(&self, bid: u16, len: usize) -> &[u8] {
-        assert!(bid < BUFS && len <= BUF_LEN);
+    pub fn get(&self, bid: u16, len: usize) -> &[u8] {
+        assert!(bid < self.count && len <= self.len);
         // SAFETY: in bounds (checked); the kernel does not write this buffer again until it is
         // given back with `give`, which needs `&mut self`.
-        unsafe { std::slice::from_raw_parts(self.data.add(bid as usize * BUF_LEN), len) }
+        unsafe { std::slice::from_raw_parts(self.data.add(bid as usize * self.len), len) }
+    }
+
+    /// Hands the buffers' pages back to the system; they read as zeros when touched again. Only
+    /// while no operation in the kernel may write a buffer (see [`release_if_idle`]).
+    fn drop_pages(&self) {
+        // SAFETY: the data mapping is ours with this length; MADV_DONTNEED only replaces its
+        // pages with zero-filled ones.
+        unsafe {
+            libc::madvise(
+                self.data.cast(),
+                self.count as usize * self.len,
+                libc::MADV_DONTNEED,
+            )
+        };
     }
 }
 
-impl Drop for Bufs {
+impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: both were mapped with these lengths in `Bufs::new`. `Inner` declares the ring
-        // before the buffers, so the ring is closed first: the kernel ends every receive then and
-        // neither reads the entries nor writes a buffer after this.
+        // SAFETY: both were mapped with these lengths in `BufRing::new`, and the ring they were
+        // registered with is closed (the type's rule): nothing reads or writes them any more.
         unsafe {
-            libc::munmap(self.entries.cast(), ENTRIES_LEN);
-            libc::munmap(self.data.cast(), DATA_LEN);
+            libc::munmap(
+                self.entries.cast(),
+                self.count as usize * std::mem::size_of::<BufRingEntry>(),
+            );
+            libc::munmap(self.data.cast(), self.count as usize * self.len);
         }
     }
 }

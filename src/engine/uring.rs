@@ -10,6 +10,11 @@
 //! the completion arrives. Operations cannot be cancelled: code that abandons one shuts the socket
 //! down first (see [`Transport::abort`]).
 //!
+//! Socket reads go through the worker's receive ring ([`super::multishot`]): one multishot
+//! receive per connection, armed once, into provided buffers, on a small ring beside tokio-uring's
+//! (which cannot take an operation with more than one completion). On kernels without it (before
+//! 6.0) each read is a single-shot `IORING_OP_RECV` on tokio-uring's ring, as described next.
+//!
 //! Socket reads and writes are `IORING_OP_RECV`, `IORING_OP_SEND` and (a head with a shared cached
 //! body) `IORING_OP_SENDMSG`, custom operations all, not tokio-uring's `read`/`write`/`writev`,
 //! whose `IORING_OP_READ`/`WRITE`/`WRITEV` go through the file layer
