@@ -162,7 +162,12 @@ impl Receiver {
             }
         };
         loop {
-            self.turn();
+            if !self.turn() {
+                // The kernel refused the submission (short of room): let the connections run
+                // (they give buffers back, take completions) before trying again.
+                tokio::task::yield_now().await;
+                continue;
+            }
             poll_fn(|cx| {
                 let mut inner = self.inner.borrow_mut();
                 if inner.queued {
@@ -173,7 +178,7 @@ impl Receiver {
                 match fd.poll_read_ready(cx) {
                     Poll::Ready(Ok(mut ready)) => {
                         // Before the completions are taken: one posted after this is a new
-                        // readiness, which this clears not.
+                        // readiness, which this does not clear.
                         ready.clear_ready();
                         Poll::Ready(())
                     }
@@ -185,8 +190,8 @@ impl Receiver {
     }
 
     /// Submits what is queued (and flushes completions the kernel kept back when the queue was
-    /// full), then hands every completion on.
-    fn turn(&self) {
+    /// full), then hands every completion on. False when the submission failed (it stays queued).
+    fn turn(&self) -> bool {
         let mut inner = self.inner.borrow_mut();
         let Inner {
             ring,
@@ -196,9 +201,11 @@ impl Receiver {
             queued,
             ..
         } = &mut *inner;
+        let mut submitted = true;
         if *queued || ring.submission().cq_overflow() {
             // A failed submit (EBUSY, EAGAIN: the kernel is short of room) is retried next turn.
-            *queued = ring.submit().is_err();
+            submitted = ring.submit().is_ok();
+            *queued = !submitted;
         }
         let mut gave = false;
         let mut cancels = Vec::new();
@@ -250,6 +257,7 @@ impl Receiver {
             push(ring, &cancel(id));
             *queued = true;
         }
+        submitted
     }
 }
 
@@ -395,14 +403,48 @@ impl Inner {
             } else {
                 slot.starved = false;
                 slot.armed = true;
-                push(&mut self.ring, &arm(id, slot.fd));
-                self.queued = true;
-                if let Some(w) = self.driver.take() {
-                    w.wake();
-                }
+                let e = arm(id, slot.fd);
+                set_waker(&mut slot.reader, cx);
+                self.submit_soon(&e);
+                return;
             }
         }
         set_waker(&mut slot.reader, cx);
+    }
+
+    /// Queues `e` for the driver task's next turn, and wakes it.
+    fn submit_soon(&mut self, e: &squeue::Entry) {
+        push(&mut self.ring, e);
+        self.queued = true;
+        if let Some(w) = self.driver.take() {
+            w.wake();
+        }
+    }
+
+    /// Connection `id` is gone: gives back the buffers it held, and frees its slot, or, with a
+    /// receive armed, cancels that and leaves the slot to its last completion.
+    fn close(&mut self, id: u32) {
+        let slot = &mut self.slots[id as usize];
+        slot.gone = true;
+        slot.reader = None;
+        let (armed, cancelling) = (slot.armed, slot.cancelling);
+        // Taken, not drained: its memory goes with the connection (kept in the slot, small
+        // blocks allocated during a burst would pin heap pages the worker's trim could free).
+        let queue = std::mem::take(&mut slot.queue);
+        if !queue.is_empty() {
+            for (bid, _, _) in queue {
+                self.bufs.give(bid);
+            }
+            self.bufs.publish();
+        }
+        if !armed {
+            self.free.push(id);
+            release_if_idle(&mut self.slots, &mut self.free, &self.bufs);
+        } else if !cancelling {
+            // The socket stays open in the kernel until this completes: submitted this turn.
+            self.slots[id as usize].cancelling = true;
+            self.submit_soon(&cancel(id));
+        }
     }
 
     /// Marks connection `id`'s socket shut down, so a read with no receive armed ends instead of
@@ -421,40 +463,7 @@ impl Inner {
 
 impl Drop for Rx {
     fn drop(&mut self) {
-        let mut inner = self.recv.inner.borrow_mut();
-        let Inner {
-            ring,
-            bufs,
-            slots,
-            free,
-            queued,
-            driver,
-            ..
-        } = &mut *inner;
-        let slot = &mut slots[self.id as usize];
-        slot.gone = true;
-        slot.reader = None;
-        let had = !slot.queue.is_empty();
-        // Taken, not drained: its memory goes with the connection (kept in the slot, small
-        // blocks allocated during a burst would pin heap pages the worker's trim could free).
-        for (bid, _, _) in std::mem::take(&mut slot.queue) {
-            bufs.give(bid);
-        }
-        if had {
-            bufs.publish();
-        }
-        if !slot.armed {
-            free.push(self.id);
-            release_if_idle(slots, free, bufs);
-        } else if !slot.cancelling {
-            // The socket stays open in the kernel until this completes: submitted this turn.
-            slot.cancelling = true;
-            push(ring, &cancel(self.id));
-            *queued = true;
-            if let Some(w) = driver.take() {
-                w.wake();
-            }
-        }
+        self.recv.inner.borrow_mut().close(self.id);
     }
 }
 
