@@ -709,8 +709,8 @@ mod tests {
 
     /// 200 connections each receive 8 KiB before any is read: 1.6 MB against a ring of 512 KiB.
     /// Receives are cancelled at a connection's share ([`HELD`]), others find the ring empty
-    /// (`ENOBUFS`); every one is armed again as buffers come back, and every byte arrives once,
-    /// in order. At the end the kernel has every buffer back.
+    /// (`ENOBUFS`). Then each receives 8 KiB more, which only a receive armed again can take:
+    /// every byte arrives once, in order, and at the end the kernel has every buffer back.
     #[test]
     fn more_bytes_than_the_ring_holds_all_arrive_in_order() {
         let Some((recv, conns)) = ring_with(200) else {
@@ -720,12 +720,12 @@ mod tests {
         let mut got: Vec<Vec<u8>> = vec![Vec::new(); conns.len()];
         // The first reads arm the receives; then every peer sends before anything is read.
         for (i, (_, _, rx)) in conns.iter().enumerate() {
-            let mut buf = Vec::with_capacity(LEN);
+            let mut buf = Vec::with_capacity(2 * LEN);
             assert!(poll_once(rx, &mut buf).is_pending());
             got[i] = buf;
         }
         for (i, (peer, _, _)) in conns.iter().enumerate() {
-            (&*peer).write_all(&bytes_for(i, LEN)).unwrap();
+            (&*peer).write_all(&bytes_for(i, 2 * LEN)[..LEN]).unwrap();
         }
         recv.turn();
         recv.turn();
@@ -737,14 +737,21 @@ mod tests {
             assert!(starved > 0, "no receive ran out of buffers");
             assert!(capped > 0, "no connection reached its share");
             assert_eq!(inner.bufs.held, BUFS, "the ring is empty");
+            assert!(
+                slots.iter().all(|s| s.end.is_none()),
+                "a receive ended for good"
+            );
         }
-        // Read everything, a turn of the ring between rounds, until each has its 8 KiB.
+        for (i, (peer, _, _)) in conns.iter().enumerate() {
+            (&*peer).write_all(&bytes_for(i, 2 * LEN)[LEN..]).unwrap();
+        }
+        // Read everything, a turn of the ring between rounds, until each has its 16 KiB.
         for _ in 0..1000 {
-            if got.iter().all(|b| b.len() == LEN) {
+            if got.iter().all(|b| b.len() == 2 * LEN) {
                 break;
             }
             for (i, (_, _, rx)) in conns.iter().enumerate() {
-                while got[i].len() < LEN {
+                while got[i].len() < 2 * LEN {
                     match poll_once(rx, &mut got[i]) {
                         Poll::Ready(Ok(n)) => assert!(n > 0, "end of stream on {i}"),
                         Poll::Ready(Err(e)) => panic!("connection {i}: {e}"),
@@ -755,7 +762,10 @@ mod tests {
             recv.turn();
         }
         for (i, b) in got.iter().enumerate() {
-            assert!(*b == bytes_for(i, LEN), "connection {i} got other bytes");
+            assert!(
+                *b == bytes_for(i, 2 * LEN),
+                "connection {i} got other bytes"
+            );
         }
         assert_eq!(recv.inner.borrow().bufs.held, 0, "buffers not given back");
     }
