@@ -1,7 +1,8 @@
 //! Faults and exhaustion, over sockets on both engines: a connection whose task panics (the
 //! debug-build fault `URING_HTTPD_FAULT=conn-panic`) costs that connection only; running out of
 //! descriptors at accept keeps stderr to a few lines; the access log on a full disk keeps whole
-//! lines; memory taken by a burst of connections goes back once they close.
+//! lines; memory taken by a burst of connections goes back once they close. And the io_uring
+//! engine without its receive ring (`URING_HTTPD_FAULT=no-recv-ring`), as on kernels before 6.0.
 
 mod common;
 
@@ -340,4 +341,44 @@ fn memory_comes_back_after_a_burst(e: Engine) {
         after < bound,
         "resident {start} KiB before, {peak} KiB at the peak, {after} KiB after"
     );
+}
+
+/// Without its receive ring (as on kernels before 6.0, forced here by a fault) the io_uring
+/// engine says so once and receives with one operation per request: keep-alive, pipelined and
+/// split heads, and the close after `Connection: close`, all still answered byte for byte.
+#[test]
+fn the_uring_engine_serves_without_its_receive_ring() {
+    if common::skip_uring() {
+        return;
+    }
+    let mut o = Opts::new(Engine::Uring);
+    o.workers = 1;
+    o.env
+        .push(("URING_HTTPD_FAULT".into(), "no-recv-ring".into()));
+    let s = o.start();
+    let err = s.stderr();
+    assert_eq!(
+        err.matches("no multishot receive ring (injected fault no-recv-ring")
+            .count(),
+        1,
+        "{err}"
+    );
+    let css = &b"body { color: #333; }\n"[..];
+    let mut c = s.connect();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    for piece in ["GET /style.css HT", "TP/1.1\r\nHost: t\r\n", "\r\n"] {
+        c.write_all(piece.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let resp = read_response(&mut r, false).unwrap();
+    assert_eq!((resp.status, &resp.body[..]), (200, css));
+    c.write_all(
+        b"GET /style.css HTTP/1.1\r\nHost: t\r\n\r\nGET /missing.html HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /style.css HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    for want in [200, 404, 200] {
+        assert_eq!(read_response(&mut r, false).unwrap().status, want);
+    }
+    common::assert_closed(&mut r);
 }

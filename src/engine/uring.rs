@@ -78,7 +78,12 @@ impl Driver for Uring {
     }
 
     fn acceptor(listener: std::net::TcpListener) -> io::Result<UringAcceptor> {
-        let recv = match Receiver::new() {
+        let recv = if crate::fault::injected("no-recv-ring") {
+            Err(io::Error::other("injected fault no-recv-ring"))
+        } else {
+            Receiver::new()
+        };
+        let recv = match recv {
             Ok(recv) => {
                 tokio_uring::spawn(recv.clone().drive());
                 Some(recv)
@@ -548,8 +553,8 @@ impl<B> OneshotOutputTransform for SendDone<B> {
 }
 
 thread_local! {
-    /// Connections of this worker with a read on the ring: waiting for a request, or reading
-    /// and discarding during a lingering close.
+    /// Connections of this worker with a read waiting (on tokio-uring's ring or the receive
+    /// ring): waiting for a request, or reading and discarding during a lingering close.
     static WAITING: Cell<usize> = const { Cell::new(0) };
 }
 
