@@ -129,16 +129,19 @@ impl Receiver {
     /// A slot for a newly accepted connection on `fd`; nothing is armed until its first read.
     pub fn open(self: &Rc<Self>, fd: RawFd) -> Rx {
         let mut inner = self.inner.borrow_mut();
-        let id = match inner.free.pop() {
-            Some(id) => id,
-            None => {
-                inner.slots.push(Slot::default());
-                (inner.slots.len() - 1) as u32
-            }
-        };
-        inner.slots[id as usize] = Slot {
+        let slot = Slot {
             fd,
             ..Slot::default()
+        };
+        let id = match inner.free.pop() {
+            Some(id) => {
+                inner.slots[id as usize] = slot;
+                id
+            }
+            None => {
+                inner.slots.push(slot);
+                (inner.slots.len() - 1) as u32
+            }
         };
         Rx {
             recv: self.clone(),
@@ -396,20 +399,19 @@ impl Inner {
     /// last found no buffer and none has come back), and registers the reader's waker.
     fn wait(&mut self, id: u32, cx: &Context<'_>) {
         let slot = &mut self.slots[id as usize];
-        if !slot.armed {
-            if slot.starved && self.bufs.held == BUFS {
-                // Still none: woken when one comes back.
-                self.bufs.starved.push(cx.waker().clone());
-            } else {
-                slot.starved = false;
-                slot.armed = true;
-                let e = arm(id, slot.fd);
-                set_waker(&mut slot.reader, cx);
-                self.submit_soon(&e);
-                return;
-            }
-        }
         set_waker(&mut slot.reader, cx);
+        if slot.armed {
+            return;
+        }
+        if slot.starved && self.bufs.held == BUFS {
+            // Still none: woken when one comes back.
+            self.bufs.starved.push(cx.waker().clone());
+            return;
+        }
+        slot.starved = false;
+        slot.armed = true;
+        let e = arm(id, slot.fd);
+        self.submit_soon(&e);
     }
 
     /// Queues `e` for the driver task's next turn, and wakes it.

@@ -106,7 +106,7 @@ impl Driver for Uring {
 /// A worker's listener on the ring.
 pub struct UringAcceptor {
     listener: TcpListener,
-    /// The worker's receive ring ([`multishot`]), when the kernel has one.
+    /// The worker's receive ring ([`super::multishot`]), when the kernel has one.
     recv: Option<Rc<Receiver>>,
 }
 
@@ -141,8 +141,9 @@ impl Shut for TcpStream {
 
 /// One connection on the ring.
 pub struct UringConn {
-    /// Declared before `stream`: a receive armed on the socket is cancelled before the
-    /// descriptor closes.
+    /// The socket's receive on the worker's receive ring. A receive armed there holds the
+    /// kernel's own reference to the socket, which stays open until the cancellation that
+    /// dropping this queues has completed, whichever field drops first.
     rx: Option<Rx>,
     stream: Rc<TcpStream>,
     /// The pipe secured for the response about to be spliced ([`Transport::secure_body`]); it
