@@ -36,5 +36,6 @@ for r in $(seq 1 "$ROUNDS"); do
     kill $pid; wait $pid 2>/dev/null
   done
 done
-# Summary: medians per command, and the median of cpu ÷ the first command's cpu in the same round.
+# Summary: medians per command, and the median of cpu ÷ the first command's cpu in the same round
+# (summary.awk -v base=NAME divides by another).
 awk -f "$(dirname "$0")/summary.awk" "$rows"

@@ -12,7 +12,7 @@
 //! session). File steps a cache miss needs (open, stat, read) are blocking system calls here:
 //! the lab serves one cached file, so they happen once, at start.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -33,8 +33,13 @@ pub struct Core {
     settings: Settings,
     stats: Stats,
     cache: RefCell<FileCache>,
-    /// The instant of the current batch of completions ([`Core::turn`]).
-    now: Cell<Instant>,
+}
+
+/// The core for one batch of completions, with the one clock reading its requests share (as a
+/// worker's turn has): the only way to answer, so no loop can answer with a stale reading.
+pub struct Turn<'a> {
+    core: &'a Core,
+    now: Instant,
 }
 
 impl Core {
@@ -51,11 +56,10 @@ impl Core {
             settings,
             stats: Stats::new("floor-core", 1),
             cache: RefCell::new(cache),
-            now: Cell::new(Instant::now()),
         };
         let warm = format!("GET /{name} HTTP/1.1\r\nHost: lab\r\n\r\n");
         let (mut input, mut output) = (warm.into_bytes(), Vec::new());
-        core.answer_all(&mut input, &mut output);
+        core.turn().answer_all(&mut input, &mut output);
         if !output.starts_with(b"HTTP/1.1 200 ") {
             let line = output.split(|&b| b == b'\r').next().unwrap_or_default();
             return Err(format!(
@@ -67,11 +71,16 @@ impl Core {
         Ok(core)
     }
 
-    /// Starts a batch of completions: the one clock reading its requests share.
-    pub fn turn(&self) {
-        self.now.set(Instant::now());
+    /// Starts a batch of completions: reads the clock once for all its requests.
+    pub fn turn(&self) -> Turn<'_> {
+        Turn {
+            core: self,
+            now: Instant::now(),
+        }
     }
+}
 
+impl Turn<'_> {
     /// Answers every complete request head at the front of `input`, appending the responses to
     /// `output` and removing the heads. Returns false once the connection is to close (after a
     /// refused head, a `Connection: close`, or a request with a body, which the experiment answers
@@ -87,13 +96,13 @@ impl Core {
                     (self.exchange(&req), req.head_len, bodiless)
                 }
                 Err(e) => {
-                    let refused = exchange::refused(&self.settings, Refusal::Malformed(e));
+                    let refused = exchange::refused(&self.core.settings, Refusal::Malformed(e));
                     (refused, 0, false)
                 }
             };
             used += len;
             open = more && plan.keep_alive;
-            self.put(plan, output);
+            self.core.put(plan, output);
         }
         input.drain(..used);
         open
@@ -101,15 +110,16 @@ impl Core {
 
     /// One request's exchange, run to its plan with blocking file steps.
     fn exchange(&self, req: &http::Request<'_>) -> Plan<File> {
+        let core = self.core;
         let mut ex = Exchange::new(
-            &self.settings,
-            &self.stats,
-            &self.cache,
+            &core.settings,
+            &core.stats,
+            &core.cache,
             req,
             ConnState::default(),
         );
-        let root = self.settings.root_fd.as_raw_fd();
-        let mut step = ex.start(self.now.get());
+        let root = core.settings.root_fd.as_raw_fd();
+        let mut step = ex.start(self.now);
         loop {
             let done = match step {
                 Step::Stat(rel) => Done::Stat(sys::statx(root, &rel, 0)),
@@ -118,15 +128,17 @@ impl Core {
                 Step::ReadWhole(file, len) => Done::Read(sys::read_whole(&file, len)),
                 Step::Send(plan) => {
                     if let Some(used) = ex.cache_use() {
-                        self.stats.workers[0].cache_lookup(used == exchange::CacheUse::Hit);
+                        core.stats.workers[0].cache_lookup(used == exchange::CacheUse::Hit);
                     }
                     return plan;
                 }
             };
-            step = ex.resume(done, Instant::now());
+            step = ex.resume(done, self.now);
         }
     }
+}
 
+impl Core {
     /// Puts `plan` behind `output`, counted as a worker counts a response it sent.
     fn put(&self, plan: Plan<File>, output: &mut Vec<u8>) {
         let worker = &self.stats.workers[0];
@@ -173,9 +185,9 @@ impl Answers {
 
     /// Answers the complete heads waiting. Never while a send of [`Answers::unsent`] is in
     /// flight: the output may move.
-    pub fn answer(&mut self, core: &Core) {
+    pub fn answer(&mut self, turn: &Turn<'_>) {
         if !self.last && !self.input.is_empty() {
-            self.last = !core.answer_all(&mut self.input, &mut self.output);
+            self.last = !turn.answer_all(&mut self.input, &mut self.output);
         }
     }
 
@@ -215,7 +227,7 @@ mod tests {
         // Two pipelined heads and half of a third: two answers, the half kept.
         let mut input = [&get[..], get, &get[..9]].concat();
         let mut output = Vec::new();
-        assert!(core.answer_all(&mut input, &mut output));
+        assert!(core.turn().answer_all(&mut input, &mut output));
         assert_eq!(input, &get[..9]);
         let text = String::from_utf8_lossy(&output).into_owned();
         assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
@@ -226,12 +238,12 @@ mod tests {
         // A missing file: 404, and the connection stays open.
         let mut input = b"GET /nope.html HTTP/1.1\r\nHost: lab\r\n\r\n".to_vec();
         let mut output = Vec::new();
-        assert!(core.answer_all(&mut input, &mut output));
+        assert!(core.turn().answer_all(&mut input, &mut output));
         assert!(output.starts_with(b"HTTP/1.1 404 "));
         // A head that does not parse: 400, and nothing after it is answered.
         let mut input = [&b"GARBAGE\r\n\r\n"[..], get].concat();
         let mut output = Vec::new();
-        assert!(!core.answer_all(&mut input, &mut output));
+        assert!(!core.turn().answer_all(&mut input, &mut output));
         assert!(output.starts_with(b"HTTP/1.1 400 "));
         assert_eq!(
             String::from_utf8_lossy(&output).matches("HTTP/1.1").count(),

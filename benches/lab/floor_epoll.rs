@@ -50,7 +50,6 @@ pub fn create() -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(epfd) })
 }
 
-/// Adds `fd` to `epfd`'s interest list with `events`, tagged `data`.
 /// Accepts every connection waiting on the nonblocking listener `lfd`: until EAGAIN, or an error
 /// such as EMFILE, which the listener's next edge retries. Each one is registered with `epfd` for
 /// `events` with its fd as data, gets TCP_NODELAY, and goes to `take`; one past [`MAX_CONNS`], or
@@ -82,6 +81,7 @@ pub fn accept_all(lfd: i32, epfd: i32, events: u32, mut take: impl FnMut(i32)) {
     }
 }
 
+/// Adds `fd` to `epfd`'s interest list with `events`, tagged `data`.
 pub fn register(epfd: i32, fd: i32, events: u32, data: u64) -> Result<(), String> {
     let mut ev = libc::epoll_event { events, u64: data };
     // SAFETY: `ev` is a valid epoll_event for the duration of the call.
@@ -195,6 +195,7 @@ pub fn serve(
             }
             return Err(format!("epoll_wait: {}", std::io::Error::last_os_error()));
         }
+        let turn = core.map(Core::turn);
         for ev in &events[..n as usize] {
             let (bits, data) = (ev.events, ev.u64);
             if data == LISTENER {
@@ -215,8 +216,8 @@ pub fn serve(
                 let half_closed = bits & libc::EPOLLRDHUP as u32 != 0;
                 alive = drain(fd, c, &mut buf, half_closed);
             }
-            if let Some(core) = core {
-                c.answer(core);
+            if let Some(turn) = &turn {
+                c.answer(turn);
             }
             if alive {
                 alive = flush(fd, c, reply);

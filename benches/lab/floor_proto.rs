@@ -13,7 +13,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::floor_core::{Answers, Core};
+use crate::floor_core::{Answers, Turn};
 
 /// How many copies of the response [`Reply`] holds back to back: the most one send carries.
 pub const COPIES: usize = 32;
@@ -178,9 +178,9 @@ impl Owes {
 
     /// `core`: answers the complete heads taken. Never while a send of [`Owes::chunk`] is in
     /// flight: the bytes may move.
-    pub fn answer(&mut self, core: &Core) {
+    pub fn answer(&mut self, turn: &Turn<'_>) {
         if let Owes::Core(a) = self {
-            a.answer(core);
+            a.answer(turn);
         }
     }
 

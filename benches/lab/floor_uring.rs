@@ -37,7 +37,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use uring_httpd::engine::multishot::BufRing;
 
-use crate::floor_core::Core;
+use crate::floor_core::{Core, Turn};
 use crate::floor_proto::{self, Owes, Reply};
 
 /// Submission queue entries; the completion queue gets four times as many.
@@ -76,10 +76,10 @@ impl Conn {
 
     /// Takes received bytes, and (`core`) answers them while no send is in flight (later ones
     /// wait for it).
-    fn received(&mut self, bytes: &[u8], core: Option<&Core>) {
+    fn received(&mut self, bytes: &[u8], turn: Option<&Turn<'_>>) {
         self.owes.take(bytes);
-        if let Some(core) = core.filter(|_| !self.sending) {
-            self.owes.answer(core);
+        if let Some(turn) = turn.filter(|_| !self.sending) {
+            self.owes.answer(turn);
         }
     }
 
@@ -292,9 +292,7 @@ fn serve(
             }
         }
         cq.sync();
-        if let Some(core) = core {
-            core.turn();
-        }
+        let turn = core.map(Core::turn);
         let mut gave = false;
         for cqe in &mut cq {
             let ud = cqe.user_data();
@@ -335,7 +333,7 @@ fn serve(
                     armed.set(armed.get() - 1);
                     if res > 0 {
                         let buf = std::mem::take(&mut c.buf);
-                        c.received(&buf[..res as usize], core);
+                        c.received(&buf[..res as usize], turn.as_ref());
                         c.buf = buf;
                         if direct && armed.get() == 0 && !c.sending && c.unsent(reply) {
                             send_now(fd, c);
@@ -361,7 +359,7 @@ fn serve(
                     let c = conns[fd as usize].as_mut().expect("recv on a known fd");
                     if let Some(bid) = cqueue::buffer_select(flags) {
                         if res > 0 {
-                            c.received(bufs.get(bid, res as usize), core);
+                            c.received(bufs.get(bid, res as usize), turn.as_ref());
                         }
                         bufs.give(bid);
                         gave = true;
@@ -394,9 +392,9 @@ fn serve(
                     c.sending = false;
                     if res >= 0 {
                         c.owes.sent(res as usize, reply);
-                        if let Some(core) = core {
+                        if let Some(turn) = &turn {
                             // Requests that came in during the send.
-                            c.owes.answer(core);
+                            c.owes.answer(turn);
                             if c.owes.finished() && !c.closing {
                                 c.closing = true;
                                 // SAFETY: fd is open (closed only once nothing is in flight).
