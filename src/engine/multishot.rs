@@ -74,7 +74,12 @@ struct Inner {
     slots: Vec<Slot>,
     /// Slots free for a new connection.
     free: Vec<u32>,
-    /// Entries pushed and not yet submitted.
+    /// Entries that found the submission queue full, in order: the driver's next turn submits
+    /// them after the ones in the queue. A connection never submits, so none of them waits on
+    /// the kernel (which may refuse a submission while its completion queue overflows, until the
+    /// driver has taken completions).
+    backlog: VecDeque<squeue::Entry>,
+    /// Entries queued (or in the backlog) and not yet submitted.
     queued: bool,
     /// The driver task, woken when there is something to submit.
     driver: Option<Waker>,
@@ -108,11 +113,16 @@ impl Receiver {
     /// SINGLE_ISSUER both need Linux 6.0; buffer rings 5.19): the engine then receives with one
     /// operation per request on tokio-uring's ring.
     pub fn new() -> io::Result<Rc<Receiver>> {
+        Receiver::with_entries(ENTRIES)
+    }
+
+    /// [`Receiver::new`] with a submission queue of `entries` (a test's is small, to fill it).
+    fn with_entries(entries: u32) -> io::Result<Rc<Receiver>> {
         let ring = IoUring::builder()
             .setup_coop_taskrun()
             .setup_single_issuer()
             .setup_cqsize(CQ_ENTRIES)
-            .build(ENTRIES)?;
+            .build(entries)?;
         let bufs = Bufs::new(&ring)?;
         Ok(Rc::new(Receiver {
             inner: RefCell::new(Inner {
@@ -120,6 +130,7 @@ impl Receiver {
                 bufs,
                 slots: Vec::new(),
                 free: Vec::new(),
+                backlog: VecDeque::new(),
                 queued: false,
                 driver: None,
             }),
@@ -192,8 +203,9 @@ impl Receiver {
         }
     }
 
-    /// Submits what is queued (and flushes completions the kernel kept back when the queue was
-    /// full), then hands every completion on. False when the submission failed (it stays queued).
+    /// Submits what is queued, the backlog included (and flushes completions the kernel kept
+    /// back when the queue was full), then hands every completion on. False when the kernel
+    /// refused a submission (what it refused stays queued).
     fn turn(&self) -> bool {
         let mut inner = self.inner.borrow_mut();
         let Inner {
@@ -201,13 +213,30 @@ impl Receiver {
             bufs,
             slots,
             free,
+            backlog,
             queued,
             ..
         } = &mut *inner;
         let mut submitted = true;
         if *queued || ring.submission().cq_overflow() {
-            // A failed submit (EBUSY, EAGAIN: the kernel is short of room) is retried next turn.
-            submitted = ring.submit().is_ok();
+            // A failed submit (EBUSY, EAGAIN: the kernel is short of room) is retried next turn,
+            // after this one has taken the completions.
+            loop {
+                while let Some(e) = backlog.front() {
+                    // SAFETY: see `enqueue`, which put it there.
+                    if unsafe { ring.submission().push(e) }.is_err() {
+                        break;
+                    }
+                    backlog.pop_front();
+                }
+                if ring.submit().is_err() {
+                    submitted = false;
+                    break;
+                }
+                if backlog.is_empty() {
+                    break;
+                }
+            }
             *queued = !submitted;
         }
         let mut gave = false;
@@ -257,7 +286,7 @@ impl Receiver {
         }
         release_if_idle(slots, free, bufs);
         for id in cancels {
-            push(ring, &cancel(id));
+            enqueue(ring, backlog, &cancel(id));
             *queued = true;
         }
         submitted
@@ -288,20 +317,15 @@ fn set_waker(at: &mut Option<Waker>, cx: &Context<'_>) {
     }
 }
 
-/// Pushes an entry, submitting the queue first when it is full.
-fn push(ring: &mut IoUring, e: &squeue::Entry) {
-    loop {
-        // SAFETY: the entries pushed here are receives into the registered buffer group of a
-        // socket a connection keeps open (the kernel holds its own reference once submitted)
-        // and cancellations; neither points at memory of ours.
-        if unsafe { ring.submission().push(e) }.is_ok() {
-            return;
-        }
-        // Full: submit to make room. Failing that, the entry is lost and its connection
-        // would wait for a completion that never comes, so keep trying.
-        if ring.submit().is_err() {
-            std::thread::yield_now();
-        }
+/// Puts an entry in the submission queue for the driver's next turn, or in the backlog behind
+/// it when the queue is full (or the backlog not empty: entries keep their order, so a receive's
+/// cancellation never goes before its arming).
+fn enqueue(ring: &mut IoUring, backlog: &mut VecDeque<squeue::Entry>, e: &squeue::Entry) {
+    // SAFETY: the entries queued here are receives into the registered buffer group of a socket
+    // a connection keeps open (the kernel holds its own reference once submitted) and
+    // cancellations; neither points at memory of ours.
+    if !backlog.is_empty() || unsafe { ring.submission().push(e) }.is_err() {
+        backlog.push_back(e.clone());
     }
 }
 
@@ -416,7 +440,7 @@ impl Inner {
 
     /// Queues `e` for the driver task's next turn, and wakes it.
     fn submit_soon(&mut self, e: &squeue::Entry) {
-        push(&mut self.ring, e);
+        enqueue(&mut self.ring, &mut self.backlog, e);
         self.queued = true;
         if let Some(w) = self.driver.take() {
             w.wake();
@@ -681,6 +705,11 @@ mod tests {
     /// A receive ring with `n` connected socket pairs, each connection's end opened in it; or
     /// `None` (the test is skipped) where io_uring is unavailable.
     fn ring_with(n: usize) -> Option<(Rc<Receiver>, Vec<Pair>)> {
+        ring_of(ENTRIES, n)
+    }
+
+    /// [`ring_with`] on a ring whose submission queue has `entries`.
+    fn ring_of(entries: u32, n: usize) -> Option<(Rc<Receiver>, Vec<Pair>)> {
         if let Err(why) = crate::engine::probe_uring() {
             assert!(
                 std::env::var_os("URING_HTTPD_REQUIRE_URING").is_none_or(|v| v != "1"),
@@ -689,7 +718,7 @@ mod tests {
             eprintln!("note: skipped: {why}");
             return None;
         }
-        let recv = Receiver::new().expect("a receive ring on this kernel");
+        let recv = Receiver::with_entries(entries).expect("a receive ring on this kernel");
         let conns = (0..n)
             .map(|_| {
                 let (peer, sock) = UnixStream::pair().unwrap();
@@ -770,6 +799,44 @@ mod tests {
             );
         }
         assert_eq!(recv.inner.borrow().bufs.held, 0, "buffers not given back");
+    }
+
+    /// The first reads of 8 connections, on a submission queue of 2, and the cancellation of the
+    /// last one's receive queued behind its arming: none waits for the kernel, the driver's next
+    /// turn submits them all in order, every connection gets its bytes, and the dropped one's
+    /// slot is freed at its receive's end.
+    #[test]
+    fn entries_that_find_the_queue_full_wait_in_order_for_the_driver() {
+        let Some((recv, mut conns)) = ring_of(2, 8) else {
+            return;
+        };
+        for (_, _, rx) in &conns {
+            assert!(poll_once(rx, &mut Vec::with_capacity(64)).is_pending());
+        }
+        assert_eq!(recv.inner.borrow().backlog.len(), 6);
+        let (_peer, _sock, rx) = conns.pop().unwrap();
+        let gone = rx.id;
+        drop(rx);
+        assert_eq!(recv.inner.borrow().backlog.len(), 7);
+        assert!(recv.turn());
+        assert!(recv.inner.borrow().backlog.is_empty());
+        for (i, (peer, _, _)) in conns.iter().enumerate() {
+            (&*peer)
+                .write_all(format!("request {i}").as_bytes())
+                .unwrap();
+        }
+        for _ in 0..3 {
+            recv.turn();
+        }
+        for (i, (_, _, rx)) in conns.iter().enumerate() {
+            let mut buf = Vec::with_capacity(64);
+            assert!(matches!(poll_once(rx, &mut buf), Poll::Ready(Ok(9))));
+            assert_eq!(buf, format!("request {i}").as_bytes());
+        }
+        assert!(
+            recv.inner.borrow().free.contains(&gone),
+            "the dropped connection's receive was not cancelled"
+        );
     }
 
     /// A connection dropped with bytes unread and its receive armed gives its buffers back, and
