@@ -3,11 +3,21 @@
 # their ranges, of its per-round ratios to a base command (server CPU, machine CPU). The base is
 # the first command, or another with `-v base=NAME`, to divide by any contender of the same run:
 #   awk -v base=fe -f benches/ab/summary.awk /tmp/uring-ab/abc-rows.txt
-function median(list,   a, n, i, j, t) {
+# sorted(list, a): splits the space-separated numbers of list into a[1..n] in ascending order;
+# returns n.
+function sorted(list, a,   n, i, j, t) {
   n = split(list, a, " ")
-  for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-  lo = a[1]; hi = a[n]
+  for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+  return n
+}
+function median(list,   a, n) {
+  n = sorted(list, a)
   return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+# The range of list, as "lo–hi" with two decimals.
+function span(list,   a, n) {
+  n = sorted(list, a)
+  return sprintf("%.2f–%.2f", a[1], a[n])
 }
 { delete v; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
   # A row without figures (from before abc.sh left failed rounds out) is not a 0.
@@ -29,8 +39,7 @@ END {
     }
     printf "median %s: cpu=%.3f user=%.3f machine=%.3f rps=%.0f; ", n, median(cpu[n]), median(user[n]),
       median(machine[n]), median(rps[n])
-    m = median(ratios)
-    printf "cpu ÷ %s in the same round: %.3f (%.2f–%.2f), ", base, m, lo, hi
+    printf "cpu ÷ %s in the same round: %.3f (%s), ", base, median(ratios), span(ratios)
     printf "machine: %.3f\n", median(mratios)
   }
 }
