@@ -120,6 +120,14 @@ pub(crate) mod read_bufs {
     }
 }
 
+/// Frees what this thread's engine keeps for later connections and responses: the parked read
+/// buffers, and the io_uring engine's copy buffers and clean pipes (the worker's trim after a
+/// burst; on an epoll worker the io_uring pools are empty).
+pub(crate) fn release_pooled() {
+    read_bufs::release();
+    uring::release_pooled();
+}
+
 /// Socket calls made straight through syscall(2) (non-blocking through the socket's mode or the
 /// caller's flags). glibc's `send`, `recv` and `writev` are thread cancellation points: in a
 /// process with threads each one brackets its system call with two calls that enable and disable

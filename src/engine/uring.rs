@@ -189,6 +189,12 @@ const POOLED_COPY_BUFS: usize = 8;
 /// Pipes a worker keeps for reuse; more are closed.
 const POOLED_PIPES: usize = 16;
 
+/// Frees the worker's pooled copy buffers and closes its pooled pipes ([`super::release_pooled`]).
+pub(super) fn release_pooled() {
+    COPY_BUFS.with_borrow_mut(|p| *p = Vec::new());
+    PIPES.with_borrow_mut(|p| *p = Vec::new());
+}
+
 impl Pipe {
     /// A pipe from the worker's pool, or a new one.
     fn take() -> io::Result<Pipe> {
@@ -850,6 +856,33 @@ mod tests {
         let n = cqe.result();
         buf.truncate(n.max(0) as usize);
         (n, buf)
+    }
+
+    /// The worker's trim empties the io_uring engine's pools: its copy buffers are freed and its
+    /// pipes closed (the pipe's descriptors are then no longer open).
+    #[test]
+    fn releasing_the_pools_frees_copy_buffers_and_closes_pipes() {
+        let pipe = Pipe::new().expect("a pipe");
+        let fds = [pipe.r.as_raw_fd(), pipe.w.as_raw_fd()];
+        pipe.give_back();
+        COPY_BUFS.with_borrow_mut(|p| p.push(Vec::with_capacity(COPY_CHUNK)));
+        // The pipe's inode behind `fd`, if `fd` is open (another test's thread may have been
+        // given the number again once it was closed, but never this pipe).
+        let inode = |fd: RawFd| {
+            // SAFETY: `stat` is a plain C struct for which all-zero bytes are a valid value.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstat writes into `st`, which outlives the call, and only reads `fd`.
+            let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
+            ok.then_some(st.st_ino)
+        };
+        let pipe_ino = inode(fds[0]).expect("the pipe is open");
+        crate::engine::release_pooled();
+        assert!(COPY_BUFS.with_borrow(|p| p.is_empty()));
+        assert!(PIPES.with_borrow(|p| p.is_empty()));
+        assert!(
+            fds.iter().all(|&fd| inode(fd) != Some(pipe_ino)),
+            "a pooled pipe stayed open"
+        );
     }
 
     #[test]

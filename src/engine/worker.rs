@@ -302,7 +302,8 @@ const TRIM_DELAY: Duration = Duration::from_millis(500);
 /// MB after each of 3 cycles; with this, 5.1-5.7 MB after every cycle on both engines). When at
 /// least [`TRIM_AFTER`] connections of a worker have closed since its peak and it is down to an
 /// eighth of that peak, it schedules (after [`TRIM_DELAY`]) freeing the pooled answers and response
-/// buffers ([`conn::release_pooled`]), the parked read buffers ([`super::read_bufs`]) and
+/// buffers ([`conn::release_pooled`]), the engine's pools ([`super::release_pooled`]: parked read
+/// buffers, the io_uring engine's copy buffers and pipes) and
 /// `malloc_trim(0)`, which hands the free pages of every arena back, and the peak starts again
 /// from what is open; when the last connection closes after such a trim, it trims once more. So a
 /// burst that drains costs two or three calls, never one per request, and a steady load none. A
@@ -347,7 +348,7 @@ impl Occupancy {
                     tokio::time::sleep(TRIM_DELAY).await;
                     deadlines.forget_closed();
                     conn::release_pooled();
-                    super::read_bufs::release();
+                    super::release_pooled();
                     give_memory_back();
                     if !me.again.replace(false) {
                         break;
