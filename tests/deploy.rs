@@ -134,9 +134,36 @@ fn the_unit_keeps_the_required_settings() {
     ] {
         assert_eq!(values(&unit, key), [want], "{key}");
     }
-    // The capability is there for ports below 1024, commented out.
+    // The capability is there for ports below 1024, commented out; uncommenting the two lines
+    // gives the service that capability and no other (systemd: an empty assignment resets the
+    // bounding set, any other adds to it, in the order of the lines).
     assert!(unit.contains("\n#AmbientCapabilities=CAP_NET_BIND_SERVICE\n"));
     assert!(values(&unit, "AmbientCapabilities").is_empty());
+    let port_80 = unit
+        .replace(
+            "\n#AmbientCapabilities=CAP_NET_BIND_SERVICE\n",
+            "\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n",
+        )
+        .replace(
+            "\n#CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n",
+            "\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n",
+        );
+    let bounding =
+        values(&port_80, "CapabilityBoundingSet")
+            .iter()
+            .fold(Vec::new(), |mut set, v| {
+                if v.is_empty() {
+                    set.clear();
+                } else {
+                    set.extend(v.split_whitespace().map(str::to_string));
+                }
+                set
+            });
+    assert_eq!(bounding, ["CAP_NET_BIND_SERVICE"]);
+    assert_eq!(
+        values(&port_80, "AmbientCapabilities"),
+        ["CAP_NET_BIND_SERVICE"]
+    );
     assert!(!values(&unit, "LimitNOFILE").is_empty());
 }
 
