@@ -12,9 +12,13 @@ echo "hadolint $(hadolint --version | awk '{print $NF}'): no findings"
 
 # 1.30: the oldest Kubernetes these manifests are for (preStop sleep is on by default from 1.30);
 # 1.37: the newest schemas the package bundles.
+# Every file `kubectl apply -f deploy/k8s/` reads (.yaml, .yml, .json) must be an object it takes.
+shopt -s nullglob
+manifests=(deploy/k8s/*.yaml deploy/k8s/*.yml deploy/k8s/*.json)
+shopt -u nullglob
 for v in 1.30.0 1.37.0; do
-    echo "== kubernetes-validate --strict -k $v deploy/k8s/*.yaml"
-    kubernetes-validate --strict -k "$v" deploy/k8s/*.yaml
+    echo "== kubernetes-validate --strict -k $v ${manifests[*]}"
+    kubernetes-validate --strict -k "$v" "${manifests[@]}"
 done
 
 echo "== seccomp profiles"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Renders docker/seccomp-io_uring.json (Docker's profile format) into the OCI runtime-spec format
-that the kubelet's container runtimes read for a `Localhost` profile: deploy/k8s/seccomp-io_uring.json.
+that the kubelet's container runtimes read for a `Localhost` profile: deploy/seccomp/seccomp-io_uring.json.
 
 containerd reads a Localhost profile as a plain OCI `LinuxSeccomp`: it ignores Docker's `archMap`
 and the `includes`/`excludes` conditions, so the Docker-format file would there allow every
@@ -8,7 +8,7 @@ capability-gated rule to everyone. Docker resolves those conditions per containe
 resolves them once, for the Deployment's containers: no capabilities (drop ALL), amd64 or arm64
 nodes, Linux 5.10 or newer (what the io_uring engine needs anyway).
 
-    python3 deploy/render-seccomp.py           # rewrite deploy/k8s/seccomp-io_uring.json
+    python3 deploy/render-seccomp.py           # rewrite deploy/seccomp/seccomp-io_uring.json
     python3 deploy/render-seccomp.py --check   # exit 1 if the committed file is stale
 """
 import json
@@ -17,7 +17,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "docker" / "seccomp-io_uring.json"
-TARGET = REPO / "deploy" / "k8s" / "seccomp-io_uring.json"
+TARGET = REPO / "deploy" / "seccomp" / "seccomp-io_uring.json"
 ARCHES = {"amd64", "x86", "x32", "arm64", "arm"}
 MIN_KERNEL = (5, 10)
 ARCH_NAMES = {"SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"}

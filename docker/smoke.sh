@@ -335,9 +335,9 @@ echo "   the daemon's default profile gave: $(echo "$ERR" | grep -o '(engine [a-
 docker stop -t "$GRACE" uh-smoke-volumes >/dev/null
 
 # ---------------------------------------------------------------- 4: the Kubernetes rendering
-say "container 4: --security-opt seccomp=deploy/k8s/seccomp-io_uring.json (the OCI-format rendering)"
+say "container 4: --security-opt seccomp=deploy/seccomp/seccomp-io_uring.json (the OCI-format rendering)"
 P4=$(free_port)
-run uh-smoke-k8s-profile --security-opt seccomp="$REPO/deploy/k8s/seccomp-io_uring.json" -e URING_HTTPD_HOST=127.0.0.1 -e URING_HTTPD_PORT="$P4" "$IMAGE"
+run uh-smoke-k8s-profile --security-opt seccomp="$REPO/deploy/seccomp/seccomp-io_uring.json" -e URING_HTTPD_HOST=127.0.0.1 -e URING_HTTPD_PORT="$P4" "$IMAGE"
 ERR=$(listening uh-smoke-k8s-profile)
 code=$(get "$P4/" "$TMP/body")
 if echo "$ERR" | grep -q '(engine uring,' && [ "$code" = 200 ] && cmp -s "$TMP/body" "$REPO/root/index.html"; then

@@ -239,7 +239,7 @@ fn explain(e: &io::Error) -> String {
             "io_uring_setup was refused ({e}). Docker's default seccomp profile blocks io_uring \
              since Docker 25: run the container with `--security-opt \
              seccomp=docker/seccomp-io_uring.json` (Docker's default profile plus io_uring_setup, \
-             io_uring_enter and io_uring_register; deploy/k8s has the Kubernetes one); elsewhere \
+             io_uring_enter and io_uring_register; deploy/seccomp has the Kubernetes one); elsewhere \
              check `sysctl kernel.io_uring_disabled` (0 enables it for everyone)"
         ),
         Some(libc::ENOSYS) => format!(
