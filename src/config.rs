@@ -163,7 +163,8 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// Idle seconds allowed between requests on a connection; 0 disables keep-alive. Default 5.
     pub keep_alive_timeout_secs: u64,
-    /// Seconds allowed for a whole request head to arrive, from its first byte; default 10.
+    /// Seconds allowed for a whole request (head and body) to arrive, from its first byte;
+    /// default 10.
     pub header_timeout_secs: u64,
     /// A response write that makes no progress for this many seconds closes the connection;
     /// default 60.

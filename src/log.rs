@@ -76,7 +76,7 @@ pub struct Record {
     pub bytes: u64,
     /// Bytes of the response's body put on the wire; 0 when it had none or sending failed.
     pub body_bytes: u64,
-    /// Time taken to answer, from the start of the response to its last byte sent.
+    /// Time taken to answer, from the request's first byte to the response's last byte sent.
     pub duration: Duration,
     /// The request's own fields (method, target, protocol, referer, user agent) as sent.
     pub text: RequestText,

@@ -192,7 +192,7 @@ impl Collector for Counters {
         let sum = all.duration_sum_ns as f64 / 1e9;
         enc.encode_descriptor(
             "uring_httpd_request_duration",
-            "Time from the start of a response to its last byte sent",
+            "Time from a request's first byte to its response's last byte sent",
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?
