@@ -177,7 +177,8 @@ impl Receiver {
         };
         loop {
             if !self.turn() {
-                // The kernel refused the submission (short of room): let the connections run
+                // The kernel refused the submission or took none of it (short of room): let the
+                // connections run
                 // (they give buffers back, take completions) before trying again.
                 tokio::task::yield_now().await;
                 continue;
@@ -205,7 +206,8 @@ impl Receiver {
 
     /// Submits what is queued, the backlog included (and flushes completions the kernel kept
     /// back when the queue was full), then hands every completion on. False when the kernel
-    /// refused a submission (what it refused stays queued).
+    /// refused a submission or took none of a full queue (what it did not take stays queued, and
+    /// the driver lets the worker's other tasks run before it tries again).
     fn turn(&self) -> bool {
         let mut inner = self.inner.borrow_mut();
         let Inner {
@@ -233,10 +235,12 @@ impl Receiver {
                     submitted = false;
                     break;
                 }
-                if backlog.is_empty() {
+                // All submitted, or the kernel took none of a full queue: no more this turn.
+                if backlog.is_empty() || ring.submission().is_full() {
                     break;
                 }
             }
+            submitted &= backlog.is_empty();
             *queued = !submitted;
         }
         let mut gave = false;
