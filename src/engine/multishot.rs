@@ -178,8 +178,7 @@ impl Receiver {
         loop {
             if !self.turn() {
                 // The kernel refused the submission or took none of it (short of room): let the
-                // connections run
-                // (they give buffers back, take completions) before trying again.
+                // connections run (they give buffers back, take completions) before trying again.
                 tokio::task::yield_now().await;
                 continue;
             }
