@@ -303,12 +303,11 @@ const TRIM_DELAY: Duration = Duration::from_millis(500);
 /// least [`TRIM_AFTER`] connections of a worker have closed since its peak and it is down to an
 /// eighth of that peak, it schedules (after [`TRIM_DELAY`]) freeing the pooled answers and response
 /// buffers ([`conn::release_pooled`]), the engine's pools ([`super::release_pooled`]: parked read
-/// buffers, the io_uring engine's copy buffers and pipes) and
-/// `malloc_trim(0)`, which hands the free pages of every arena back, and the peak starts again
-/// from what is open; when the last connection closes after such a trim, it trims once more. So a
-/// burst that drains costs two or three calls, never one per request, and a steady load none. A
-/// worker whose peak stays below [`TRIM_AFTER`] keeps its pools: at most what its busiest moment
-/// had in flight.
+/// buffers, the io_uring engine's copy buffers and pipes) and `malloc_trim(0)`, which hands the
+/// free pages of every arena back, and the peak starts again from what is open; when the last
+/// connection closes after such a trim, it trims once more. So a burst that drains costs two or
+/// three calls, never one per request, and a steady load none. A worker whose peak stays below
+/// [`TRIM_AFTER`] keeps its pools: at most what its busiest moment had in flight.
 #[derive(Debug, Default)]
 struct Occupancy {
     open: std::cell::Cell<usize>,
